@@ -1,0 +1,513 @@
+//! `davit fetch` and `davit images`: the steps in order, each named in errors.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::cache::{self, Cache, Entry, Manifest};
+use crate::error::{Error, ErrorKind, Result};
+use crate::index::{Image, Index, IndexKind, Wanted};
+use crate::transport::{self, FileTransport, Http, HttpOptions, Retry, Server, Transport};
+use crate::verify::{KeyOptions, Keyring};
+use crate::Reporter;
+
+/// How to treat the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheMode {
+    /// Use the cache when the index still lists its build.
+    #[default]
+    Normal,
+    /// `--flush-cache`: download again.
+    Flush,
+    /// `--offline` / `--force-cache`: no network at all.
+    Offline,
+}
+
+/// Everything a [`Client`] needs, passed in by the caller.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The image server.
+    pub server: Server,
+    /// HTTPS settings.
+    pub http: HttpOptions,
+    /// Trusted keys.
+    pub keys: KeyOptions,
+    /// Verify signatures (`--no-validate` turns this off).
+    pub validate: bool,
+    /// The cache root.
+    pub cache_dir: PathBuf,
+    /// Cache policy.
+    pub mode: CacheMode,
+    /// Which index to read.
+    pub index: IndexKind,
+    /// Retry policy.
+    pub retry: Retry,
+}
+
+/// How a fetch was satisfied.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// New files were downloaded and verified.
+    Downloaded,
+    /// The index still lists the cached build; nothing was downloaded.
+    UpToDate,
+    /// `--offline`/`--force-cache`: the cache was used without the network.
+    Offline,
+    /// The server could not be reached; the cached copy was used.
+    Stale,
+}
+
+/// The result of a fetch.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fetched {
+    /// How it was satisfied.
+    pub outcome: Outcome,
+    /// The verified cache entry.
+    pub entry: Entry,
+    /// Warnings the user must see (also sent to the reporter).
+    pub warnings: Vec<String>,
+}
+
+/// A client for one server and cache.
+pub struct Client {
+    opts: Options,
+    transport: Box<dyn Transport>,
+    keyring: Option<Keyring>,
+    cache: Cache,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+const SMALL: u64 = 64 << 20;
+
+impl Client {
+    /// Sets up the transport and the keyring.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Usage`] for plain http without signature checks, and the
+    /// errors of [`Http::new`] and [`Keyring::load`].
+    pub fn new(opts: Options) -> Result<Client> {
+        if let Server::Http { plain: true, .. } = opts.server {
+            if !opts.validate {
+                return Err(Error::Usage(format!(
+                    "{} is plain http, which is allowed only while signatures are checked: drop --no-validate or use https://",
+                    opts.server.display()
+                )));
+            }
+        }
+        let transport: Box<dyn Transport> = match &opts.server {
+            Server::Http { .. } => Box::new(Http::new(&opts.http)?),
+            Server::Dir(_) => Box::new(FileTransport),
+        };
+        let keyring = if opts.validate {
+            Some(Keyring::load(&opts.keys)?)
+        } else {
+            None
+        };
+        let cache = Cache::new(&opts.cache_dir);
+        Ok(Client {
+            opts,
+            transport,
+            keyring,
+            cache,
+        })
+    }
+
+    /// The cache this client uses.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    fn get_small(&self, path: &str, step: &str, rep: &dyn Reporter) -> Result<Vec<u8>> {
+        let url = self.opts.server.url(path);
+        let mut out = Vec::new();
+        transport::download(
+            self.transport.as_ref(),
+            &url,
+            step,
+            &file_name(path),
+            &mut out,
+            Some(SMALL),
+            self.opts.retry,
+            rep,
+        )?;
+        Ok(out)
+    }
+
+    /// Like `get_small`, but a 404 is `None`.
+    fn get_optional(&self, path: &str, step: &str, rep: &dyn Reporter) -> Result<Option<Vec<u8>>> {
+        match self.get_small(path, step, rep) {
+            Ok(b) => Ok(Some(b)),
+            Err(Error::Download {
+                status: Some(404), ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn signature(&self, path: &str, step: &str, rep: &dyn Reporter) -> Result<Vec<u8>> {
+        let url = self.opts.server.url(path);
+        match self.get_optional(path, step, rep)? {
+            Some(s) => Ok(s),
+            None => Err(Error::Signature {
+                file: url.trim_end_matches(".asc").to_string(),
+                why: format!("the signature {url} is missing (HTTP 404); use --no-validate only if you trust this server and the path to it"),
+                signer: None,
+            }),
+        }
+    }
+
+    /// Downloads and verifies an index.
+    ///
+    /// # Errors
+    /// Network, signature and parse errors, each naming the index URL.
+    pub fn index_of(&self, kind: IndexKind, rep: &dyn Reporter) -> Result<Index> {
+        let path = format!("/meta/1.0/{}", kind.file_name());
+        let url = self.opts.server.url(&path);
+        rep.step("downloading the image index");
+        let text = self.get_small(&path, "downloading the image index", rep)?;
+        if let Some(k) = &self.keyring {
+            let sig = self.signature(
+                &format!("{path}.asc"),
+                "downloading the index signature",
+                rep,
+            )?;
+            k.verify_bytes(&text, &sig, &url)?;
+        } else {
+            rep.warn(
+                "not verifying signatures (--no-validate): a tampered image would not be noticed",
+            );
+        }
+        let text = String::from_utf8(text).map_err(|_| Error::Malformed {
+            what: "the index".into(),
+            file: url.clone(),
+            why: "it is not UTF-8".into(),
+        })?;
+        Index::parse(&text, &url)
+    }
+
+    /// The index this client reads.
+    ///
+    /// # Errors
+    /// As [`Client::index_of`].
+    pub fn index(&self, rep: &dyn Reporter) -> Result<Index> {
+        self.index_of(self.opts.index, rep)
+    }
+
+    /// Finds `want` in the index, explaining a miss.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] with close matches, variants, and (for
+    /// `index-user`) whether the image exists for root only.
+    pub fn lookup(&self, index: &Index, want: &Wanted, rep: &dyn Reporter) -> Result<Image> {
+        if let Some(i) = index.find(want) {
+            return Ok(i.clone());
+        }
+        let idx_name = self.opts.index.file_name();
+        let mut msg = format!(
+            "no image {} in {} of {}",
+            want.tuple(),
+            idx_name,
+            self.opts.server.display()
+        );
+        if self.opts.index == IndexKind::User {
+            if let Ok(sys) = self.index_of(IndexKind::System, &crate::Quiet) {
+                if let Some(i) = sys.find(want) {
+                    msg.push_str(&format!(
+                        ": {} is in index-system but not in index-user, so its publisher does not mark it as working unprivileged; run as root, or pass --index system to fetch it anyway",
+                        i.tuple()
+                    ));
+                    return Err(Error::NotFound { message: msg });
+                }
+            }
+        }
+        let _ = rep;
+        let hint = index.explain_missing(want);
+        if !hint.is_empty() {
+            msg.push_str("; ");
+            msg.push_str(&hint);
+        }
+        Err(Error::NotFound { message: msg })
+    }
+
+    fn use_cached(
+        &self,
+        want: &Wanted,
+        outcome: Outcome,
+        mut warnings: Vec<String>,
+        rep: &dyn Reporter,
+    ) -> Result<Fetched> {
+        let Some(entry) = self.cache.find(want) else {
+            return Err(Error::NotCached {
+                image: want.tuple(),
+                cache: self.cache.root().to_path_buf(),
+            });
+        };
+        entry.verify().map_err(|e| match e {
+            Error::Digest { file, want: w, got, .. } => Error::Digest {
+                file,
+                against: "the cache manifest (the cached copy is corrupt; run without --offline to fetch it again)".into(),
+                want: w,
+                got,
+            },
+            e => e,
+        })?;
+        if entry.expired(now()) {
+            warnings.push(format!(
+                "the cached image {} (build {}) has expired; it may lack security fixes",
+                entry.manifest.image.tuple(),
+                entry.manifest.image.build
+            ));
+        }
+        for w in &warnings {
+            rep.warn(w);
+        }
+        Ok(Fetched {
+            outcome,
+            entry,
+            warnings,
+        })
+    }
+
+    /// Downloads, verifies and caches the newest build of `want`.
+    ///
+    /// # Errors
+    /// Any [`ErrorKind`]; on error the cache is unchanged.
+    pub fn fetch(&self, want: &Wanted, rep: &dyn Reporter) -> Result<Fetched> {
+        if self.opts.mode == CacheMode::Offline {
+            return self.use_cached(want, Outcome::Offline, Vec::new(), rep);
+        }
+        let index = match self.index(rep) {
+            Ok(i) => i,
+            Err(e)
+                if e.kind() == ErrorKind::Network
+                    && self.opts.mode == CacheMode::Normal
+                    && self.cache.find(want).is_some() =>
+            {
+                let w = format!("cannot reach the server ({e}); using the cached copy");
+                return self.use_cached(want, Outcome::Stale, vec![w], rep);
+            }
+            Err(e) => return Err(e),
+        };
+        let img = self.lookup(&index, want, rep)?;
+        let lock = self.cache.lock(&img)?;
+        let dir = self.cache.entry_dir(&img);
+        let mut warnings = Vec::new();
+        if self.opts.mode == CacheMode::Normal {
+            if let Some(entry) = self.cache.read(&dir) {
+                if entry.manifest.image.build == img.build {
+                    match entry.verify() {
+                        Ok(()) => {
+                            self.cache.touch_checked(&dir, now(), &lock)?;
+                            rep.step("the cache is already up to date");
+                            let entry = self.cache.read(&dir).unwrap_or(entry);
+                            return Ok(Fetched {
+                                outcome: Outcome::UpToDate,
+                                entry,
+                                warnings,
+                            });
+                        }
+                        Err(e) => {
+                            let w =
+                                format!("the cached copy is corrupt ({e}); downloading it again");
+                            rep.warn(&w);
+                            warnings.push(w);
+                        }
+                    }
+                }
+            }
+        }
+        let st = self.cache.staging(&img, &lock)?;
+        let (files, verified, signer) = self.download_build(&img, st.path(), rep)?;
+        let mut manifest = Manifest {
+            version: 1,
+            server: self.opts.server.display(),
+            index: self.opts.index.file_name().to_string(),
+            image: img.clone(),
+            verified,
+            signer,
+            files,
+            fetched_at: now(),
+        };
+        rep.step("unpacking the metadata");
+        let meta_url = self.opts.server.url(&format!("{}meta.tar.xz", img.path));
+        let names = cache::extract_meta(&st.path().join("meta.tar.xz"), st.path(), &meta_url)?;
+        std::fs::write(st.path().join("build_id"), format!("{}\n", img.build))
+            .map_err(|e| Error::io("write", st.path().join("build_id"), e))?;
+        for n in names.iter().map(String::as_str).chain(["build_id"]) {
+            manifest
+                .files
+                .insert(n.to_string(), cache::sha256_file(&st.path().join(n))?);
+        }
+        for n in manifest.files.keys() {
+            let p = st.path().join(n);
+            File::open(&p)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io("fsync", &p, e))?;
+        }
+        let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
+        cache::write_atomic(&st.path().join("manifest.json"), &json)?;
+        cache::write_atomic(
+            &st.path().join("last_checked"),
+            format!("{}\n", now()).as_bytes(),
+        )?;
+        let dir = self.cache.commit(&img, st, &lock)?;
+        rep.step("the image cache is now ready");
+        let entry = self.cache.read(&dir).ok_or_else(|| {
+            Error::io(
+                "read back",
+                &dir,
+                std::io::Error::other("the new entry is incomplete"),
+            )
+        })?;
+        drop(lock);
+        Ok(Fetched {
+            outcome: Outcome::Downloaded,
+            entry,
+            warnings,
+        })
+    }
+
+    /// Downloads rootfs.tar.xz and meta.tar.xz of one build into `dir` and
+    /// verifies them. Returns the file digests, the method and the signer.
+    fn download_build(
+        &self,
+        img: &Image,
+        dir: &std::path::Path,
+        rep: &dyn Reporter,
+    ) -> Result<(BTreeMap<String, String>, String, Option<String>)> {
+        let mut files = BTreeMap::new();
+        let base = &img.path;
+        let p = |name: &str| format!("{base}{name}");
+        let mut sums: Option<BTreeMap<String, String>> = None;
+        let mut signer = None;
+        if let Some(k) = &self.keyring {
+            // Prefer one signature over SHA256SUMS; fall back to per-file .asc.
+            if let Some(text) =
+                self.get_optional(&p("SHA256SUMS"), "downloading SHA256SUMS", rep)?
+            {
+                if let Some(sig) =
+                    self.get_optional(&p("SHA256SUMS.asc"), "downloading SHA256SUMS.asc", rep)?
+                {
+                    let url = self.opts.server.url(&p("SHA256SUMS"));
+                    signer = Some(k.verify_bytes(&text, &sig, &url)?);
+                    sums = Some(parse_sums(&text));
+                    write(dir, "SHA256SUMS", &text)?;
+                    write(dir, "SHA256SUMS.asc", &sig)?;
+                    for n in ["SHA256SUMS", "SHA256SUMS.asc"] {
+                        files.insert(n.to_string(), cache::sha256_file(&dir.join(n))?);
+                    }
+                }
+            }
+        }
+        let mut method = if sums.is_some() {
+            "sha256sums"
+        } else {
+            "detached"
+        };
+        for (name, step) in [
+            ("rootfs.tar.xz", "downloading the rootfs"),
+            ("meta.tar.xz", "downloading the metadata"),
+        ] {
+            let url = self.opts.server.url(&p(name));
+            let listed = sums.as_ref().and_then(|s| s.get(name)).cloned();
+            let sig = match (&self.keyring, &listed) {
+                (Some(_), None) => {
+                    method = "detached";
+                    Some(self.signature(
+                        &p(&format!("{name}.asc")),
+                        &format!("{step} signature"),
+                        rep,
+                    )?)
+                }
+                _ => None,
+            };
+            rep.step(step);
+            let dest = dir.join(name);
+            let mut f = File::create(&dest).map_err(|e| Error::io("create", &dest, e))?;
+            let got = transport::download(
+                self.transport.as_ref(),
+                &url,
+                step,
+                name,
+                &mut f,
+                None,
+                self.opts.retry,
+                rep,
+            )?;
+            f.sync_all().map_err(|e| Error::io("fsync", &dest, e))?;
+            drop(f);
+            if let Some(want) = listed {
+                if !want.eq_ignore_ascii_case(&got.sha256) {
+                    return Err(Error::Digest {
+                        file: url,
+                        against: "the signed SHA256SUMS".into(),
+                        want,
+                        got: got.sha256,
+                    });
+                }
+            }
+            if let (Some(k), Some(sig)) = (&self.keyring, sig) {
+                signer = Some(k.verify_file(&dest, &sig, &url)?);
+                write(dir, &format!("{name}.asc"), &sig)?;
+                files.insert(
+                    format!("{name}.asc"),
+                    cache::sha256_file(&dir.join(format!("{name}.asc")))?,
+                );
+            }
+            files.insert(name.to_string(), got.sha256);
+        }
+        if self.keyring.is_none() {
+            method = "none";
+        }
+        Ok((files, method.to_string(), signer))
+    }
+}
+
+fn write(dir: &std::path::Path, name: &str, data: &[u8]) -> Result<()> {
+    let p = dir.join(name);
+    std::fs::write(&p, data).map_err(|e| Error::io("write", &p, e))
+}
+
+fn file_name(path: &str) -> String {
+    path.rsplit('/').next().unwrap_or(path).to_string()
+}
+
+/// Parses `HASH  NAME` lines (binary-mode `*NAME` too).
+pub fn parse_sums(text: &[u8]) -> BTreeMap<String, String> {
+    String::from_utf8_lossy(text)
+        .lines()
+        .filter_map(|l| {
+            let (h, n) = l.split_once(char::is_whitespace)?;
+            let n = n.trim_start().trim_start_matches('*');
+            (h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| (n.to_string(), h.to_ascii_lowercase()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_upstream_sums() {
+        let s = parse_sums(include_bytes!(
+            "../../../tests/fixtures/upstream/SHA256SUMS"
+        ));
+        assert_eq!(
+            s["rootfs.tar.xz"],
+            "c2eed8f2bf4fe70287ba9244161f30aefdb86328f5759d7efcdbf2b8a92288d6"
+        );
+        assert_eq!(s.len(), 9);
+    }
+}

@@ -1,0 +1,300 @@
+//! `check`: host readiness as data (`lxc-checkconfig` made useful).
+#![forbid(unsafe_code)]
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::cgroup::{self, Layout, Mode};
+use crate::sys;
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckItem {
+    /// What was checked, e.g. `namespace: user`.
+    pub item: String,
+    /// Whether it is usable.
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+    /// How to fix it, when not ok.
+    pub fix: Option<String>,
+}
+
+fn item(
+    name: impl Into<String>,
+    ok: bool,
+    detail: impl Into<String>,
+    fix: Option<&str>,
+) -> CheckItem {
+    CheckItem {
+        item: name.into(),
+        ok,
+        detail: detail.into(),
+        fix: if ok { None } else { fix.map(str::to_owned) },
+    }
+}
+
+/// Total ids `user` (by name or uid) may map according to `/etc/subuid`
+/// style text, and the ranges.
+pub fn subid_ranges(text: &str, user: &str, uid: u32) -> Vec<(u64, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.trim().split(':');
+            let (who, start, count) = (f.next()?, f.next()?, f.next()?);
+            (who == user || who == uid.to_string())
+                .then(|| Some((start.parse().ok()?, count.parse().ok()?)))
+                .flatten()
+        })
+        .collect()
+}
+
+fn user_name(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_owned())
+            })
+        })
+        .unwrap_or_else(|| uid.to_string())
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    path.split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// Run every check against this host.
+pub fn check() -> Vec<CheckItem> {
+    let mut out = Vec::new();
+    for ns in ["user", "mnt", "pid", "uts", "ipc", "net", "cgroup", "time"] {
+        let ok = Path::new(&format!("/proc/self/ns/{ns}")).exists();
+        out.push(item(
+            format!("namespace: {ns}"),
+            ok,
+            if ok { "available" } else { "missing" },
+            Some("enable the namespace in the kernel config (CONFIG_*_NS)"),
+        ));
+    }
+    let max_userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    out.push(item(
+        "user namespaces allowed",
+        max_userns > 0,
+        format!("user.max_user_namespaces = {max_userns}"),
+        Some("sysctl -w user.max_user_namespaces=15000"),
+    ));
+
+    match Layout::detect() {
+        Ok(l) => {
+            let mode = l.mode();
+            out.push(item(
+                "cgroup version",
+                mode != Mode::None,
+                format!("{mode:?}").to_lowercase(),
+                Some("mount cgroup2 on /sys/fs/cgroup"),
+            ));
+            for c in [
+                "cpu", "cpuacct", "memory", "pids", "cpuset", "freezer", "blkio", "io",
+            ] {
+                if let Some(h) = l.hierarchy_for(c) {
+                    out.push(item(
+                        format!("cgroup controller: {c}"),
+                        true,
+                        format!("{:?} at {}", h.version, h.mountpoint.display()),
+                        None,
+                    ));
+                }
+            }
+            for c in ["memory", "pids", "cpu"] {
+                if l.hierarchy_for(c).is_none() {
+                    out.push(item(
+                        format!("cgroup controller: {c}"),
+                        false,
+                        "not mounted",
+                        Some("enable the controller (cgroup_enable= on the kernel command line)"),
+                    ));
+                }
+            }
+            let euid = nix::unistd::geteuid();
+            if euid.is_root() {
+                out.push(item(
+                    "cgroup delegation",
+                    true,
+                    "running as root: not needed",
+                    None,
+                ));
+            } else {
+                let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+                match cgroup::delegation(&l, &own, euid.as_raw(), &["memory", "pids", "cpu"]) {
+                    Ok(base) => out.push(item("cgroup delegation", true, format!("delegated subtree {}", base.display()), None)),
+                    Err(why) => out.push(item(
+                        "cgroup delegation",
+                        false,
+                        why,
+                        Some("run under a cgroup v2 host with systemd delegation (systemd-run --user --scope -p Delegate=yes)"),
+                    )),
+                }
+            }
+        }
+        Err(e) => out.push(item("cgroup version", false, e.to_string(), None)),
+    }
+
+    let uid = nix::unistd::getuid().as_raw();
+    let name = user_name(uid);
+    for (file, what) in [("/etc/subuid", "subuid"), ("/etc/subgid", "subgid")] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let r = subid_ranges(&text, &name, uid);
+        let total: u64 = r.iter().map(|(_, n)| n).sum();
+        out.push(item(
+            format!("{what} ranges for {name}"),
+            total >= 65536,
+            if r.is_empty() {
+                "none".to_owned()
+            } else {
+                r.iter()
+                    .map(|(s, n)| format!("{s}+{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            Some(&format!(
+                "usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {name}"
+            )),
+        ));
+    }
+    for helper in ["newuidmap", "newgidmap"] {
+        let p = find_in_path(helper);
+        let setuid = p
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .is_some_and(|m| m.uid() == 0 && m.permissions().mode() & 0o4000 != 0);
+        out.push(item(
+            helper,
+            setuid,
+            match &p {
+                Some(p) if setuid => format!("{} (setuid root)", p.display()),
+                Some(p) => format!("{} is not setuid root", p.display()),
+                None => "not found".to_owned(),
+            },
+            Some("apt-get install uidmap"),
+        ));
+    }
+    let clone3 = sys::clone3_supported();
+    out.push(item(
+        "clone3",
+        clone3,
+        if clone3 { "available" } else { "ENOSYS" },
+        Some("kernel 5.3 or newer"),
+    ));
+    let root = std::fs::File::open("/");
+    let openat2 = root
+        .as_ref()
+        .ok()
+        .map(|r| {
+            sys::openat2(
+                std::os::fd::AsFd::as_fd(r),
+                Path::new("."),
+                libc::O_PATH,
+                0,
+                sys::RESOLVE_IN_ROOT,
+            )
+            .is_ok()
+        })
+        .unwrap_or(false);
+    out.push(item(
+        "openat2",
+        openat2,
+        if openat2 { "available" } else { "missing" },
+        Some("kernel 5.6 or newer"),
+    ));
+    let pidfd = sys::pidfd_open(nix::unistd::getpid()).is_ok();
+    out.push(item(
+        "pidfd",
+        pidfd,
+        if pidfd { "available" } else { "missing" },
+        Some("kernel 5.3 or newer"),
+    ));
+    let idmap = sys::mount_setattr_supported();
+    out.push(item(
+        "idmapped mounts",
+        idmap,
+        if idmap {
+            "mount_setattr available (root only; ext4, xfs, btrfs, tmpfs)"
+        } else {
+            "no mount_setattr"
+        },
+        Some("kernel 5.12 or newer"),
+    ));
+    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    let overlay = fs
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some("overlay"));
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (maj, min) = kernel_version(&release);
+    let userns_overlay = overlay && (maj, min) >= (5, 11);
+    out.push(item(
+        "overlayfs in a user namespace",
+        userns_overlay,
+        format!(
+            "overlay {}, kernel {release}",
+            if overlay {
+                "registered"
+            } else {
+                "not registered"
+            }
+        ),
+        Some("modprobe overlay; kernel 5.11 or newer"),
+    ));
+    out
+}
+
+/// `(major, minor)` of a kernel release string like `6.18.44-fc`.
+pub fn kernel_version(release: &str) -> (u32, u32) {
+    let mut it = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty());
+    let maj = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let min = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (maj, min)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subuid_parsing() {
+        let t = "alice:100000:65536\n1000:200000:10\nbob:300000:65536\n";
+        assert_eq!(
+            subid_ranges(t, "alice", 1000),
+            vec![(100000, 65536), (200000, 10)]
+        );
+        assert!(subid_ranges(t, "carol", 1002).is_empty());
+    }
+
+    #[test]
+    fn kernel_versions() {
+        assert_eq!(kernel_version("6.18.44-fc-v669"), (6, 18));
+        assert_eq!(kernel_version("5.4.0"), (5, 4));
+    }
+
+    #[test]
+    fn this_host_reports_basics() {
+        let items = check();
+        let get = |n: &str| items.iter().find(|i| i.item == n).unwrap();
+        assert!(get("namespace: user").ok);
+        assert!(get("pidfd").ok);
+        assert!(get("clone3").ok);
+        assert!(get("openat2").ok);
+        assert!(items
+            .iter()
+            .all(|i| i.ok || i.fix.is_some() || i.item == "cgroup version"));
+    }
+}

@@ -1,0 +1,547 @@
+//! The container configuration (`containers/NAME/config`, TOML).
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// One container's configuration, as davit writes it at `create` and reads
+/// at `start`.
+///
+/// ```toml
+/// name = "web"
+/// rootfs = "/var/lib/davit/containers/web/rootfs"
+/// hostname = "web"
+///
+/// [image]
+/// dist = "debian"
+/// release = "bookworm"
+/// arch = "amd64"
+/// variant = "default"
+/// build = "20250101_05:24"
+///
+/// [[idmap.uid]]
+/// container = 0
+/// host = 100000
+/// len = 65536
+///
+/// [[idmap.gid]]
+/// container = 0
+/// host = 100000
+/// len = 65536
+///
+/// [limits]
+/// memory = 536870912
+/// pids = 512
+/// cpus = 1.5
+///
+/// [network]
+/// mode = "none"
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerConfig {
+    /// The container name: letters, digits, `-`, `_` and `.`, at most 64
+    /// bytes. It names the state directory and the cgroup, and is the default
+    /// hostname.
+    pub name: String,
+    /// Absolute path of the unpacked root filesystem on the host. Its files
+    /// are owned by the shifted ids of [`ContainerConfig::idmap`].
+    pub rootfs: PathBuf,
+    /// Where the rootfs came from; informational, shown by `info`.
+    #[serde(default)]
+    pub image: ImageRef,
+    /// The user-namespace id map. Required unless `privileged`.
+    #[serde(default)]
+    pub idmap: IdMap,
+    /// Run without a user namespace: container root is host root. Off by
+    /// default; device nodes are then created with `mknod`.
+    #[serde(default)]
+    pub privileged: bool,
+    /// The hostname inside the container; defaults to `name` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The init command and its arguments, resolved inside the container.
+    #[serde(default = "default_init")]
+    pub init: Vec<String>,
+    /// Extra environment for init, on top of `PATH`, `TERM`, `HOME` and
+    /// `container=davit`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Extra mounts, applied after `/proc`, `/sys` and `/dev`, in order.
+    #[serde(default)]
+    pub mounts: Vec<MountEntry>,
+    /// Resource limits; each absent limit is not set.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Network setup; `none` gives a network namespace with only `lo`.
+    #[serde(default)]
+    pub network: Network,
+}
+
+fn default_init() -> Vec<String> {
+    vec!["/sbin/init".to_owned()]
+}
+
+/// The image a container was created from, as the LXC image server names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRef {
+    /// Distribution, e.g. `debian`.
+    #[serde(default)]
+    pub dist: String,
+    /// Release, e.g. `bookworm`.
+    #[serde(default)]
+    pub release: String,
+    /// Architecture as the server spells it, e.g. `amd64`.
+    #[serde(default)]
+    pub arch: String,
+    /// Variant, e.g. `default` or `cloud`.
+    #[serde(default)]
+    pub variant: String,
+    /// The server's build id, e.g. `20250101_05:24`.
+    #[serde(default)]
+    pub build: String,
+}
+
+/// The uid and gid maps of the container's user namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdMap {
+    /// uid ranges, written to `/proc/PID/uid_map` in this order.
+    #[serde(default)]
+    pub uid: Vec<IdRange>,
+    /// gid ranges, written to `/proc/PID/gid_map` in this order.
+    #[serde(default)]
+    pub gid: Vec<IdRange>,
+}
+
+/// One line of an id map: `len` ids starting at `container` inside map to
+/// `len` ids starting at `host` outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdRange {
+    /// First id inside the container.
+    pub container: u32,
+    /// First id on the host.
+    pub host: u32,
+    /// Number of ids.
+    pub len: u32,
+}
+
+impl IdMap {
+    /// Map a container uid to the host; `None` if unmapped.
+    pub fn host_uid(&self, container: u32) -> Option<u32> {
+        map_id(&self.uid, container)
+    }
+
+    /// Map a container gid to the host; `None` if unmapped.
+    pub fn host_gid(&self, container: u32) -> Option<u32> {
+        map_id(&self.gid, container)
+    }
+
+    /// The map in `/proc/PID/uid_map` syntax: one `container host len` line each.
+    pub fn uid_map_text(&self) -> String {
+        map_text(&self.uid)
+    }
+
+    /// The map in `/proc/PID/gid_map` syntax.
+    pub fn gid_map_text(&self) -> String {
+        map_text(&self.gid)
+    }
+
+    /// Check the rules from security.md (a) 3 and 7: container root mapped,
+    /// host uid/gid 0 never mapped, at least 65536 ids, at most 340 lines, no
+    /// overlapping ranges.
+    ///
+    /// # Errors
+    /// [`Error::IdMap`] naming the first broken rule.
+    pub fn validate(&self) -> Result<()> {
+        for (what, ranges) in [("uid", &self.uid), ("gid", &self.gid)] {
+            let bad = |reason: String| Err(Error::IdMap { reason });
+            if ranges.is_empty() {
+                return bad(format!("no {what} ranges"));
+            }
+            if ranges.len() > 340 {
+                return bad(format!(
+                    "{} {what} ranges, the kernel takes 340",
+                    ranges.len()
+                ));
+            }
+            if map_id(ranges, 0).is_none() {
+                return bad(format!("container {what} 0 is not mapped"));
+            }
+            let total: u64 = ranges.iter().map(|r| u64::from(r.len)).sum();
+            if total < 65536 {
+                return bad(format!("only {total} {what}s mapped, need at least 65536"));
+            }
+            for (i, r) in ranges.iter().enumerate() {
+                if r.len == 0 {
+                    return bad(format!("empty {what} range"));
+                }
+                if u64::from(r.host) + u64::from(r.len) > u64::from(u32::MAX)
+                    || u64::from(r.container) + u64::from(r.len) > u64::from(u32::MAX)
+                {
+                    return bad(format!(
+                        "{what} range {} {} {} overflows",
+                        r.container, r.host, r.len
+                    ));
+                }
+                if r.host == 0 {
+                    return bad(format!("host {what} 0 must not be mapped"));
+                }
+                for o in &ranges[i + 1..] {
+                    let overlap = |a: u32, b: u32, al: u32, bl: u32| {
+                        u64::from(a) < u64::from(b) + u64::from(bl)
+                            && u64::from(b) < u64::from(a) + u64::from(al)
+                    };
+                    if overlap(r.container, o.container, r.len, o.len)
+                        || overlap(r.host, o.host, r.len, o.len)
+                    {
+                        return bad(format!("overlapping {what} ranges"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn map_id(ranges: &[IdRange], id: u32) -> Option<u32> {
+    ranges.iter().find_map(|r| {
+        let off = id.checked_sub(r.container)?;
+        (off < r.len).then(|| r.host + off)
+    })
+}
+
+fn map_text(ranges: &[IdRange]) -> String {
+    ranges
+        .iter()
+        .map(|r| format!("{} {} {}\n", r.container, r.host, r.len))
+        .collect()
+}
+
+/// An extra mount, like an fstab line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountEntry {
+    /// The source: a host path for `bind`, otherwise the filesystem's source
+    /// string (e.g. `tmpfs`).
+    pub source: String,
+    /// Absolute target inside the container, resolved inside the rootfs; it
+    /// is created (as a directory, or an empty file for a file bind) if missing.
+    pub target: PathBuf,
+    /// The filesystem type; `bind` (or `rbind`) for a bind mount.
+    #[serde(default = "default_fstype")]
+    pub fstype: String,
+    /// Comma-separated options: the flags `ro`, `nosuid`, `nodev`, `noexec`,
+    /// `relatime`, `noatime`, `rbind`, `optional` (ignore a missing bind
+    /// source); anything else is passed to the filesystem as data.
+    #[serde(default)]
+    pub options: String,
+}
+
+fn default_fstype() -> String {
+    "bind".to_owned()
+}
+
+/// Resource limits, applied through the cgroup before init runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Memory limit in bytes (swap is limited to zero where the host allows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    /// Maximum number of tasks (processes and threads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    /// CPU bandwidth in CPUs, e.g. `1.5` (a quota of 150 ms per 100 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+}
+
+impl Limits {
+    /// Whether any limit is set.
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_none() && self.pids.is_none() && self.cpus.is_none()
+    }
+}
+
+/// How the container is networked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// A network namespace with only `lo`.
+    #[default]
+    None,
+    /// A veth pair to a host bridge (root only).
+    Bridge,
+    /// Rootless user-mode networking (pasta or slirp4netns).
+    User,
+}
+
+/// Network settings; only `mode` is used by this crate today.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// The mode.
+    #[serde(default)]
+    pub mode: NetworkMode,
+    /// Bridge name for `bridge` mode (default `davitbr0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    /// Host-side veth name for `bridge` mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub veth: Option<String>,
+    /// Static address with prefix, e.g. `10.0.3.5/24`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Default gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// MAC address of the container side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hwaddr: Option<String>,
+}
+
+/// Whether `name` is a valid container name.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl ContainerConfig {
+    /// A config with defaults for everything but the name and rootfs.
+    pub fn new(name: impl Into<String>, rootfs: impl Into<PathBuf>) -> Self {
+        ContainerConfig {
+            name: name.into(),
+            rootfs: rootfs.into(),
+            image: ImageRef::default(),
+            idmap: IdMap::default(),
+            privileged: false,
+            hostname: None,
+            init: default_init(),
+            env: BTreeMap::new(),
+            mounts: Vec::new(),
+            limits: Limits::default(),
+            network: Network::default(),
+        }
+    }
+
+    /// Parse TOML text; `path` only names the source in errors.
+    ///
+    /// # Errors
+    /// [`Error::ConfigParse`] for bad TOML, [`Error::ConfigInvalid`] for
+    /// values that parse but cannot work (see [`ContainerConfig::validate`]).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
+        let cfg: ContainerConfig = toml::from_str(text).map_err(|e| Error::ConfigParse {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Read and parse a config file.
+    ///
+    /// # Errors
+    /// [`Error::Read`], or as [`ContainerConfig::from_toml`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Serialise to TOML.
+    ///
+    /// # Errors
+    /// [`Error::ConfigSerialize`] (only for values TOML cannot hold).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|source| Error::ConfigSerialize { source })
+    }
+
+    /// The hostname to set: `hostname`, or the name.
+    pub fn hostname(&self) -> &str {
+        self.hostname.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Check the values: a valid name and hostname, an absolute rootfs, a
+    /// non-empty init, absolute mount targets, positive limits, and a valid
+    /// id map unless privileged.
+    ///
+    /// # Errors
+    /// [`Error::ConfigInvalid`] or [`Error::IdMap`].
+    pub fn validate(&self) -> Result<()> {
+        let bad = |reason: String| Err(Error::ConfigInvalid { reason });
+        if !valid_name(&self.name) {
+            return bad(format!("container name {:?} is not valid", self.name));
+        }
+        let h = self.hostname();
+        if h.is_empty() || h.len() > 64 {
+            return bad(format!("hostname {h:?} must be 1 to 64 bytes"));
+        }
+        if !self.rootfs.is_absolute() {
+            return bad(format!("rootfs {} is not absolute", self.rootfs.display()));
+        }
+        if self.init.is_empty() || self.init[0].is_empty() {
+            return bad("init is empty".to_owned());
+        }
+        for m in &self.mounts {
+            if !m.target.is_absolute() {
+                return bad(format!(
+                    "mount target {} is not absolute",
+                    m.target.display()
+                ));
+            }
+        }
+        if self.limits.memory == Some(0) || self.limits.pids == Some(0) {
+            return bad("a memory or pids limit of 0 cannot run anything".to_owned());
+        }
+        if let Some(c) = self.limits.cpus {
+            if !(c.is_finite() && c > 0.0) {
+                return bad(format!("cpus = {c} must be a positive number"));
+            }
+        }
+        if !self.privileged {
+            self.idmap.validate()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full() -> ContainerConfig {
+        let mut c = ContainerConfig::new("web", "/var/lib/davit/containers/web/rootfs");
+        c.image = ImageRef {
+            dist: "debian".into(),
+            release: "bookworm".into(),
+            arch: "amd64".into(),
+            variant: "default".into(),
+            build: "20250101_05:24".into(),
+        };
+        let r = IdRange {
+            container: 0,
+            host: 100_000,
+            len: 65536,
+        };
+        c.idmap = IdMap {
+            uid: vec![r],
+            gid: vec![r],
+        };
+        c.hostname = Some("www".into());
+        c.init = vec!["/bin/sh".into(), "-c".into(), "exit 7".into()];
+        c.env.insert("LANG".into(), "C.UTF-8".into());
+        c.mounts.push(MountEntry {
+            source: "/srv/data".into(),
+            target: "/data".into(),
+            fstype: "bind".into(),
+            options: "ro,nosuid".into(),
+        });
+        c.limits = Limits {
+            memory: Some(512 << 20),
+            pids: Some(512),
+            cpus: Some(1.5),
+        };
+        c.network = Network {
+            mode: NetworkMode::Bridge,
+            bridge: Some("davitbr0".into()),
+            ..Network::default()
+        };
+        c
+    }
+
+    #[test]
+    fn round_trip_full() {
+        let c = full();
+        let text = c.to_toml().unwrap();
+        let back = ContainerConfig::from_toml(&text, Path::new("t")).unwrap();
+        assert_eq!(c, back);
+    }
+
+    #[test]
+    fn round_trip_minimal_defaults() {
+        let text = "name = \"a\"\nrootfs = \"/r\"\nprivileged = true\n";
+        let c = ContainerConfig::from_toml(text, Path::new("t")).unwrap();
+        assert_eq!(c.init, vec!["/sbin/init"]);
+        assert_eq!(c.network.mode, NetworkMode::None);
+        assert!(c.limits.is_empty());
+        assert_eq!(c.hostname(), "a");
+        let back = ContainerConfig::from_toml(&c.to_toml().unwrap(), Path::new("t")).unwrap();
+        assert_eq!(c, back);
+    }
+
+    #[test]
+    fn parses_documented_example() {
+        let text = r#"
+name = "web"
+rootfs = "/var/lib/davit/containers/web/rootfs"
+[image]
+dist = "debian"
+release = "bookworm"
+arch = "amd64"
+[[idmap.uid]]
+container = 0
+host = 100000
+len = 65536
+[[idmap.gid]]
+container = 0
+host = 100000
+len = 65536
+[[mounts]]
+source = "tmpfs"
+target = "/run"
+fstype = "tmpfs"
+options = "nosuid,size=10m"
+[limits]
+memory = 536870912
+pids = 512
+cpus = 1.5
+[network]
+mode = "user"
+"#;
+        let c = ContainerConfig::from_toml(text, Path::new("t")).unwrap();
+        assert_eq!(c.idmap.host_uid(0), Some(100_000));
+        assert_eq!(c.idmap.host_uid(65535), Some(165_535));
+        assert_eq!(c.idmap.host_uid(65536), None);
+        assert_eq!(c.idmap.uid_map_text(), "0 100000 65536\n");
+        assert_eq!(c.network.mode, NetworkMode::User);
+        assert_eq!(c.mounts[0].fstype, "tmpfs");
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let e = ContainerConfig::from_toml(
+            "name = \"a\"\nrootfs = \"/r\"\nbogus = 1\n",
+            Path::new("t"),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Config);
+        let mut c = full();
+        c.idmap.uid[0].host = 0;
+        assert_eq!(c.validate().unwrap_err().kind(), crate::ErrorKind::IdMap);
+        let mut c = full();
+        c.idmap.uid[0].len = 1000;
+        assert!(c.validate().is_err());
+        let mut c = full();
+        c.name = "../x".into();
+        assert_eq!(c.validate().unwrap_err().kind(), crate::ErrorKind::Config);
+        let mut c = full();
+        c.limits.cpus = Some(-1.0);
+        assert!(c.validate().is_err());
+        let mut c = full();
+        c.rootfs = "rel".into();
+        assert!(c.validate().is_err());
+    }
+}

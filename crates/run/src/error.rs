@@ -1,0 +1,437 @@
+//! The crate's single error type and the kinds callers branch on.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+
+/// What went wrong, coarsely, for callers that branch (exit codes, retries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The container configuration is unreadable or invalid.
+    Config,
+    /// A file could not be read or written.
+    Io,
+    /// A system call failed.
+    Syscall,
+    /// A cgroup operation failed or no usable hierarchy exists.
+    Cgroup,
+    /// The state file is unreadable or inconsistent.
+    State,
+    /// The container is not running.
+    NotRunning,
+    /// The container is already running (or starting).
+    AlreadyRunning,
+    /// The id map is invalid or could not be applied.
+    IdMap,
+    /// The image tried something unsafe (a symlinked `/proc`, a path escape).
+    Unsafe,
+    /// The kernel or host lacks a needed feature.
+    Unsupported,
+    /// The parent and child disagreed on the sync protocol.
+    Protocol,
+    /// A wait ran out of time.
+    Timeout,
+}
+
+impl ErrorKind {
+    const ALL: [ErrorKind; 12] = [
+        ErrorKind::Config,
+        ErrorKind::Io,
+        ErrorKind::Syscall,
+        ErrorKind::Cgroup,
+        ErrorKind::State,
+        ErrorKind::NotRunning,
+        ErrorKind::AlreadyRunning,
+        ErrorKind::IdMap,
+        ErrorKind::Unsafe,
+        ErrorKind::Unsupported,
+        ErrorKind::Protocol,
+        ErrorKind::Timeout,
+    ];
+
+    /// A stable byte for this kind, used on the parent/child sync socket.
+    pub fn to_u8(self) -> u8 {
+        Self::ALL.iter().position(|k| *k == self).unwrap_or(0) as u8
+    }
+
+    /// The inverse of [`ErrorKind::to_u8`]; unknown bytes map to `Protocol`.
+    pub fn from_u8(b: u8) -> ErrorKind {
+        Self::ALL
+            .get(usize::from(b))
+            .copied()
+            .unwrap_or(ErrorKind::Protocol)
+    }
+
+    /// The inverse of [`ErrorKind::as_str`]; unknown names map to `Protocol`.
+    pub fn parse(s: &str) -> ErrorKind {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == s)
+            .unwrap_or(ErrorKind::Protocol)
+    }
+
+    /// A short lowercase name (`"not-running"`), stable for JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "config",
+            ErrorKind::Io => "io",
+            ErrorKind::Syscall => "syscall",
+            ErrorKind::Cgroup => "cgroup",
+            ErrorKind::State => "state",
+            ErrorKind::NotRunning => "not-running",
+            ErrorKind::AlreadyRunning => "already-running",
+            ErrorKind::IdMap => "idmap",
+            ErrorKind::Unsafe => "unsafe",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Timeout => "timeout",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The step of the container-side setup that failed; crosses the sync socket
+/// as one byte so the parent can name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InitStep {
+    /// Waiting for or talking to the parent.
+    Sync,
+    /// `setresgid`/`setresuid`/`setgroups` to container root.
+    SetIds,
+    /// `unshare(CLONE_NEWCGROUP)` after the parent moved us into the cgroup.
+    CgroupNs,
+    /// Making `/` rslave.
+    Propagation,
+    /// Cloning the rootfs onto itself.
+    RootfsBind,
+    /// Mounting `/proc`.
+    Proc,
+    /// Mounting `/sys`.
+    Sys,
+    /// Building `/dev`.
+    Dev,
+    /// Masking `/proc` paths.
+    Mask,
+    /// Mounting `/sys/fs/cgroup`.
+    CgroupFs,
+    /// The config's extra mount entries.
+    UserMounts,
+    /// `sethostname`.
+    Hostname,
+    /// `pivot_root` and detaching the old root.
+    PivotRoot,
+    /// `chdir("/")` and the `getcwd` check.
+    Cwd,
+    /// Dropping capabilities.
+    Capabilities,
+    /// Closing inherited descriptors.
+    CloseFds,
+    /// `execve` of init.
+    Exec,
+}
+
+impl InitStep {
+    const ALL: [InitStep; 17] = [
+        InitStep::Sync,
+        InitStep::SetIds,
+        InitStep::CgroupNs,
+        InitStep::Propagation,
+        InitStep::RootfsBind,
+        InitStep::Proc,
+        InitStep::Sys,
+        InitStep::Dev,
+        InitStep::Mask,
+        InitStep::CgroupFs,
+        InitStep::UserMounts,
+        InitStep::Hostname,
+        InitStep::PivotRoot,
+        InitStep::Cwd,
+        InitStep::Capabilities,
+        InitStep::CloseFds,
+        InitStep::Exec,
+    ];
+
+    /// A stable byte for the sync socket.
+    pub fn to_u8(self) -> u8 {
+        Self::ALL.iter().position(|k| *k == self).unwrap_or(0) as u8
+    }
+
+    /// Inverse of [`InitStep::to_u8`]; unknown bytes map to `Sync`.
+    pub fn from_u8(b: u8) -> InitStep {
+        Self::ALL
+            .get(usize::from(b))
+            .copied()
+            .unwrap_or(InitStep::Sync)
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            InitStep::Sync => "sync with the runner",
+            InitStep::SetIds => "switch to container root",
+            InitStep::CgroupNs => "cgroup namespace",
+            InitStep::Propagation => "make / rslave",
+            InitStep::RootfsBind => "bind the rootfs",
+            InitStep::Proc => "mount /proc",
+            InitStep::Sys => "mount /sys",
+            InitStep::Dev => "build /dev",
+            InitStep::Mask => "mask /proc paths",
+            InitStep::CgroupFs => "mount /sys/fs/cgroup",
+            InitStep::UserMounts => "config mounts",
+            InitStep::Hostname => "set the hostname",
+            InitStep::PivotRoot => "pivot_root",
+            InitStep::Cwd => "check the working directory",
+            InitStep::Capabilities => "drop capabilities",
+            InitStep::CloseFds => "close inherited descriptors",
+            InitStep::Exec => "exec init",
+        }
+    }
+}
+
+impl fmt::Display for InitStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every failure in davit-run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The config file could not be parsed.
+    #[error("cannot parse container config {path}")]
+    ConfigParse {
+        /// The config file.
+        path: PathBuf,
+        /// The TOML error.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// The config could not be serialised.
+    #[error("cannot serialise the container config")]
+    ConfigSerialize {
+        /// The TOML error.
+        #[source]
+        source: toml::ser::Error,
+    },
+    /// The config is well-formed but not usable.
+    #[error("invalid container config: {reason}")]
+    ConfigInvalid {
+        /// What is wrong, in words.
+        reason: String,
+    },
+    /// Reading a file failed.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing a file failed.
+    #[error("cannot write {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A system call failed; `call` is strace-style, e.g. `mount("proc", "/proc", …)`.
+    #[error("{call}")]
+    Syscall {
+        /// The call and its main arguments.
+        call: String,
+        /// The errno.
+        #[source]
+        source: Errno,
+    },
+    /// Running a helper program failed.
+    #[error("cannot run {program}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A cgroup file operation failed.
+    #[error("cgroup: cannot {op} {path}")]
+    Cgroup {
+        /// The operation (`mkdir`, `write pids.max`, `rmdir`...).
+        op: String,
+        /// The cgroup file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A cgroup is not in the state we need (no hierarchy, not empty, bad file).
+    #[error("cgroup: {reason}")]
+    CgroupState {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The state file is malformed.
+    #[error("cannot parse state file {path}")]
+    StateParse {
+        /// The state file.
+        path: PathBuf,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The container is not running.
+    #[error("container {name} is not running")]
+    NotRunning {
+        /// The container name.
+        name: String,
+    },
+    /// The container is already running or in transition.
+    #[error("container {name} is already {status}")]
+    AlreadyRunning {
+        /// The container name.
+        name: String,
+        /// Its current status.
+        status: String,
+    },
+    /// The id map is not acceptable.
+    #[error("bad id map: {reason}")]
+    IdMap {
+        /// What is wrong.
+        reason: String,
+    },
+    /// `newuidmap`/`newgidmap` exited unsuccessfully.
+    #[error("{program} failed with {status}")]
+    MapHelper {
+        /// The helper.
+        program: String,
+        /// Its exit status, as text.
+        status: String,
+    },
+    /// The map read back from `/proc` is not what was written.
+    #[error("{path} reads back {got:?}, expected {want:?}")]
+    MapReadBack {
+        /// The map file.
+        path: PathBuf,
+        /// What we asked for.
+        want: String,
+        /// What the kernel holds.
+        got: String,
+    },
+    /// A path in the image is a symlink where a plain directory is required.
+    #[error("refusing {path} in the image: it is a symlink")]
+    Symlink {
+        /// The in-container path.
+        path: PathBuf,
+    },
+    /// A path in the image has the wrong type.
+    #[error("refusing {path} in the image: it is not a {want}")]
+    WrongType {
+        /// The in-container path.
+        path: PathBuf,
+        /// The type we need.
+        want: &'static str,
+    },
+    /// The container-side setup failed; the kind and errno crossed the sync socket.
+    #[error("container init failed to {step} ({kind})")]
+    Init {
+        /// The failing step.
+        step: InitStep,
+        /// The kind of the child's error.
+        kind: ErrorKind,
+        /// The errno, when there was one.
+        #[source]
+        source: Option<Errno>,
+    },
+    /// The sync protocol broke.
+    #[error("sync protocol: expected {want}, got {got}")]
+    Protocol {
+        /// The expected message.
+        want: &'static str,
+        /// What arrived.
+        got: String,
+    },
+    /// The kernel lacks a feature we need.
+    #[error("unsupported: {what}")]
+    Unsupported {
+        /// The missing feature.
+        what: String,
+    },
+    /// The monitor process reported an error (its kind and full message).
+    #[error("{message}")]
+    Monitor {
+        /// The kind the monitor reported.
+        kind: ErrorKind,
+        /// The monitor's error chain as text.
+        message: String,
+    },
+    /// A wait ran out.
+    #[error("timed out after {secs}s waiting for {what}")]
+    Timeout {
+        /// What we waited for.
+        what: String,
+        /// How long.
+        secs: f64,
+    },
+}
+
+impl Error {
+    /// The coarse kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::ConfigParse { .. }
+            | Error::ConfigSerialize { .. }
+            | Error::ConfigInvalid { .. } => ErrorKind::Config,
+            Error::Read { .. } | Error::Write { .. } | Error::Spawn { .. } => ErrorKind::Io,
+            Error::Syscall { .. } => ErrorKind::Syscall,
+            Error::Cgroup { .. } | Error::CgroupState { .. } => ErrorKind::Cgroup,
+            Error::StateParse { .. } => ErrorKind::State,
+            Error::NotRunning { .. } => ErrorKind::NotRunning,
+            Error::AlreadyRunning { .. } => ErrorKind::AlreadyRunning,
+            Error::IdMap { .. } | Error::MapHelper { .. } | Error::MapReadBack { .. } => {
+                ErrorKind::IdMap
+            }
+            Error::Symlink { .. } | Error::WrongType { .. } => ErrorKind::Unsafe,
+            Error::Init { kind, .. } => *kind,
+            Error::Protocol { .. } => ErrorKind::Protocol,
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Monitor { kind, .. } => *kind,
+        }
+    }
+
+    /// The errno behind this error, if it came from a system call.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            Error::Syscall { source, .. } => Some(*source),
+            Error::Init { source, .. } => *source,
+            Error::Read { source, .. }
+            | Error::Write { source, .. }
+            | Error::Spawn { source, .. }
+            | Error::Cgroup { source, .. } => source.raw_os_error().map(Errno::from_raw),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn sys(call: impl Into<String>, source: Errno) -> Error {
+        Error::Syscall {
+            call: call.into(),
+            source,
+        }
+    }
+}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,893 @@
+//! The container side of the start sequence (security.md (a) 9-23): runs in
+//! the cloned child, inside the new namespaces, until it execs init.
+//!
+//! Every in-rootfs path is resolved with `openat2(RESOLVE_IN_ROOT)` relative
+//! to the rootfs mount and every mount targets the resulting descriptor
+//! (`/proc/self/fd/N`), never a path string that a symlink could redirect.
+#![forbid(unsafe_code)]
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{fchmodat, fstat, makedev, mkdirat, mknodat, FchmodatFlags, Mode, SFlag};
+use nix::sys::statvfs::{fstatvfs, FsFlags};
+use nix::unistd::{Gid, Uid};
+
+use crate::cgroup::{Layout, Version};
+use crate::config::{ContainerConfig, MountEntry};
+use crate::error::{Error, InitStep, Result};
+use crate::msg::{Channel, Msg};
+use crate::sys;
+
+/// The capabilities removed from the bounding set, as LXC's default config.
+pub const DROPPED_CAPS: [caps::Capability; 5] = [
+    caps::Capability::CAP_SYS_MODULE,
+    caps::Capability::CAP_SYS_TIME,
+    caps::Capability::CAP_MAC_ADMIN,
+    caps::Capability::CAP_MAC_OVERRIDE,
+    caps::Capability::CAP_SYS_RAWIO,
+];
+
+/// `/proc` files hidden behind `/dev/null` and directories behind an empty
+/// read-only tmpfs (runc's and LXC's lists).
+pub const MASKED_PATHS: [&str; 11] = [
+    "proc/acpi",
+    "proc/asound",
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+    "proc/scsi",
+    "sys/firmware",
+    "sys/devices/virtual/powercap",
+];
+
+/// `/proc` paths remounted read-only.
+pub const READONLY_PATHS: [&str; 5] = [
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
+
+/// Everything the child needs, prepared by the parent before the clone so
+/// the child allocates little and decides nothing on its own.
+pub(crate) struct Plan<'a> {
+    pub cfg: &'a ContainerConfig,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    pub path_dirs: Vec<PathBuf>,
+    pub userns: bool,
+    pub layout: &'a Layout,
+    /// Mount the v2 hierarchy read-write (the leaf was chowned to container root).
+    pub cgroup2_rw: bool,
+}
+
+type StepResult<T> = std::result::Result<T, (InitStep, Error)>;
+
+trait At<T> {
+    fn at(self, step: InitStep) -> StepResult<T>;
+}
+
+impl<T> At<T> for Result<T> {
+    fn at(self, step: InitStep) -> StepResult<T> {
+        self.map_err(|e| (step, e))
+    }
+}
+
+/// Child entry point after the clone: never returns.
+pub(crate) fn child_main(mut chan: Channel, plan: &Plan<'_>) -> ! {
+    match setup(&mut chan, plan) {
+        Ok(never) => match never {},
+        Err((step, e)) => {
+            let _ = chan.send(Msg::Failed {
+                step,
+                kind: e.kind(),
+                errno: e.errno().map(|e| e as i32).unwrap_or(0),
+            });
+            sys::exit_now(127)
+        }
+    }
+}
+
+fn setup(chan: &mut Channel, plan: &Plan<'_>) -> StepResult<Infallible> {
+    // Signals the monitor ignores must not stay ignored in init.
+    for s in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGQUIT,
+        nix::sys::signal::Signal::SIGTSTP,
+        nix::sys::signal::Signal::SIGPIPE,
+    ] {
+        let _ = sys::set_signal_ignored(s, false);
+    }
+    nix::sys::stat::umask(Mode::empty());
+    chan.expect_maps_done().at(InitStep::Sync)?;
+    // Non-dumpable from now until exec (CVE-2016-9962); exec resets it.
+    // Not earlier: a rootless parent's newuidmap must open our /proc files,
+    // which a non-dumpable process hands to root.
+    nix::sys::prctl::set_dumpable(false)
+        .map_err(|e| Error::sys("prctl(PR_SET_DUMPABLE, 0)", e))
+        .at(InitStep::Sync)?;
+
+    if plan.userns {
+        // Until now we run as an unmapped id (65534) with full capabilities.
+        let root_g = Gid::from_raw(0);
+        let root_u = Uid::from_raw(0);
+        nix::unistd::setresgid(root_g, root_g, root_g)
+            .map_err(|e| Error::sys("setresgid(0, 0, 0)", e))
+            .at(InitStep::SetIds)?;
+        nix::unistd::setresuid(root_u, root_u, root_u)
+            .map_err(|e| Error::sys("setresuid(0, 0, 0)", e))
+            .at(InitStep::SetIds)?;
+    }
+    nix::unistd::setgroups(&[])
+        .map_err(|e| Error::sys("setgroups(0, [])", e))
+        .at(InitStep::SetIds)?;
+    // The parent has moved us into the container's cgroup: a cgroup
+    // namespace made now is rooted there (LXC's late unshare).
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| Error::sys("unshare(CLONE_NEWCGROUP)", e))
+        .at(InitStep::CgroupNs)?;
+
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys("mount(NULL, \"/\", NULL, MS_REC|MS_SLAVE, NULL)", e))
+    .at(InitStep::Propagation)?;
+
+    let root = clone_rootfs().at(InitStep::RootfsBind)?;
+    let root = root.as_fd();
+    mount_proc(root).at(InitStep::Proc)?;
+    mount_sys(root).at(InitStep::Sys)?;
+    build_dev(root, !plan.userns).at(InitStep::Dev)?;
+    mask_paths(root).at(InitStep::Mask)?;
+    mount_cgroupfs(root, plan.layout, plan.cgroup2_rw).at(InitStep::CgroupFs)?;
+    for m in &plan.cfg.mounts {
+        user_mount(root, m).at(InitStep::UserMounts)?;
+    }
+    nix::unistd::sethostname(plan.cfg.hostname())
+        .map_err(|e| Error::sys(format!("sethostname({:?})", plan.cfg.hostname()), e))
+        .at(InitStep::Hostname)?;
+    pivot(root).at(InitStep::PivotRoot)?;
+    check_cwd().at(InitStep::Cwd)?;
+    drop_caps().at(InitStep::Capabilities)?;
+    let exe = find_exe(plan).at(InitStep::Exec)?;
+    nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
+    // CVE-2024-21626: nothing but stdio may survive the exec.
+    sys::cloexec_from(3)
+        .map_err(|e| Error::sys("close_range(3, ~0U, CLOSE_RANGE_CLOEXEC)", e))
+        .at(InitStep::CloseFds)?;
+    chan.send(Msg::Ready).at(InitStep::Sync)?;
+    chan.expect_start().at(InitStep::Sync)?;
+    let e = nix::unistd::execve(&exe, &plan.argv, &plan.envp).unwrap_err();
+    Err((InitStep::Exec, Error::sys(format!("execve({exe:?}, …)"), e)))
+}
+
+fn fd_path(fd: BorrowedFd<'_>) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+fn flag_names(f: MsFlags) -> String {
+    let names: Vec<String> = f.iter_names().map(|(n, _)| n.to_owned()).collect();
+    if names.is_empty() {
+        "0".to_owned()
+    } else {
+        names.join("|")
+    }
+}
+
+/// `mount(src, <fd of target>, fstype, flags, data)`, reported with the
+/// in-container path.
+fn mount_on(
+    src: Option<&str>,
+    target: BorrowedFd<'_>,
+    shown: &str,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
+    mount(src, fd_path(target).as_str(), fstype, flags, data).map_err(|e| {
+        Error::sys(
+            format!(
+                "mount({:?}, {:?}, {:?}, {}, {:?})",
+                src.unwrap_or("NULL"),
+                shown,
+                fstype.unwrap_or("NULL"),
+                flag_names(flags),
+                data.unwrap_or("NULL")
+            ),
+            e,
+        )
+    })
+}
+
+const IN_ROOT: u64 = sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS;
+
+fn open_in(root: BorrowedFd<'_>, path: &str, flags: OFlag) -> std::result::Result<OwnedFd, Errno> {
+    sys::openat2(root, Path::new(path), flags.bits(), 0, IN_ROOT)
+}
+
+fn open_path(root: BorrowedFd<'_>, path: &str) -> Result<OwnedFd> {
+    open_in(root, path, OFlag::O_PATH | OFlag::O_NOFOLLOW).map_err(|e| {
+        Error::sys(
+            format!("openat2(rootfs, {path:?}, O_PATH|O_NOFOLLOW, RESOLVE_IN_ROOT)"),
+            e,
+        )
+    })
+}
+
+/// Open (creating if missing) a directory that must not be a symlink
+/// anywhere on its path: `/proc`, `/sys`, `/dev` and friends
+/// (CVE-2019-16884 family, CVE-2026-41579).
+fn plain_dir(root: BorrowedFd<'_>, path: &str) -> Result<OwnedFd> {
+    let resolve = IN_ROOT | sys::RESOLVE_NO_SYMLINKS;
+    let open = || {
+        sys::openat2(
+            root,
+            Path::new(path),
+            (OFlag::O_PATH | OFlag::O_NOFOLLOW).bits(),
+            0,
+            resolve,
+        )
+    };
+    let fd = match open() {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => {
+            let (parent, name) = match path.rsplit_once('/') {
+                Some((p, n)) => (Some(p), n),
+                None => (None, path),
+            };
+            let pfd = match parent {
+                Some(p) => Some(plain_dir(root, p)?),
+                None => None,
+            };
+            let dirfd = pfd
+                .as_ref()
+                .map(|f| f.as_raw_fd())
+                .unwrap_or(root.as_raw_fd());
+            match mkdirat(Some(dirfd), name, Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(Error::sys(format!("mkdirat(rootfs, {path:?}, 0755)"), e)),
+            }
+            open().map_err(|e| Error::sys(format!("openat2(rootfs, {path:?}, O_PATH)"), e))?
+        }
+        Err(Errno::ELOOP) => {
+            return Err(Error::Symlink {
+                path: PathBuf::from("/").join(path),
+            })
+        }
+        Err(e) => {
+            return Err(Error::sys(
+                format!(
+                "openat2(rootfs, {path:?}, O_PATH|O_NOFOLLOW, RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS)"
+            ),
+                e,
+            ))
+        }
+    };
+    let st = fstat(fd.as_raw_fd()).map_err(|e| Error::sys(format!("fstat({path:?})"), e))?;
+    match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFDIR => Ok(fd),
+        SFlag::S_IFLNK => Err(Error::Symlink {
+            path: PathBuf::from("/").join(path),
+        }),
+        _ => Err(Error::WrongType {
+            path: PathBuf::from("/").join(path),
+            want: "directory",
+        }),
+    }
+}
+
+/// Clone the rootfs (our cwd, set by the parent before the clone and moved
+/// into the new mount namespace by the kernel) onto itself with
+/// `open_tree(OPEN_TREE_CLONE|AT_RECURSIVE)` + `move_mount`. No path string
+/// is looked up, so no host directory above the rootfs needs to be
+/// searchable by the container's root.
+fn clone_rootfs() -> Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let here = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(".")
+        .map_err(|source| Error::Read {
+            path: PathBuf::from("."),
+            source,
+        })?;
+    let tree = sys::open_tree_clone(here.as_fd(), Path::new("."))
+        .map_err(|e| Error::sys("open_tree(rootfs, \".\", OPEN_TREE_CLONE|AT_RECURSIVE)", e))?;
+    sys::move_mount_onto(tree.as_fd(), here.as_fd(), Path::new(".")).map_err(|e| {
+        Error::sys(
+            "move_mount(tree, \"\", rootfs, \".\", MOVE_MOUNT_F_EMPTY_PATH)",
+            e,
+        )
+    })?;
+    Ok(tree)
+}
+
+fn mount_proc(root: BorrowedFd<'_>) -> Result<()> {
+    let fd = plain_dir(root, "proc")?;
+    mount_on(
+        Some("proc"),
+        fd.as_fd(),
+        "/proc",
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )
+}
+
+fn mount_sys(root: BorrowedFd<'_>) -> Result<()> {
+    let fd = plain_dir(root, "sys")?;
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    match mount_on(
+        Some("sysfs"),
+        fd.as_fd(),
+        "/sys",
+        Some("sysfs"),
+        flags,
+        None,
+    ) {
+        Ok(()) => Ok(()),
+        Err(e) if e.errno() == Some(Errno::EPERM) => {
+            // No netns of our own: bind the host's /sys read-only instead.
+            mount_on(
+                Some("/sys"),
+                fd.as_fd(),
+                "/sys",
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
+            remount_ro(root, "sys")
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Remount the mount now on top of `path` read-only, keeping its locked
+/// flags (a user namespace may add restrictions, never drop them).
+fn remount_ro(root: BorrowedFd<'_>, path: &str) -> Result<()> {
+    let fd = open_path(root, path)?;
+    let vfs = fstatvfs(fd.as_fd()).map_err(|e| Error::sys(format!("fstatvfs({path:?})"), e))?;
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    for (f, m) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if vfs.flags().contains(f) {
+            flags |= m;
+        }
+    }
+    mount_on(None, fd.as_fd(), &format!("/{path}"), None, flags, None)
+}
+
+const DEVICES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+fn build_dev(root: BorrowedFd<'_>, privileged: bool) -> Result<()> {
+    let fd = plain_dir(root, "dev")?;
+    mount_on(
+        Some("tmpfs"),
+        fd.as_fd(),
+        "/dev",
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=755,size=65536k"),
+    )?;
+    drop(fd);
+    // Reopen: the name now leads onto the fresh tmpfs.
+    let dev = plain_dir(root, "dev")?;
+    let d = dev.as_raw_fd();
+    for (name, major, minor) in DEVICES {
+        let shown = format!("/dev/{name}");
+        if privileged {
+            mknodat(
+                Some(d),
+                name,
+                SFlag::S_IFCHR,
+                Mode::from_bits_truncate(0o666),
+                makedev(major, minor),
+            )
+            .map_err(|e| {
+                Error::sys(
+                    format!("mknodat(dev, {name:?}, S_IFCHR|0666, {major}:{minor})"),
+                    e,
+                )
+            })?;
+        } else {
+            // mknod is EPERM in a user namespace: bind the host node onto
+            // an empty file instead.
+            let f = sys::openat2(
+                dev.as_fd(),
+                Path::new(name),
+                (OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW).bits(),
+                0o666,
+                sys::RESOLVE_BENEATH | sys::RESOLVE_NO_SYMLINKS,
+            )
+            .map_err(|e| Error::sys(format!("openat2(dev, {name:?}, O_CREAT|O_EXCL)"), e))?;
+            drop(f);
+            let t = sys::openat2(
+                dev.as_fd(),
+                Path::new(name),
+                (OFlag::O_PATH | OFlag::O_NOFOLLOW).bits(),
+                0,
+                sys::RESOLVE_BENEATH | sys::RESOLVE_NO_SYMLINKS,
+            )
+            .map_err(|e| Error::sys(format!("openat2(dev, {name:?}, O_PATH)"), e))?;
+            mount_on(
+                Some(shown.as_str()),
+                t.as_fd(),
+                &shown,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )?;
+        }
+    }
+    let mk = |name: &str, mode: u32| -> Result<OwnedFd> {
+        mkdirat(Some(d), name, Mode::from_bits_truncate(mode))
+            .map_err(|e| Error::sys(format!("mkdirat(dev, {name:?}, {mode:o})"), e))?;
+        sys::openat2(
+            dev.as_fd(),
+            Path::new(name),
+            (OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW).bits(),
+            0,
+            sys::RESOLVE_BENEATH | sys::RESOLVE_NO_SYMLINKS,
+        )
+        .map_err(|e| Error::sys(format!("openat2(dev, {name:?}, O_PATH)"), e))
+    };
+    let pts = mk("pts", 0o755)?;
+    mount_on(
+        Some("devpts"),
+        pts.as_fd(),
+        "/dev/pts",
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )?;
+    let shm = mk("shm", 0o1777)?;
+    mount_on(
+        Some("shm"),
+        shm.as_fd(),
+        "/dev/shm",
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )?;
+    let mq = mk("mqueue", 0o755)?;
+    mount_on(
+        Some("mqueue"),
+        mq.as_fd(),
+        "/dev/mqueue",
+        Some("mqueue"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        nix::unistd::symlinkat(target, Some(d), link)
+            .map_err(|e| Error::sys(format!("symlinkat({target:?}, dev, {link:?})"), e))?;
+    }
+    fchmodat(
+        Some(d),
+        ".",
+        Mode::from_bits_truncate(0o755),
+        FchmodatFlags::FollowSymlink,
+    )
+    .map_err(|e| Error::sys("fchmodat(dev, \".\", 0755)", e))?;
+    Ok(())
+}
+
+/// Mask and read-only paths. `/dev/null` is opened `O_PATH` and checked to
+/// be char 1:3 before it is bound anywhere (CVE-2025-31133).
+fn mask_paths(root: BorrowedFd<'_>) -> Result<()> {
+    let null = open_path(root, "dev/null")?;
+    let st = fstat(null.as_raw_fd()).map_err(|e| Error::sys("fstat(\"/dev/null\")", e))?;
+    if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFCHR.bits() || st.st_rdev != makedev(1, 3) {
+        return Err(Error::WrongType {
+            path: "/dev/null".into(),
+            want: "character device 1:3",
+        });
+    }
+    let null_src = fd_path(null.as_fd());
+    for p in MASKED_PATHS {
+        let t = match open_in(root, p, OFlag::O_PATH | OFlag::O_NOFOLLOW) {
+            Ok(t) => t,
+            Err(Errno::ENOENT) => continue,
+            Err(e) => {
+                return Err(Error::sys(
+                    format!("openat2(rootfs, {p:?}, O_PATH|O_NOFOLLOW)"),
+                    e,
+                ))
+            }
+        };
+        let st = fstat(t.as_raw_fd()).map_err(|e| Error::sys(format!("fstat({p:?})"), e))?;
+        let shown = format!("/{p}");
+        if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits() {
+            mount_on(
+                Some("tmpfs"),
+                t.as_fd(),
+                &shown,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=0,mode=555"),
+            )?;
+        } else {
+            mount_on(
+                Some(null_src.as_str()),
+                t.as_fd(),
+                &shown,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )?;
+        }
+    }
+    for p in READONLY_PATHS {
+        let t = match open_in(root, p, OFlag::O_PATH | OFlag::O_NOFOLLOW) {
+            Ok(t) => t,
+            Err(Errno::ENOENT) => continue,
+            Err(e) => {
+                return Err(Error::sys(
+                    format!("openat2(rootfs, {p:?}, O_PATH|O_NOFOLLOW)"),
+                    e,
+                ))
+            }
+        };
+        let src = fd_path(t.as_fd());
+        mount_on(
+            Some(src.as_str()),
+            t.as_fd(),
+            &format!("/{p}"),
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        drop(t);
+        remount_ro(root, p)?;
+    }
+    Ok(())
+}
+
+/// `/sys/fs/cgroup` inside: the container's own cgroup through the cgroup
+/// namespace. v2 alone: one `cgroup2` mount. v1 or hybrid: a tmpfs holding
+/// one mount per hierarchy, named as on the host. v1 is always read-only
+/// (CVE-2022-0492 `release_agent`); v2 is writable only when delegated.
+fn mount_cgroupfs(root: BorrowedFd<'_>, layout: &Layout, v2_rw: bool) -> Result<()> {
+    let base = match open_in(
+        root,
+        "sys/fs/cgroup",
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY,
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => {
+            return Err(Error::sys(
+                "openat2(rootfs, \"sys/fs/cgroup\", O_PATH|O_DIRECTORY)",
+                e,
+            ))
+        }
+    };
+    let common = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let ro = |rw: bool| {
+        if rw {
+            common
+        } else {
+            common | MsFlags::MS_RDONLY
+        }
+    };
+    if layout.hierarchies.iter().all(|h| h.version == Version::V2) {
+        if layout.unified().is_some() {
+            mount_on(
+                Some("cgroup2"),
+                base.as_fd(),
+                "/sys/fs/cgroup",
+                Some("cgroup2"),
+                ro(v2_rw),
+                None,
+            )?;
+        }
+        return Ok(());
+    }
+    mount_on(
+        Some("tmpfs"),
+        base.as_fd(),
+        "/sys/fs/cgroup",
+        Some("tmpfs"),
+        common,
+        Some("mode=755,size=64k"),
+    )?;
+    drop(base);
+    let dir = open_in(
+        root,
+        "sys/fs/cgroup",
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY,
+    )
+    .map_err(|e| Error::sys("openat2(rootfs, \"sys/fs/cgroup\", O_PATH)", e))?;
+    for h in &layout.hierarchies {
+        let Some(name) = h.mountpoint.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.contains('/') || name == ".." || name == "." {
+            continue;
+        }
+        mkdirat(Some(dir.as_raw_fd()), name, Mode::from_bits_truncate(0o755))
+            .map_err(|e| Error::sys(format!("mkdirat(cgroupfs, {name:?}, 0755)"), e))?;
+        let t = sys::openat2(
+            dir.as_fd(),
+            Path::new(name),
+            (OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW).bits(),
+            0,
+            sys::RESOLVE_BENEATH | sys::RESOLVE_NO_SYMLINKS,
+        )
+        .map_err(|e| Error::sys(format!("openat2(cgroupfs, {name:?}, O_PATH)"), e))?;
+        let shown = format!("/sys/fs/cgroup/{name}");
+        match h.version {
+            Version::V1 => mount_on(
+                Some("cgroup"),
+                t.as_fd(),
+                &shown,
+                Some("cgroup"),
+                ro(false),
+                Some(h.mount_options.as_str()),
+            )?,
+            Version::V2 => mount_on(
+                Some("cgroup2"),
+                t.as_fd(),
+                &shown,
+                Some("cgroup2"),
+                ro(v2_rw),
+                None,
+            )?,
+        }
+    }
+    drop(dir);
+    remount_ro(root, "sys/fs/cgroup")
+}
+
+/// Resolve (creating as needed, never outside the root) the target of a
+/// config mount: a directory, or an empty file when `file` is set.
+fn mkdir_all_in_root(root: BorrowedFd<'_>, target: &Path, file: bool) -> Result<OwnedFd> {
+    let parts: Vec<&std::ffi::OsStr> = target
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let mut cur = root.try_clone_to_owned().map_err(|e| {
+        Error::sys(
+            "dup(rootfs)",
+            Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        )
+    })?;
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let p = Path::new(part);
+        let next = sys::openat2(cur.as_fd(), p, (OFlag::O_PATH).bits(), 0, IN_ROOT);
+        // Re-resolve the whole prefix from the root each step so a symlink
+        // can never lead out of it.
+        let next = match next {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => {
+                if last && file {
+                    drop(
+                        sys::openat2(
+                            cur.as_fd(),
+                            p,
+                            (OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW)
+                                .bits(),
+                            0o644,
+                            IN_ROOT,
+                        )
+                        .map_err(|e| {
+                            Error::sys(format!("openat2({:?}, O_CREAT|O_EXCL)", target), e)
+                        })?,
+                    );
+                } else {
+                    match mkdirat(Some(cur.as_raw_fd()), p, Mode::from_bits_truncate(0o755)) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => {
+                            return Err(Error::sys(format!("mkdirat({:?}, 0755)", target), e))
+                        }
+                    }
+                }
+                sys::openat2(cur.as_fd(), p, (OFlag::O_PATH).bits(), 0, IN_ROOT)
+                    .map_err(|e| Error::sys(format!("openat2({:?}, O_PATH)", target), e))?
+            }
+            Err(e) => {
+                return Err(Error::sys(
+                    format!("openat2({:?}, O_PATH, RESOLVE_IN_ROOT)", target),
+                    e,
+                ))
+            }
+        };
+        cur = next;
+    }
+    Ok(cur)
+}
+
+fn user_mount(root: BorrowedFd<'_>, m: &MountEntry) -> Result<()> {
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    let mut optional = false;
+    let mut ro = false;
+    let mut bind = matches!(m.fstype.as_str(), "bind" | "rbind" | "none");
+    if m.fstype == "rbind" {
+        flags |= MsFlags::MS_REC;
+    }
+    for o in m.options.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => ro = true,
+            "rw" | "defaults" | "create=dir" | "create=file" => {}
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "bind" => bind = true,
+            "rbind" => {
+                bind = true;
+                flags |= MsFlags::MS_REC;
+            }
+            "optional" => optional = true,
+            other => data.push(other),
+        }
+    }
+    let shown = m.target.to_string_lossy().into_owned();
+    let rel = shown.trim_start_matches('/').to_owned();
+    if bind {
+        let meta = match std::fs::metadata(&m.source) {
+            Ok(meta) => meta,
+            Err(_) if optional => return Ok(()),
+            Err(source) => {
+                return Err(Error::Read {
+                    path: PathBuf::from(&m.source),
+                    source,
+                })
+            }
+        };
+        let t = mkdir_all_in_root(root, &m.target, !meta.is_dir())?;
+        mount_on(
+            Some(m.source.as_str()),
+            t.as_fd(),
+            &shown,
+            None,
+            MsFlags::MS_BIND | (flags & MsFlags::MS_REC),
+            None,
+        )?;
+        drop(t);
+        if ro || !(flags - MsFlags::MS_REC).is_empty() {
+            let t = open_path(root, &rel)?;
+            let f = MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | (flags - MsFlags::MS_REC)
+                | if ro {
+                    MsFlags::MS_RDONLY
+                } else {
+                    MsFlags::empty()
+                };
+            mount_on(None, t.as_fd(), &shown, None, f, None)?;
+        }
+        Ok(())
+    } else {
+        let t = mkdir_all_in_root(root, &m.target, false)?;
+        if ro {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        let data = data.join(",");
+        mount_on(
+            Some(m.source.as_str()),
+            t.as_fd(),
+            &shown,
+            Some(m.fstype.as_str()),
+            flags,
+            (!data.is_empty()).then_some(data.as_str()),
+        )
+    }
+}
+
+/// `pivot_root(".", ".")` with the rootfs as cwd, then detach the old root
+/// after making it rslave so the unmount does not propagate to the host.
+fn pivot(root: BorrowedFd<'_>) -> Result<()> {
+    nix::unistd::fchdir(root.as_raw_fd()).map_err(|e| Error::sys("fchdir(rootfs)", e))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| Error::sys("pivot_root(\".\", \".\")", e))?;
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys("mount(NULL, \".\", NULL, MS_SLAVE|MS_REC, NULL)", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| Error::sys("umount2(\".\", MNT_DETACH)", e))?;
+    nix::unistd::chdir("/").map_err(|e| Error::sys("chdir(\"/\")", e))
+}
+
+/// CVE-2024-21626: the cwd must be inside the new root.
+fn check_cwd() -> Result<()> {
+    match nix::unistd::getcwd() {
+        Ok(p) if p == Path::new("/") => Ok(()),
+        Ok(p) => Err(Error::WrongType {
+            path: p,
+            want: "working directory inside the container",
+        }),
+        Err(e) => Err(Error::sys("getcwd()", e)),
+    }
+}
+
+/// Drop the bounding-set capabilities LXC drops and clear inheritable and
+/// ambient (CVE-2022-29162).
+pub(crate) fn drop_caps() -> Result<()> {
+    for c in DROPPED_CAPS {
+        match caps::drop(None, caps::CapSet::Bounding, c) {
+            Ok(()) => {}
+            // An unknown capability on an old kernel is already "dropped".
+            Err(_) if !caps::has_cap(None, caps::CapSet::Bounding, c).unwrap_or(true) => {}
+            Err(_) => {
+                return Err(Error::sys(
+                    format!("prctl(PR_CAPBSET_DROP, {c})"),
+                    Errno::last(),
+                ))
+            }
+        }
+    }
+    caps::clear(None, caps::CapSet::Ambient)
+        .map_err(|_| Error::sys("prctl(PR_CAP_AMBIENT_CLEAR_ALL)", Errno::last()))?;
+    caps::clear(None, caps::CapSet::Inheritable)
+        .map_err(|_| Error::sys("capset(inheritable = 0)", Errno::last()))?;
+    Ok(())
+}
+
+/// Resolve `argv[0]` inside the (pivoted) container through `PATH`.
+pub(crate) fn find_exe(plan: &Plan<'_>) -> Result<CString> {
+    let arg0 = plan.argv[0].to_bytes();
+    let as_path = |p: &Path| {
+        CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())).unwrap_or_default()
+    };
+    if arg0.contains(&b'/') {
+        return Ok(plan.argv[0].clone());
+    }
+    let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(arg0);
+    for d in &plan.path_dirs {
+        let cand = d.join(name);
+        if nix::unistd::access(&cand, nix::unistd::AccessFlags::X_OK).is_ok()
+            && std::fs::metadata(&cand)
+                .map(|m| m.is_file())
+                .unwrap_or(false)
+        {
+            return Ok(as_path(&cand));
+        }
+    }
+    Err(Error::sys(
+        format!("execvp({:?})", String::from_utf8_lossy(arg0)),
+        Errno::ENOENT,
+    ))
+}

@@ -1,0 +1,481 @@
+//! The monitor: a small re-executed process (`davit __run-monitor …`) that
+//! creates the cgroup, spawns init, records the state, reaps init, records
+//! its exit status and tears the cgroup down.
+#![forbid(unsafe_code)]
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitStatus};
+
+use crate::cgroup::{self, Cgroup, Layout};
+use crate::config::ContainerConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::spawn::{spawn_init, InitSpec};
+use crate::state::{ProcessRef, State, StateLock, StateStore, Status};
+use crate::sys;
+
+/// The first argument that selects the monitor in a davit binary.
+pub const MONITOR_ARG: &str = "__run-monitor";
+
+/// The descriptor number the ready pipe gets in the monitor.
+pub const READY_FD: RawFd = 3;
+
+/// Exit code of the monitor when the container could not be started.
+pub const EXIT_SETUP_FAILED: i32 = 125;
+
+/// Arguments of the monitor process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorArgs {
+    /// The container config file.
+    pub config: PathBuf,
+    /// The runtime directory (`/run/davit`); state lives in `RUNTIME/NAME`.
+    pub runtime: PathBuf,
+    /// The cgroup prefix, `davit` by default: the cgroup is `PREFIX/NAME`.
+    pub cgroup_prefix: String,
+    /// Replace init with this command (`davit start NAME -- CMD`).
+    pub command: Vec<String>,
+    /// Report readiness as one JSON line on descriptor [`READY_FD`].
+    pub ready_fd: bool,
+}
+
+impl MonitorArgs {
+    /// Arguments for the monitor, with the defaults.
+    pub fn new(config: impl Into<PathBuf>, runtime: impl Into<PathBuf>) -> MonitorArgs {
+        MonitorArgs {
+            config: config.into(),
+            runtime: runtime.into(),
+            cgroup_prefix: "davit".into(),
+            command: Vec::new(),
+            ready_fd: false,
+        }
+    }
+
+    /// Render as command-line arguments (after [`MONITOR_ARG`]).
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec![
+            "--config".into(),
+            self.config.clone().into(),
+            "--runtime".into(),
+            self.runtime.clone().into(),
+            "--cgroup-prefix".into(),
+            self.cgroup_prefix.clone().into(),
+        ];
+        if self.ready_fd {
+            v.push("--ready-fd".into());
+        }
+        if !self.command.is_empty() {
+            v.push("--".into());
+            v.extend(self.command.iter().map(OsString::from));
+        }
+        v
+    }
+
+    /// Parse what [`MonitorArgs::to_args`] produced.
+    ///
+    /// # Errors
+    /// [`Error::ConfigInvalid`] for unknown or missing arguments.
+    pub fn parse(args: &[OsString]) -> Result<MonitorArgs> {
+        let bad = |r: String| Error::ConfigInvalid { reason: r };
+        let mut out = MonitorArgs::new("", "");
+        let mut it = args.iter();
+        let mut seen = (false, false);
+        while let Some(a) = it.next() {
+            let mut val = |name: &str| {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| bad(format!("monitor argument {name} needs a value")))
+            };
+            match a.to_str() {
+                Some("--config") => {
+                    out.config = val("--config")?.into();
+                    seen.0 = true;
+                }
+                Some("--runtime") => {
+                    out.runtime = val("--runtime")?.into();
+                    seen.1 = true;
+                }
+                Some("--cgroup-prefix") => {
+                    out.cgroup_prefix = val("--cgroup-prefix")?
+                        .into_string()
+                        .map_err(|_| bad("cgroup prefix is not UTF-8".into()))?;
+                }
+                Some("--ready-fd") => out.ready_fd = true,
+                Some("--") => {
+                    out.command = it
+                        .by_ref()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .collect();
+                }
+                _ => return Err(bad(format!("unknown monitor argument {a:?}"))),
+            }
+        }
+        if !(seen.0 && seen.1) {
+            return Err(bad("the monitor needs --config and --runtime".into()));
+        }
+        if out.cgroup_prefix.is_empty()
+            || out
+                .cgroup_prefix
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(bad(format!("bad cgroup prefix {:?}", out.cgroup_prefix)));
+        }
+        Ok(out)
+    }
+}
+
+/// The entry point of a re-executed monitor: `args` are those after
+/// [`MONITOR_ARG`]. Exits with init's exit status (128 + signal when
+/// killed), or [`EXIT_SETUP_FAILED`] when the container never started; the
+/// reason then goes to the ready descriptor, never to the terminal.
+pub fn monitor_main(args: &[OsString]) -> ! {
+    // CVE-2019-5736: run from a sealed memfd copy of ourselves so nothing
+    // reachable from a container can rewrite the binary. This re-execs once
+    // with the same arguments (the ready descriptor survives the exec).
+    if let Err(e) = ensure_sealed() {
+        let mut ready = if args.iter().any(|a| a == "--ready-fd") {
+            ready_file()
+        } else {
+            None
+        };
+        report(&mut ready, &Report::Failed(&e));
+        std::process::exit(EXIT_SETUP_FAILED);
+    }
+    // Inherited descriptors must never reach init (CVE-2024-21626).
+    let _ = sys::cloexec_from(3);
+    let parsed = MonitorArgs::parse(args);
+    let ready = match &parsed {
+        Ok(a) if a.ready_fd => ready_file(),
+        _ => None,
+    };
+    let mut ready = ready;
+    let code = match parsed.and_then(|a| run_monitor(&a, &mut ready)) {
+        Ok(code) => code,
+        Err(e) => {
+            report(&mut ready, &Report::Failed(&e));
+            EXIT_SETUP_FAILED
+        }
+    };
+    std::process::exit(code)
+}
+
+/// Make sure this process runs from a sealed anonymous copy of its binary
+/// (`pentacle`), re-executing itself with the same arguments if not. Call
+/// first thing in `main` of any davit process that a container could reach
+/// through `/proc/PID/exe` (the monitor, attach).
+///
+/// # Errors
+/// [`Error::Spawn`] if the copy or the exec fails.
+pub fn ensure_sealed() -> Result<()> {
+    pentacle::ensure_sealed().map_err(|source| Error::Spawn {
+        program: "/proc/self/exe (sealed re-exec)".into(),
+        source,
+    })
+}
+
+fn ready_file() -> Option<File> {
+    // The pipe handed over by `spawn_monitor` as READY_FD; check it is one.
+    let st = nix::sys::stat::fstat(READY_FD).ok()?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
+        return None;
+    }
+    sys::take_inherited_fd(READY_FD).map(File::from)
+}
+
+enum Report<'a> {
+    Ready(i32),
+    Failed(&'a Error),
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
+}
+
+fn report(ready: &mut Option<File>, r: &Report<'_>) {
+    let Some(mut f) = ready.take() else { return };
+    let line = match r {
+        Report::Ready(pid) => format!("{{\"ok\":true,\"pid\":{pid}}}\n"),
+        Report::Failed(e) => {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(*e);
+            while let Some(s) = src {
+                msg += ": ";
+                msg += &s.to_string();
+                src = s.source();
+            }
+            format!(
+                "{{\"ok\":false,\"kind\":{},\"error\":{}}}\n",
+                json_str(e.kind().as_str()),
+                json_str(&msg)
+            )
+        }
+    };
+    let _ = f.write_all(line.as_bytes());
+}
+
+/// Exit status as a shell reports it: the code, or 128 + signal.
+pub fn exit_code(ws: WaitStatus) -> Option<i32> {
+    match ws {
+        WaitStatus::Exited(_, c) => Some(c),
+        WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
+        _ => None,
+    }
+}
+
+/// Where the cgroup goes and why limits may be off.
+fn cgroup_placement(
+    layout: &Layout,
+    cfg: &ContainerConfig,
+    prefix: &str,
+) -> (Option<(PathBuf, PathBuf)>, Option<String>) {
+    let rel_leaf = Path::new(prefix).join(&cfg.name);
+    if nix::unistd::geteuid().is_root() {
+        return (Some((rel_leaf, PathBuf::new())), None);
+    }
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let needed = cgroup::needed_controllers(&cfg.limits);
+    match cgroup::delegation(layout, &own, nix::unistd::geteuid().as_raw(), &needed) {
+        Ok(base) => (Some((base.join(rel_leaf), base)), None),
+        Err(why) => (None, Some(why)),
+    }
+}
+
+/// The monitor's work, callable in-process by a single-threaded caller.
+/// Returns init's exit status.
+///
+/// # Errors
+/// Any error before init runs; afterwards failures only affect cleanup and
+/// are folded into the returned status.
+pub fn run_monitor(args: &MonitorArgs, ready: &mut Option<File>) -> Result<i32> {
+    let _ = nix::unistd::chdir("/");
+    let cfg = ContainerConfig::load(&args.config)?;
+    let store = StateStore::new(&args.runtime, &cfg.name);
+    let layout = Layout::detect()?;
+    let me = ProcessRef::of(std::process::id() as i32);
+
+    let lock = store.lock()?;
+    let mut st = lock.load()?;
+    if !st.status.can_start() {
+        if st.is_stale() {
+            recover_locked(&lock, &mut st, &layout)?;
+        } else {
+            return Err(Error::AlreadyRunning {
+                name: cfg.name.clone(),
+                status: st.status.as_str().to_lowercase(),
+            });
+        }
+    }
+    let (placement, why) = cgroup_placement(&layout, &cfg, &args.cgroup_prefix);
+    let cg = match placement {
+        Some((rel, base)) => Some(Cgroup::create(&layout, &rel, &base, &cfg.limits)?),
+        None if cfg.limits.is_empty() => None,
+        None => None,
+    };
+    st = State::new(&cfg.name);
+    st.status = Status::Starting;
+    st.monitor = me;
+    st.privileged = cfg.privileged;
+    st.no_limits_reason = why;
+    if let Some(cg) = &cg {
+        st.cgroup_paths = cg.paths();
+        st.cgroup_mounts = cg
+            .dirs()
+            .iter()
+            .map(|d| d.hierarchy.mountpoint.clone())
+            .collect();
+    }
+    lock.save(&st)?;
+    drop(lock);
+
+    // Terminal signals are for init (the CLI forwards them), not for us.
+    for s in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGTSTP] {
+        let _ = sys::set_signal_ignored(s, true);
+    }
+    let spec = InitSpec {
+        config: &cfg,
+        command: args.command.clone(),
+        cgroup: cg.as_ref(),
+        layout: &layout,
+    };
+    let mut on_ready = |sp: &crate::spawn::Spawned| -> Result<()> {
+        let lock = store.lock()?;
+        let mut s = lock.load()?;
+        s.status = Status::Running;
+        s.init = Some(ProcessRef {
+            pid: sp.pid.as_raw(),
+            start_time: sp.start_time,
+        });
+        lock.save(&s)
+    };
+    let spawned = match spawn_init(&spec, &mut on_ready) {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(cg) = &cg {
+                let _ = cg.destroy(Duration::from_secs(5));
+            }
+            if let Ok(lock) = store.lock() {
+                let _ = lock.remove();
+            }
+            return Err(e);
+        }
+    };
+    report(ready, &Report::Ready(spawned.pid.as_raw()));
+
+    let code = loop {
+        match waitpid(spawned.pid, None) {
+            Ok(ws) => {
+                if let Some(c) = exit_code(ws) {
+                    break c;
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break EXIT_SETUP_FAILED,
+        }
+    };
+    let lock = store.lock()?;
+    let mut s = lock.load()?;
+    s.status = Status::Stopping;
+    lock.save(&s)?;
+    if let Some(cg) = &cg {
+        let _ = cg.destroy(Duration::from_secs(10));
+    }
+    s.status = Status::Stopped;
+    s.init = None;
+    s.monitor = None;
+    s.cgroup_paths.clear();
+    s.cgroup_mounts.clear();
+    s.exit_status = Some(code);
+    lock.save(&s)?;
+    Ok(code)
+}
+
+/// Clean up after a monitor that died: kill whatever is left in the
+/// recorded cgroup, remove it, and mark the state stopped. The caller holds
+/// the lock.
+///
+/// # Errors
+/// Cgroup and state write errors.
+pub fn recover_locked(lock: &StateLock, st: &mut State, layout: &Layout) -> Result<()> {
+    if let Some(init) = st.init {
+        if init.is_alive() {
+            if let Ok(fd) = sys::pidfd_open(nix::unistd::Pid::from_raw(init.pid)) {
+                if init.is_alive() {
+                    let _ = sys::pidfd_send_signal(
+                        std::os::fd::AsFd::as_fd(&fd),
+                        Signal::SIGKILL as i32,
+                    );
+                    let _ = sys::poll_readable(std::os::fd::AsFd::as_fd(&fd), 5000);
+                }
+            }
+        }
+    }
+    let cg = Cgroup::from_paths(layout, &st.cgroup_paths);
+    cg.destroy(Duration::from_secs(10))?;
+    st.status = Status::Stopped;
+    st.init = None;
+    st.monitor = None;
+    st.cgroup_paths.clear();
+    st.cgroup_mounts.clear();
+    lock.save(st)
+}
+
+/// A running monitor process, as seen by the CLI.
+#[derive(Debug)]
+pub struct MonitorHandle {
+    /// The monitor process.
+    pub child: Child,
+    ready: Option<BufReader<File>>,
+}
+
+/// Start `exe MONITOR_ARG args…` with a ready pipe. With `detach` the
+/// monitor gets its own session (`setsid`) and null stdio; otherwise it
+/// inherits the caller's stdio, which init then uses.
+///
+/// # Errors
+/// [`Error::Spawn`] if the process cannot be started.
+pub fn spawn_monitor(exe: &Path, args: &MonitorArgs, detach: bool) -> Result<MonitorHandle> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::sys("pipe2(O_CLOEXEC)", e))?;
+    let mut args = args.clone();
+    args.ready_fd = true;
+    let mut cmd = Command::new(exe);
+    cmd.arg(MONITOR_ARG).args(args.to_args());
+    if detach {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    }
+    sys::command_pass_fds(&mut cmd, vec![(w, READY_FD)], detach);
+    let child = cmd.spawn().map_err(|source| Error::Spawn {
+        program: exe.display().to_string(),
+        source,
+    })?;
+    drop(cmd);
+    Ok(MonitorHandle {
+        child,
+        ready: Some(BufReader::new(File::from(r))),
+    })
+}
+
+impl MonitorHandle {
+    /// Wait for the monitor's report: init's host pid once it runs.
+    ///
+    /// # Errors
+    /// The monitor's error (same kind, message as text), or
+    /// [`Error::Protocol`] if it exited without a report.
+    pub fn wait_ready(&mut self) -> Result<i32> {
+        let Some(mut r) = self.ready.take() else {
+            return Err(Error::Protocol {
+                want: "a ready report",
+                got: "wait_ready called twice".into(),
+            });
+        };
+        let mut line = String::new();
+        let _ = r.read_line(&mut line);
+        let v: serde_json::Value =
+            serde_json::from_str(line.trim()).map_err(|_| Error::Protocol {
+                want: "a ready report",
+                got: if line.is_empty() {
+                    "end of file (the monitor exited)".into()
+                } else {
+                    line.clone()
+                },
+            })?;
+        if v["ok"].as_bool() == Some(true) {
+            return v["pid"].as_i64().map(|p| p as i32).ok_or(Error::Protocol {
+                want: "a pid",
+                got: line,
+            });
+        }
+        let kind = v["kind"].as_str().unwrap_or("protocol");
+        Err(Error::Monitor {
+            kind: ErrorKind::parse(kind),
+            message: v["error"].as_str().unwrap_or("").to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_round_trip() {
+        let mut a = MonitorArgs::new("/c/config", "/run/davit");
+        a.command = vec!["/bin/sh".into(), "-c".into(), "exit 7".into()];
+        a.ready_fd = true;
+        a.cgroup_prefix = "davit-test-1".into();
+        assert_eq!(MonitorArgs::parse(&a.to_args()).unwrap(), a);
+        assert!(MonitorArgs::parse(&["--bogus".into()]).is_err());
+        let mut b = MonitorArgs::new("/c", "/r");
+        b.cgroup_prefix = "../x".into();
+        assert!(MonitorArgs::parse(&b.to_args()).is_err());
+    }
+}

@@ -1,0 +1,205 @@
+//! The parent/child sync protocol: fixed-size typed messages over a
+//! close-on-exec socketpair. Errors cross as kinds and errno, never strings.
+#![forbid(unsafe_code)]
+
+use std::io::{ErrorKind as IoKind, Read, Write};
+use std::os::unix::net::UnixStream;
+
+use nix::errno::Errno;
+
+use crate::error::{Error, ErrorKind, InitStep, Result};
+
+/// One message on the sync socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Msg {
+    /// Parent → child: the id maps are written and the cgroup joined.
+    MapsDone,
+    /// Child → parent: setup done, about to exec; waiting for `Start`.
+    Ready,
+    /// Parent → child: state recorded, exec now.
+    Start,
+    /// Either way: a step failed.
+    Failed {
+        step: InitStep,
+        kind: ErrorKind,
+        errno: i32,
+    },
+}
+
+const LEN: usize = 8;
+
+impl Msg {
+    fn encode(self) -> [u8; LEN] {
+        let mut b = [0u8; LEN];
+        match self {
+            Msg::MapsDone => b[0] = 1,
+            Msg::Ready => b[0] = 2,
+            Msg::Start => b[0] = 3,
+            Msg::Failed { step, kind, errno } => {
+                b[0] = 4;
+                b[1] = step.to_u8();
+                b[2] = kind.to_u8();
+                b[4..8].copy_from_slice(&errno.to_le_bytes());
+            }
+        }
+        b
+    }
+
+    fn decode(b: [u8; LEN]) -> Option<Msg> {
+        Some(match b[0] {
+            1 => Msg::MapsDone,
+            2 => Msg::Ready,
+            3 => Msg::Start,
+            4 => Msg::Failed {
+                step: InitStep::from_u8(b[1]),
+                kind: ErrorKind::from_u8(b[2]),
+                errno: i32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            },
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Msg::MapsDone => "maps-done",
+            Msg::Ready => "ready",
+            Msg::Start => "start",
+            Msg::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// One end of the sync socket.
+#[derive(Debug)]
+pub(crate) struct Channel {
+    sock: UnixStream,
+}
+
+impl Channel {
+    /// A connected pair (both ends close-on-exec).
+    pub(crate) fn pair() -> Result<(Channel, Channel)> {
+        let (a, b) = UnixStream::pair().map_err(|e| {
+            Error::sys(
+                "socketpair(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC, 0, …)",
+                Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+            )
+        })?;
+        Ok((Channel { sock: a }, Channel { sock: b }))
+    }
+
+    pub(crate) fn send(&mut self, m: Msg) -> Result<()> {
+        self.sock.write_all(&m.encode()).map_err(|e| {
+            Error::sys(
+                format!("write(sync, {})", m.name()),
+                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EPIPE)),
+            )
+        })
+    }
+
+    /// The next message, or `None` at end of file (the peer exec'd or died).
+    pub(crate) fn recv(&mut self) -> Result<Option<Msg>> {
+        let mut b = [0u8; LEN];
+        let mut got = 0;
+        while got < LEN {
+            match self.sock.read(&mut b[got..]) {
+                Ok(0) if got == 0 => return Ok(None),
+                Ok(0) => {
+                    return Err(Error::Protocol {
+                        want: "a whole message",
+                        got: format!("{got} bytes"),
+                    })
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == IoKind::Interrupted => {}
+                Err(e) => {
+                    return Err(Error::sys(
+                        "read(sync)",
+                        Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                    ))
+                }
+            }
+        }
+        Msg::decode(b).map(Some).ok_or_else(|| Error::Protocol {
+            want: "a known message",
+            got: format!("tag {}", b[0]),
+        })
+    }
+
+    fn expect(&mut self, want: Msg) -> Result<()> {
+        match self.recv()? {
+            Some(m) if m == want => Ok(()),
+            Some(Msg::Failed { step, kind, errno }) => Err(failed(step, kind, errno)),
+            Some(m) => Err(Error::Protocol {
+                want: want.name(),
+                got: m.name().to_owned(),
+            }),
+            None => Err(Error::Protocol {
+                want: want.name(),
+                got: "end of file (the peer exited)".to_owned(),
+            }),
+        }
+    }
+
+    pub(crate) fn expect_maps_done(&mut self) -> Result<()> {
+        self.expect(Msg::MapsDone)
+    }
+
+    pub(crate) fn expect_ready(&mut self) -> Result<()> {
+        self.expect(Msg::Ready)
+    }
+
+    pub(crate) fn expect_start(&mut self) -> Result<()> {
+        self.expect(Msg::Start)
+    }
+
+    /// After `Start`: end of file means the exec succeeded (the socket is
+    /// close-on-exec); a `Failed` message means it did not.
+    pub(crate) fn expect_exec(&mut self) -> Result<()> {
+        match self.recv()? {
+            None => Ok(()),
+            Some(Msg::Failed { step, kind, errno }) => Err(failed(step, kind, errno)),
+            Some(m) => Err(Error::Protocol {
+                want: "end of file after exec",
+                got: m.name().to_owned(),
+            }),
+        }
+    }
+}
+
+fn failed(step: InitStep, kind: ErrorKind, errno: i32) -> Error {
+    Error::Init {
+        step,
+        kind,
+        source: (errno != 0).then(|| Errno::from_raw(errno)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_errors_keep_kind() {
+        let (mut a, mut b) = Channel::pair().unwrap();
+        a.send(Msg::MapsDone).unwrap();
+        b.expect_maps_done().unwrap();
+        a.send(Msg::Failed {
+            step: InitStep::Proc,
+            kind: ErrorKind::Unsafe,
+            errno: libc::ELOOP,
+        })
+        .unwrap();
+        let e = b.expect_ready().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsafe);
+        assert_eq!(e.errno(), Some(Errno::ELOOP));
+        assert!(matches!(
+            e,
+            Error::Init {
+                step: InitStep::Proc,
+                ..
+            }
+        ));
+        drop(a);
+        b.expect_exec().unwrap();
+    }
+}

@@ -1,0 +1,284 @@
+//! The host side of the start sequence (security.md (a) 1-8 and 24): clone
+//! init into new namespaces, map its ids, put it in its cgroup, release it.
+#![forbid(unsafe_code)]
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+use crate::cgroup::{Cgroup, Layout};
+use crate::config::ContainerConfig;
+use crate::error::{Error, Result};
+use crate::init::{child_main, Plan};
+use crate::msg::{Channel, Msg};
+use crate::state::start_time;
+use crate::{idmap, sys};
+
+/// The default `PATH` given to init and attached commands.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What to start.
+#[derive(Debug)]
+pub struct InitSpec<'a> {
+    /// The container's config (validated here again).
+    pub config: &'a ContainerConfig,
+    /// The command to exec as pid 1; empty means `config.init`.
+    pub command: Vec<String>,
+    /// The cgroup to put init in, already created with its limits.
+    pub cgroup: Option<&'a Cgroup>,
+    /// The host's cgroup layout, for `/sys/fs/cgroup` inside.
+    pub layout: &'a Layout,
+}
+
+/// A started init.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Host pid of init.
+    pub pid: Pid,
+    /// A pidfd for init, when the kernel gave one.
+    pub pidfd: Option<OwnedFd>,
+    /// Start time of init (field 22 of `/proc/PID/stat`).
+    pub start_time: u64,
+}
+
+/// The environment init starts with: `PATH`, `TERM`, `HOME`,
+/// `container=davit`, then the config's `env` (which may override).
+pub fn init_env(cfg: &ContainerConfig) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), DEFAULT_PATH.into()),
+        ("TERM".into(), "linux".into()),
+        ("HOME".into(), "/root".into()),
+        ("container".into(), "davit".into()),
+    ];
+    for (k, v) in &cfg.env {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env
+}
+
+pub(crate) fn cstrings<I: IntoIterator<Item = String>>(it: I, what: &str) -> Result<Vec<CString>> {
+    it.into_iter()
+        .map(|s| {
+            CString::new(s).map_err(|_| Error::ConfigInvalid {
+                reason: format!("{what} contains a NUL byte"),
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn path_dirs(env: &[(String, String)]) -> Vec<PathBuf> {
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or(DEFAULT_PATH);
+    path.split(':')
+        .filter(|d| d.starts_with('/'))
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// Clone init with NEWUSER (unless privileged), NEWNS, NEWPID, NEWUTS,
+/// NEWIPC and NEWNET, from a single-threaded process (refused otherwise).
+///
+/// The parent writes the id maps (directly as root, else through
+/// `newuidmap`/`newgidmap`), moves init into `spec.cgroup` (with
+/// `CLONE_INTO_CGROUP` on a pure v2 host), and releases it. Init makes its
+/// own cgroup namespace, builds its mounts and pivots (see `init.rs`), then
+/// reports ready; `on_ready` runs then (record the state), and only after it
+/// returns is init told to exec. On any failure init is killed and reaped.
+///
+/// # Errors
+/// [`Error::ConfigInvalid`]/[`Error::IdMap`] for a bad config,
+/// [`Error::Syscall`] for the clone, map and cgroup errors, and
+/// [`Error::Init`] carrying the step, kind and errno of a container-side
+/// failure.
+pub fn spawn_init(
+    spec: &InitSpec<'_>,
+    on_ready: &mut dyn FnMut(&Spawned) -> Result<()>,
+) -> Result<Spawned> {
+    let cfg = spec.config;
+    cfg.validate()?;
+    let userns = !cfg.privileged;
+    let command = if spec.command.is_empty() {
+        cfg.init.clone()
+    } else {
+        spec.command.clone()
+    };
+    let env = init_env(cfg);
+    let plan = Plan {
+        cfg,
+        argv: cstrings(command, "the init command")?,
+        envp: cstrings(
+            env.iter().map(|(k, v)| format!("{k}={v}")),
+            "the environment",
+        )?,
+        path_dirs: path_dirs(&env),
+        userns,
+        layout: spec.layout,
+        cgroup2_rw: false,
+    };
+    let mut plan = plan;
+
+    // The rootfs must be a real directory; we hand it to the child as its
+    // cwd (the kernel moves the cwd into the new mount namespace).
+    let rootfs = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(&cfg.rootfs)
+        .map_err(|source| Error::Read {
+            path: cfg.rootfs.clone(),
+            source,
+        })?;
+
+    let root_host = if userns {
+        Some((
+            cfg.idmap.host_uid(0).unwrap_or(0),
+            cfg.idmap.host_gid(0).unwrap_or(0),
+        ))
+    } else {
+        None
+    };
+    // Delegate the v2 leaf to container root, as LXC's cgfsng_chown does,
+    // so an init like systemd can manage its own subtree.
+    let mut v2_fd = None;
+    if let Some(cg) = spec.cgroup {
+        if let Some(v2) = cg.v2_dir() {
+            if let Some((u, g)) = root_host {
+                plan.cgroup2_rw = delegate_v2(v2, u, g).is_ok();
+            } else {
+                plan.cgroup2_rw = true;
+            }
+            if cg.v2_only() {
+                v2_fd = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                    .open(v2)
+                    .ok();
+            }
+        }
+    }
+
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNET;
+    if userns {
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
+    let (parent_chan, child_chan) = Channel::pair()?;
+    let old_cwd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(".")
+        .map_err(|source| Error::Read {
+            path: ".".into(),
+            source,
+        })?;
+    nix::unistd::fchdir(std::os::fd::AsRawFd::as_raw_fd(&rootfs))
+        .map_err(|e| Error::sys(format!("fchdir({:?})", cfg.rootfs), e))?;
+    let cloned = sys::clone_process(flags.bits() as u64, v2_fd.as_ref().map(|f| f.as_fd()));
+    let cloned = match cloned {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = nix::unistd::fchdir(std::os::fd::AsRawFd::as_raw_fd(&old_cwd));
+            return Err(if e == Errno::EDEADLK {
+                Error::Unsupported {
+                    what: "starting a container from a multi-threaded process".into(),
+                }
+            } else {
+                Error::sys(format!("clone3({})", clone_flag_names(flags)), e)
+            });
+        }
+    };
+    let (pid, pidfd, into_cgroup) = match cloned {
+        sys::Cloned::Child => {
+            drop(parent_chan);
+            child_main(child_chan, &plan)
+        }
+        sys::Cloned::Parent {
+            pid,
+            pidfd,
+            into_cgroup,
+        } => (pid, pidfd, into_cgroup),
+    };
+    drop(child_chan);
+    let _ = nix::unistd::fchdir(std::os::fd::AsRawFd::as_raw_fd(&old_cwd));
+    let mut spawned = Spawned {
+        pid,
+        pidfd,
+        start_time: 0,
+    };
+    let r = release(spec, &mut spawned, parent_chan, into_cgroup, on_ready);
+    if let Err(e) = r {
+        kill_and_reap(&spawned);
+        return Err(e);
+    }
+    Ok(spawned)
+}
+
+fn release(
+    spec: &InitSpec<'_>,
+    spawned: &mut Spawned,
+    mut chan: Channel,
+    into_cgroup: bool,
+    on_ready: &mut dyn FnMut(&Spawned) -> Result<()>,
+) -> Result<()> {
+    let cfg = spec.config;
+    if !cfg.privileged {
+        idmap::write_maps(spawned.pid, &cfg.idmap, nix::unistd::geteuid().is_root())?;
+    }
+    if let Some(cg) = spec.cgroup {
+        cg.add_pid_except(spawned.pid.as_raw(), into_cgroup)?;
+    }
+    chan.send(Msg::MapsDone)?;
+    chan.expect_ready()?;
+    spawned.start_time = start_time(spawned.pid.as_raw()).ok_or(Error::NotRunning {
+        name: cfg.name.clone(),
+    })?;
+    on_ready(spawned)?;
+    chan.send(Msg::Start)?;
+    chan.expect_exec()
+}
+
+fn kill_and_reap(s: &Spawned) {
+    match &s.pidfd {
+        Some(fd) => {
+            let _ = sys::pidfd_send_signal(fd.as_fd(), Signal::SIGKILL as i32);
+        }
+        None => {
+            let _ = nix::sys::signal::kill(s.pid, Signal::SIGKILL);
+        }
+    }
+    let _ = waitpid(s.pid, None);
+}
+
+/// chown the v2 leaf and its delegatable files to container root.
+fn delegate_v2(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    let u = Some(nix::unistd::Uid::from_raw(uid));
+    let g = Some(nix::unistd::Gid::from_raw(gid));
+    let names = std::fs::read_to_string("/sys/kernel/cgroup/delegate")
+        .unwrap_or_else(|_| "cgroup.procs\ncgroup.threads\ncgroup.subtree_control\n".into());
+    nix::unistd::chown(dir, u, g)?;
+    for n in names.split_whitespace() {
+        let p = dir.join(n);
+        if p.exists() {
+            nix::unistd::chown(&p, u, g)?;
+        }
+    }
+    let _ = std::fs::metadata(dir).map(|m| m.uid());
+    Ok(())
+}
+
+fn clone_flag_names(f: CloneFlags) -> String {
+    f.iter_names().map(|(n, _)| n).collect::<Vec<_>>().join("|") + "|CLONE_PIDFD"
+}

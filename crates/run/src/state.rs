@@ -1,0 +1,418 @@
+//! `RUNTIME/NAME/state.json`: what a container is doing, written atomically
+//! under an `flock`.
+//!
+//! Every operation does load, check, act, save while holding the lock.
+#![forbid(unsafe_code)]
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The lifecycle of a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Not running (or never started).
+    Stopped,
+    /// The monitor is setting it up.
+    Starting,
+    /// Init is running.
+    Running,
+    /// A stop is in progress.
+    Stopping,
+}
+
+impl Status {
+    /// Whether `start` may proceed.
+    pub fn can_start(self) -> bool {
+        self == Status::Stopped
+    }
+
+    /// Whether `stop` has something to stop.
+    pub fn can_stop(self) -> bool {
+        matches!(self, Status::Starting | Status::Running | Status::Stopping)
+    }
+
+    /// Whether `attach` may proceed.
+    pub fn can_attach(self) -> bool {
+        self == Status::Running
+    }
+
+    /// Upper-case name as `lxc-info` prints it (`RUNNING`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Stopped => "STOPPED",
+            Status::Starting => "STARTING",
+            Status::Running => "RUNNING",
+            Status::Stopping => "STOPPING",
+        }
+    }
+}
+
+/// A process identified by pid **and** start time, so that a recycled pid
+/// is never mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRef {
+    /// The pid in the host (runner's) pid namespace.
+    pub pid: i32,
+    /// Field 22 of `/proc/PID/stat` (clock ticks since boot).
+    pub start_time: u64,
+}
+
+impl ProcessRef {
+    /// Capture `pid` now; `None` if it does not exist.
+    pub fn of(pid: i32) -> Option<ProcessRef> {
+        Some(ProcessRef {
+            pid,
+            start_time: start_time(pid)?,
+        })
+    }
+
+    /// Whether the same process still exists (and is not a zombie).
+    pub fn is_alive(&self) -> bool {
+        match read_stat(self.pid) {
+            Some((state, st)) => st == self.start_time && state != 'Z' && state != 'X',
+            None => false,
+        }
+    }
+}
+
+fn read_stat(pid: i32) -> Option<(char, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat)
+}
+
+/// Parse state (field 3) and start time (field 22) from `/proc/PID/stat`
+/// text. The command (field 2) may hold spaces and parentheses, so parse
+/// after the last `)`.
+pub fn parse_stat(stat: &str) -> Option<(char, u64)> {
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let mut f = rest.split_whitespace();
+    let state = f.next()?.chars().next()?;
+    // `f` is now at field 4; field 22 is 18 further.
+    let st = f.nth(18)?.parse().ok()?;
+    Some((state, st))
+}
+
+/// The start time (field 22 of `/proc/PID/stat`) of `pid`, if it exists.
+pub fn start_time(pid: i32) -> Option<u64> {
+    read_stat(pid).map(|(_, st)| st)
+}
+
+/// The recorded state of one container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Container name.
+    pub name: String,
+    /// Lifecycle status.
+    pub status: Status,
+    /// The container's init, once started.
+    #[serde(default)]
+    pub init: Option<ProcessRef>,
+    /// The monitor that reaps init.
+    #[serde(default)]
+    pub monitor: Option<ProcessRef>,
+    /// The container's cgroup directories, one per hierarchy.
+    #[serde(default)]
+    pub cgroup_paths: Vec<PathBuf>,
+    /// The cgroup hierarchy mount points, matching `cgroup_paths`.
+    #[serde(default)]
+    pub cgroup_mounts: Vec<PathBuf>,
+    /// Whether the container runs without a user namespace.
+    #[serde(default)]
+    pub privileged: bool,
+    /// Why no limits were applied, when they were not.
+    #[serde(default)]
+    pub no_limits_reason: Option<String>,
+    /// Exit status of the last run: the code, or 128 + signal.
+    #[serde(default)]
+    pub exit_status: Option<i32>,
+}
+
+impl State {
+    /// A fresh stopped state.
+    pub fn new(name: &str) -> State {
+        State {
+            name: name.to_owned(),
+            status: Status::Stopped,
+            init: None,
+            monitor: None,
+            cgroup_paths: Vec::new(),
+            cgroup_mounts: Vec::new(),
+            privileged: false,
+            no_limits_reason: None,
+            exit_status: None,
+        }
+    }
+
+    /// Whether init is recorded and that exact process is alive.
+    pub fn is_alive(&self) -> bool {
+        self.init.is_some_and(|p| p.is_alive())
+    }
+
+    /// Whether the recorded monitor is alive.
+    pub fn monitor_alive(&self) -> bool {
+        self.monitor.is_some_and(|p| p.is_alive())
+    }
+
+    /// Whether the record says active but neither init nor the monitor
+    /// exists: a killed monitor left it behind and it needs recovery.
+    pub fn is_stale(&self) -> bool {
+        self.status != Status::Stopped && !self.is_alive() && !self.monitor_alive()
+    }
+}
+
+/// The state directory of one container, `RUNTIME/NAME`.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    dir: PathBuf,
+    name: String,
+}
+
+/// An exclusive lock on a container's state; released on drop.
+#[derive(Debug)]
+pub struct StateLock {
+    _lock: Flock<File>,
+    store: StateStore,
+}
+
+impl StateStore {
+    /// The store for `name` under `runtime` (e.g. `/run/davit`).
+    pub fn new(runtime: &Path, name: &str) -> StateStore {
+        StateStore {
+            dir: runtime.join(name),
+            name: name.to_owned(),
+        }
+    }
+
+    /// `RUNTIME/NAME`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `RUNTIME/NAME/state.json`.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    /// Read the state without locking (for `info` and `list`); `None` if
+    /// there is none.
+    ///
+    /// # Errors
+    /// [`Error::Read`] or [`Error::StateParse`].
+    pub fn peek(&self) -> Result<Option<State>> {
+        let path = self.path();
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|source| Error::StateParse { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::Read { path, source }),
+        }
+    }
+
+    /// Take the exclusive lock (blocking), creating the directory (0700).
+    ///
+    /// # Errors
+    /// [`Error::Write`] if the directory or lock file cannot be made,
+    /// [`Error::Syscall`] if `flock` fails.
+    pub fn lock(&self) -> Result<StateLock> {
+        let lock_path = self.dir.join("lock");
+        loop {
+            fs::create_dir_all(&self.dir).map_err(|source| Error::Write {
+                path: self.dir.clone(),
+                source,
+            })?;
+            let _ = fs::set_permissions(
+                &self.dir,
+                std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            );
+            let f = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|source| Error::Write {
+                    path: lock_path.clone(),
+                    source,
+                })?;
+            let ino = f.metadata().map(|m| m.ino()).ok();
+            let lock = Flock::lock(f, FlockArg::LockExclusive)
+                .map_err(|(_, e)| Error::sys(format!("flock({:?}, LOCK_EX)", lock_path), e))?;
+            // A concurrent remove() may have unlinked the file we locked;
+            // then our lock protects nothing, so retry on the new file.
+            if fs::metadata(&lock_path).map(|m| m.ino()).ok() == ino {
+                return Ok(StateLock {
+                    _lock: lock,
+                    store: self.clone(),
+                });
+            }
+        }
+    }
+}
+
+impl StateLock {
+    /// Load the state, or a fresh stopped one when none exists.
+    ///
+    /// # Errors
+    /// As [`StateStore::peek`].
+    pub fn load(&self) -> Result<State> {
+        Ok(self
+            .store
+            .peek()?
+            .unwrap_or_else(|| State::new(&self.store.name)))
+    }
+
+    /// Write the state atomically: temp file, fsync, rename, fsync the dir.
+    ///
+    /// # Errors
+    /// [`Error::Write`].
+    pub fn save(&self, state: &State) -> Result<()> {
+        let path = self.store.path();
+        let tmp = self.store.dir.join(".state.json.tmp");
+        let werr = |source| Error::Write {
+            path: tmp.clone(),
+            source,
+        };
+        let body = serde_json::to_vec_pretty(state).map_err(|e| Error::Write {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        let mut f = File::create(&tmp).map_err(werr)?;
+        f.write_all(&body).map_err(werr)?;
+        f.sync_all().map_err(werr)?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(|source| Error::Write {
+            path: path.clone(),
+            source,
+        })?;
+        if let Ok(d) = File::open(&self.store.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Remove the state file and directory; the lock stays held until drop.
+    ///
+    /// # Errors
+    /// [`Error::Write`] if something other than "not found" fails.
+    pub fn remove(&self) -> Result<()> {
+        for f in ["state.json", ".state.json.tmp", "lock"] {
+            let p = self.store.dir.join(f);
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(Error::Write { path: p, source }),
+            }
+        }
+        match fs::remove_dir(&self.store.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(Error::Write {
+                path: self.store.dir.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// The store this lock belongs to.
+    pub fn store(&self) -> &StateStore {
+        &self.store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predicates() {
+        assert!(Status::Stopped.can_start());
+        assert!(!Status::Running.can_start());
+        assert!(!Status::Starting.can_start());
+        assert!(Status::Running.can_stop());
+        assert!(!Status::Stopped.can_stop());
+        assert!(Status::Running.can_attach());
+        assert!(!Status::Stopping.can_attach());
+    }
+
+    #[test]
+    fn parse_stat_with_odd_comm() {
+        let s = "123 (a) b (c)) S 1 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
+        assert_eq!(parse_stat(s), Some(('S', 98765)));
+    }
+
+    #[test]
+    fn own_process_is_alive_and_recycled_pid_is_not() {
+        let me = ProcessRef::of(std::process::id() as i32).unwrap();
+        assert!(me.is_alive());
+        let recycled = ProcessRef {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        assert!(!recycled.is_alive());
+        let gone = ProcessRef {
+            pid: i32::MAX,
+            start_time: 1,
+        };
+        assert!(!gone.is_alive());
+    }
+
+    #[test]
+    fn save_load_remove_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = StateStore::new(tmp.path(), "c1");
+        assert!(store.peek().unwrap().is_none());
+        let lock = store.lock().unwrap();
+        let mut st = lock.load().unwrap();
+        assert_eq!(st.status, Status::Stopped);
+        st.status = Status::Running;
+        st.init = ProcessRef::of(std::process::id() as i32);
+        st.cgroup_paths = vec!["/sys/fs/cgroup/pids/davit/c1".into()];
+        st.exit_status = Some(7);
+        lock.save(&st).unwrap();
+        assert_eq!(store.peek().unwrap().unwrap(), st);
+        assert!(st.is_alive());
+        assert!(!st.is_stale());
+        // no temp file left behind
+        assert!(!store.dir().join(".state.json.tmp").exists());
+        lock.remove().unwrap();
+        drop(lock);
+        assert!(!store.dir().exists());
+    }
+
+    #[test]
+    fn stale_when_nothing_alive() {
+        let mut st = State::new("x");
+        st.status = Status::Running;
+        st.init = Some(ProcessRef {
+            pid: i32::MAX,
+            start_time: 1,
+        });
+        assert!(st.is_stale());
+    }
+
+    #[test]
+    fn lock_is_exclusive() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = StateStore::new(tmp.path(), "c2");
+        let lock = store.lock().unwrap();
+        let s2 = store.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let _l = s2.lock().unwrap();
+            tx.send(()).unwrap();
+        });
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(rx.try_recv().is_err(), "second lock acquired while held");
+        drop(lock);
+        rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        t.join().unwrap();
+    }
+}

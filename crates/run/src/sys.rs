@@ -1,0 +1,451 @@
+//! Every `unsafe` block of the crate lives here, each with a `// SAFETY:` note.
+//!
+//! The wrappers are safe functions: raw syscalls that `nix` 0.29 lacks
+//! (`clone3`, `openat2`, `close_range`, `pidfd_*`, `open_tree`, `move_mount`),
+//! `fork`, `_exit`, and the `pre_exec` hook used to hand a descriptor to a
+//! re-executed monitor.
+
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+/// `RESOLVE_NO_XDEV` for [`openat2`].
+pub const RESOLVE_NO_XDEV: u64 = 0x01;
+/// `RESOLVE_NO_MAGICLINKS` for [`openat2`].
+pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+/// `RESOLVE_NO_SYMLINKS` for [`openat2`].
+pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+/// `RESOLVE_BENEATH` for [`openat2`].
+pub const RESOLVE_BENEATH: u64 = 0x08;
+/// `RESOLVE_IN_ROOT` for [`openat2`].
+pub const RESOLVE_IN_ROOT: u64 = 0x10;
+
+const CLONE_PIDFD: u64 = 0x1000;
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+fn cpath(p: &Path) -> Result<CString, Errno> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+/// Number of threads in this process, from `/proc/self/stat` field 20.
+pub fn thread_count() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    // rest starts at field 3 (state); num_threads is field 20.
+    rest.split_whitespace().nth(17)?.parse().ok()
+}
+
+fn ensure_single_threaded() -> Result<(), Errno> {
+    match thread_count() {
+        Some(1) => Ok(()),
+        // A threaded process must not fork except to exec: refuse.
+        _ => Err(Errno::EDEADLK),
+    }
+}
+
+/// Result of [`clone_process`] and [`fork`].
+#[derive(Debug)]
+pub enum Cloned {
+    /// We are the new process.
+    Child,
+    /// We are the caller; here is the child.
+    Parent {
+        /// The child's pid (in our pid namespace).
+        pid: Pid,
+        /// A pidfd for the child, when the kernel gave one.
+        pidfd: Option<OwnedFd>,
+        /// Whether `CLONE_INTO_CGROUP` placed the child.
+        into_cgroup: bool,
+    },
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Clone a child process that behaves like `fork` (same stack, copy of the
+/// address space) with the extra `CLONE_NEW*` `flags`.
+///
+/// Tries `clone3` with `CLONE_PIDFD` (and `CLONE_INTO_CGROUP` when `cgroup`
+/// is given; on failure of that alone it retries without). Falls back to the
+/// legacy `clone` plus `pidfd_open` when `clone3` is `ENOSYS`.
+///
+/// Refuses with `EDEADLK` when the process has more than one thread.
+pub fn clone_process(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> Result<Cloned, Errno> {
+    ensure_single_threaded()?;
+    let mut pidfd: libc::c_int = -1;
+    let mut args = CloneArgs {
+        flags: flags | CLONE_PIDFD,
+        pidfd: std::ptr::addr_of_mut!(pidfd) as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    if let Some(fd) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd.as_raw_fd() as u64;
+    }
+    // SAFETY: clone3 without CLONE_VM and without a stack behaves like fork:
+    // the child gets a private copy of the address space and returns here.
+    // We checked above that the process is single-threaded, so no lock can be
+    // held by a thread that does not exist in the child. `args` and `pidfd`
+    // outlive the call.
+    let mut r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::addr_of_mut!(args),
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    let mut into_cgroup = cgroup.is_some();
+    if r == -1 && cgroup.is_some() && Errno::last() != Errno::ENOSYS {
+        // CLONE_INTO_CGROUP can fail on hybrid hosts (LXC falls back too).
+        args.flags &= !CLONE_INTO_CGROUP;
+        args.cgroup = 0;
+        into_cgroup = false;
+        // SAFETY: as above.
+        r = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                std::ptr::addr_of_mut!(args),
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+    }
+    if r == -1 && Errno::last() == Errno::ENOSYS {
+        // SAFETY: legacy clone with a NULL stack is fork with namespace flags;
+        // single-threaded as checked above. No pointers are passed.
+        let r2 = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (flags as libc::c_ulong) | libc::SIGCHLD as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        };
+        return match r2 {
+            -1 => Err(Errno::last()),
+            0 => Ok(Cloned::Child),
+            pid => {
+                let pid = Pid::from_raw(pid as i32);
+                Ok(Cloned::Parent {
+                    pid,
+                    pidfd: pidfd_open(pid).ok(),
+                    into_cgroup: false,
+                })
+            }
+        };
+    }
+    match r {
+        -1 => Err(Errno::last()),
+        0 => Ok(Cloned::Child),
+        pid => Ok(Cloned::Parent {
+            pid: Pid::from_raw(pid as i32),
+            // SAFETY: the kernel stored a fresh pidfd that nobody else owns.
+            pidfd: (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) }),
+            into_cgroup,
+        }),
+    }
+}
+
+/// Proof, checked through `/proc/self/stat`, that the process was
+/// single-threaded when it was made. Not `Send`, so it stays on the thread
+/// that checked. Needed to fork where `/proc/self` may no longer resolve
+/// (after `setns` into a container's mount namespace).
+#[derive(Debug)]
+pub struct SingleThreaded(std::marker::PhantomData<*const ()>);
+
+/// A [`SingleThreaded`] token if the process has exactly one thread now.
+pub fn single_threaded() -> Option<SingleThreaded> {
+    (thread_count() == Some(1)).then_some(SingleThreaded(std::marker::PhantomData))
+}
+
+/// `fork()`, refused with `EDEADLK` in a multi-threaded process.
+pub fn fork() -> Result<Cloned, Errno> {
+    ensure_single_threaded()?;
+    fork_checked(&SingleThreaded(std::marker::PhantomData))
+}
+
+/// `fork()` on the strength of an earlier [`single_threaded`] check; the
+/// caller must not have started threads since.
+pub fn fork_checked(_proof: &SingleThreaded) -> Result<Cloned, Errno> {
+    // SAFETY: single-threaded (checked), so the child may run arbitrary code.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => Ok(Cloned::Child),
+        nix::unistd::ForkResult::Parent { child } => Ok(Cloned::Parent {
+            pid: child,
+            pidfd: pidfd_open(child).ok(),
+            into_cgroup: false,
+        }),
+    }
+}
+
+/// `_exit(code)`: leave a forked child without running atexit handlers or
+/// flushing buffers shared with the parent.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is always safe to call; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// `pidfd_open(pid, 0)`.
+pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel returned a new descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// `pidfd_send_signal(pidfd, sig, NULL, 0)`.
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> Result<(), Errno> {
+    // SAFETY: integer arguments and a NULL siginfo, which the kernel accepts.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// Wait until `fd` is readable (a pidfd becomes readable when the process
+/// exits). `timeout_ms < 0` waits forever. Returns whether it became readable.
+pub fn poll_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> Result<bool, Errno> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd on the stack.
+        let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        match r {
+            -1 if Errno::last() == Errno::EINTR => continue,
+            -1 => return Err(Errno::last()),
+            0 => return Ok(false),
+            _ => return Ok(true),
+        }
+    }
+}
+
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// `openat2(dirfd, path, {flags, mode, resolve})`. `O_CLOEXEC` is always added.
+pub fn openat2(
+    dirfd: BorrowedFd<'_>,
+    path: &Path,
+    flags: i32,
+    mode: u32,
+    resolve: u64,
+) -> Result<OwnedFd, Errno> {
+    let c = cpath(path)?;
+    let mut how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: u64::from(mode),
+        resolve,
+    };
+    loop {
+        // SAFETY: `c` is a valid C string and `how` a valid open_how; both
+        // outlive the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dirfd.as_raw_fd(),
+                c.as_ptr(),
+                std::ptr::addr_of_mut!(how),
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        if r >= 0 {
+            // SAFETY: new descriptor owned by us.
+            return Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) });
+        }
+        match Errno::last() {
+            // openat2 returns EAGAIN when a rename race happened during
+            // RESOLVE_IN_ROOT resolution; retrying is the documented answer.
+            Errno::EAGAIN | Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// Mark every descriptor `>= first` close-on-exec (`close_range` with
+/// `CLOSE_RANGE_CLOEXEC`, CVE-2024-21626 hardening).
+pub fn cloexec_from(first: u32) -> Result<(), Errno> {
+    // SAFETY: integer arguments only; marking fds CLOEXEC cannot invalidate
+    // any Rust object.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// `open_tree(dirfd, path, OPEN_TREE_CLONE | AT_RECURSIVE | OPEN_TREE_CLOEXEC)`:
+/// a detached recursive copy of the mount tree at `path`.
+pub fn open_tree_clone(dirfd: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, Errno> {
+    let c = cpath(path)?;
+    let flags = OPEN_TREE_CLONE | AT_RECURSIVE | libc::O_CLOEXEC as libc::c_uint;
+    // SAFETY: valid C string; integer flags.
+    let r = unsafe { libc::syscall(libc::SYS_open_tree, dirfd.as_raw_fd(), c.as_ptr(), flags) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: new descriptor owned by us.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// `move_mount(tree, "", to_dirfd, to_path, MOVE_MOUNT_F_EMPTY_PATH)`: attach
+/// the detached tree `tree` on top of `to_path`.
+pub fn move_mount_onto(
+    tree: BorrowedFd<'_>,
+    to_dirfd: BorrowedFd<'_>,
+    to_path: &Path,
+) -> Result<(), Errno> {
+    let empty = CString::default();
+    let to = cpath(to_path)?;
+    // SAFETY: valid C strings; integer flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            to_dirfd.as_raw_fd(),
+            to.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// Arrange for `cmd`'s child to receive each `(fd, target)` as descriptor
+/// number `target` (without close-on-exec), and optionally to call `setsid`.
+pub fn command_pass_fds(cmd: &mut Command, fds: Vec<(OwnedFd, RawFd)>, setsid: bool) {
+    let hook = move || -> std::io::Result<()> {
+        for (fd, target) in &fds {
+            let src = fd.as_raw_fd();
+            if src == *target {
+                // SAFETY: fcntl on a descriptor we own; async-signal-safe.
+                let flags = unsafe { libc::fcntl(src, libc::F_GETFD) };
+                // SAFETY: as above.
+                if flags < 0
+                    || unsafe { libc::fcntl(src, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            // SAFETY: dup2 is async-signal-safe; the new fd has no CLOEXEC.
+            } else if unsafe { libc::dup2(src, *target) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        // SAFETY: setsid is async-signal-safe.
+        if setsid && unsafe { libc::setsid() } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only calls async-signal-safe functions (fcntl, dup2,
+    // setsid) and allocates nothing, as required between fork and exec.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}
+
+/// Set `sig` to `SIG_IGN` (`ignore`) or `SIG_DFL`. No handler code is
+/// involved, so this is safe at any time.
+pub fn set_signal_ignored(sig: nix::sys::signal::Signal, ignore: bool) -> Result<(), Errno> {
+    use nix::sys::signal::{signal, SigHandler};
+    let h = if ignore {
+        SigHandler::SigIgn
+    } else {
+        SigHandler::SigDfl
+    };
+    // SAFETY: SIG_IGN and SIG_DFL install no Rust handler, so no
+    // async-signal-safety requirement arises.
+    unsafe { signal(sig, h) }.map(|_| ())
+}
+
+/// Whether the kernel has `clone3` (probe with an invalid size: `EINVAL` or
+/// `E2BIG` means present, `ENOSYS` absent).
+pub fn clone3_supported() -> bool {
+    // SAFETY: a NULL pointer with size 0 is rejected before any access.
+    let r = unsafe { libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0usize) };
+    !(r == -1 && Errno::last() == Errno::ENOSYS)
+}
+
+/// Whether the kernel has `mount_setattr` (needed for idmapped mounts).
+pub fn mount_setattr_supported() -> bool {
+    // SAFETY: fd -1 and NULL arguments are rejected with EBADF/EINVAL
+    // before any memory access.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            -1,
+            std::ptr::null::<libc::c_char>(),
+            0,
+            std::ptr::null::<u8>(),
+            0usize,
+        )
+    };
+    !(r == -1 && Errno::last() == Errno::ENOSYS)
+}
+
+/// Adopt descriptor `fd`, inherited from the parent process (the monitor's
+/// ready pipe), if it is open. Marks it close-on-exec.
+///
+/// Call once per number at process start, before anything else could have
+/// taken ownership of it.
+pub fn take_inherited_fd(fd: RawFd) -> Option<OwnedFd> {
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .ok()?;
+    // SAFETY: the descriptor is open (F_SETFD succeeded) and, per the
+    // documented contract, nothing else in this process owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}

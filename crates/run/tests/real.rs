@@ -1,0 +1,677 @@
+//! End-to-end container tests, for real, as root on this host: a busybox
+//! rootfs owned by the shifted ids, started through the example driver
+//! re-executed as the monitor. Under `CI=true` a missing privilege fails.
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use davit_run::monitor::{spawn_monitor, MonitorArgs};
+use davit_run::state::StateStore;
+use davit_run::stop::{stop, StopOptions, StopOutcome};
+use davit_run::ErrorKind;
+
+const HOST_BASE: u32 = 100_000;
+
+fn have_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("this test needs root and CI=true: failing instead of skipping");
+    }
+    eprintln!("!!! SKIPPED: this test needs root (run as root, or CI=true to make it fail)");
+    false
+}
+
+fn driver() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/driver");
+    assert!(
+        p.exists(),
+        "build the example driver first: {}",
+        p.display()
+    );
+    p
+}
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+/// One test container: a busybox rootfs, a config, a runtime dir and a
+/// unique cgroup prefix; everything is removed on drop.
+struct Ct {
+    tmp: tempfile::TempDir,
+    name: String,
+    prefix: String,
+}
+
+fn lchown_tree(p: &Path, uid: u32) {
+    let id = Some(nix::unistd::Uid::from_raw(uid));
+    let gid = Some(nix::unistd::Gid::from_raw(uid));
+    nix::unistd::fchownat(None, p, id, gid, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).unwrap();
+    if p.is_dir() && !p.is_symlink() {
+        for e in std::fs::read_dir(p).unwrap() {
+            lchown_tree(&e.unwrap().path(), uid);
+        }
+    }
+}
+
+impl Ct {
+    fn new(tag: &str, config_extra: &str) -> Ct {
+        Ct::with_rootfs(tag, config_extra, |_| {})
+    }
+
+    fn with_rootfs(tag: &str, config_extra: &str, tweak: impl FnOnce(&Path)) -> Ct {
+        Ct::build(tag, config_extra, HOST_BASE, 0o700, tweak)
+    }
+
+    fn build(tag: &str, config_extra: &str, base: u32, mode: u32, tweak: impl FnOnce(&Path)) -> Ct {
+        let tmp = tempfile::tempdir().unwrap();
+        // By default deliberately 0700 and root-owned: the container's root
+        // (host uid 100000) cannot search it, and must not need to.
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let name = format!("t{tag}{n}");
+        let prefix = format!("davit-test-{}-{n}", std::process::id());
+        let rootfs = tmp.path().join("rootfs");
+        for d in [
+            "bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "test",
+        ] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+        for applet in String::from_utf8(list.stdout).unwrap().lines() {
+            if applet != "busybox" {
+                symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+            }
+        }
+        symlink("/bin/busybox", rootfs.join("sbin/init")).unwrap();
+        std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+        std::fs::write(rootfs.join("etc/group"), "root:x:0:\ntty:x:5:\n").unwrap();
+        tweak(&rootfs);
+        lchown_tree(&rootfs, base);
+        let cfg = format!(
+            "name = \"{name}\"\nrootfs = \"{}\"\n{config_extra}\n\
+             [[idmap.uid]]\ncontainer = 0\nhost = {base}\nlen = 65536\n\
+             [[idmap.gid]]\ncontainer = 0\nhost = {base}\nlen = 65536\n",
+            rootfs.display()
+        );
+        std::fs::write(tmp.path().join("config.toml"), cfg).unwrap();
+        Ct { tmp, name, prefix }
+    }
+
+    fn runtime(&self) -> PathBuf {
+        self.tmp.path().join("run")
+    }
+
+    fn args(&self, cmd: &[&str]) -> MonitorArgs {
+        let mut a = MonitorArgs::new(self.tmp.path().join("config.toml"), self.runtime());
+        a.cgroup_prefix = self.prefix.clone();
+        a.command = cmd.iter().map(|s| s.to_string()).collect();
+        a
+    }
+
+    /// Run in the foreground and collect the output.
+    fn run(&self, cmd: &[&str]) -> Output {
+        Command::new(driver())
+            .arg(davit_run::monitor::MONITOR_ARG)
+            .args(self.args(cmd).to_args())
+            .output()
+            .unwrap()
+    }
+
+    fn attach(&self, cmd: &[&str]) -> Output {
+        Command::new(driver())
+            .arg("attach")
+            .arg(self.runtime())
+            .arg(&self.name)
+            .arg("--")
+            .args(cmd)
+            .output()
+            .unwrap()
+    }
+
+    fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir("/sys/fs/cgroup").unwrap() {
+            let p = e.unwrap().path().join(&self.prefix);
+            if p.exists() {
+                v.push(p);
+            }
+        }
+        v
+    }
+
+    fn assert_clean(&self) {
+        assert_eq!(
+            self.cgroup_dirs(),
+            Vec::<PathBuf>::new(),
+            "cgroups left behind"
+        );
+        assert!(
+            !self.runtime().join(&self.name).join("state.json").exists() || {
+                let st = StateStore::new(&self.runtime(), &self.name)
+                    .peek()
+                    .unwrap()
+                    .unwrap();
+                st.status == davit_run::state::Status::Stopped && st.cgroup_paths.is_empty()
+            }
+        );
+    }
+}
+
+impl Drop for Ct {
+    fn drop(&mut self) {
+        // Kill and remove anything a failed test left in our cgroups.
+        for d in self.cgroup_dirs() {
+            for sub in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if sub.path().is_dir() {
+                    if let Ok(procs) = std::fs::read_to_string(sub.path().join("cgroup.procs")) {
+                        for p in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(p),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                    let _ = std::fs::remove_dir(sub.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+}
+
+fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+#[test]
+fn exit_code_of_init_is_returned() {
+    if !have_root() {
+        return;
+    }
+    let ct = Ct::new("exit", "");
+    let out = ct.run(&["/bin/sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "stderr: {}", text(&out.stderr));
+    ct.assert_clean();
+}
+
+#[test]
+fn inside_view_pid1_root_hostname_mounts_caps_fds() {
+    if !have_root() {
+        return;
+    }
+    let ct = Ct::new("view", "[limits]\npids = 64\n");
+    let script = "echo pid=$$; echo uid=$(id -u); echo host=$(hostname); \
+                  echo map=$(cat /proc/self/uid_map | tr -s ' ' | sed 's/^ //'); echo cwd=$(pwd); \
+                  echo fds=$(ls /proc/self/fd | tr '\\n' ' '); \
+                  grep CapBnd /proc/self/status; echo cg=$(cat /proc/self/cgroup | tr '\\n' ' '); \
+                  echo pidsmax=$(cat /sys/fs/cgroup/pids/pids.max); \
+                  echo null=$(echo x > /dev/null && echo ok); echo env=$container; \
+                  echo keys=$(stat -c %t:%T /proc/keys); \
+                  touch /proc/sysrq-trigger 2>/dev/null && echo sysrq=rw || echo sysrq=ro; \
+                  echo mounts; cat /proc/self/mountinfo";
+    let out = ct.run(&["/bin/sh", "-c", script]);
+    let o = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {o}\nstderr: {}",
+        text(&out.stderr)
+    );
+    assert!(o.contains("pid=1\n"), "{o}");
+    assert!(o.contains("uid=0\n"), "{o}");
+    assert!(o.contains(&format!("host={}\n", ct.name)), "{o}");
+    assert!(o.contains("map=0 100000 65536\n"), "{o}");
+    assert!(o.contains("cwd=/\n"), "{o}");
+    assert!(o.contains("null=ok\n"), "{o}");
+    assert!(o.contains("env=davit\n"), "{o}");
+    assert!(o.contains("pidsmax=64\n"), "{o}");
+    assert!(
+        o.contains("keys=1:3\n"),
+        "masked /proc/keys must be /dev/null: {o}"
+    );
+    assert!(o.contains("sysrq=ro\n"), "{o}");
+    // Only stdio (+ the directory ls is reading) survive the exec.
+    let fds = o.lines().find_map(|l| l.strip_prefix("fds=")).unwrap();
+    let fds: Vec<&str> = fds.split_whitespace().collect();
+    assert!(
+        fds.len() <= 4 && fds[..3] == ["0", "1", "2"],
+        "leaked fds: {fds:?}"
+    );
+    // Bounding set: no sys_module(16), sys_rawio(17), sys_time(25),
+    // mac_override(32), mac_admin(33).
+    let bnd = o
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim();
+    let bnd = u64::from_str_radix(bnd, 16).unwrap();
+    for bit in [16, 17, 25, 32, 33] {
+        assert_eq!(
+            bnd & (1 << bit),
+            0,
+            "cap bit {bit} still in the bounding set"
+        );
+    }
+    assert_ne!(bnd & (1 << 21), 0, "sys_admin should remain");
+    // cgroup namespace: every hierarchy shows "/".
+    let cg = o.lines().find_map(|l| l.strip_prefix("cg=")).unwrap();
+    assert!(cg.split_whitespace().all(|l| l.ends_with(":/")), "{cg}");
+    // No host mount visible: every mount point is one we made.
+    let mi = o.split("mounts\n").nth(1).unwrap();
+    let allowed = ["/", "/proc", "/sys", "/dev", "/sys/fs/cgroup"];
+    for l in mi.lines() {
+        let mp = l.split(' ').nth(4).unwrap();
+        assert!(
+            allowed
+                .iter()
+                .any(|a| mp == *a || mp.starts_with(&format!("{a}/"))),
+            "unexpected mount {mp}: {l}"
+        );
+        assert!(
+            !mp.contains("rootfs") && !mp.starts_with("/tmp") && !mp.starts_with("/work"),
+            "{l}"
+        );
+    }
+    ct.assert_clean();
+}
+
+#[test]
+fn symlinked_proc_in_image_is_refused() {
+    if !have_root() {
+        return;
+    }
+    for dir in ["proc", "sys", "dev"] {
+        let ct = Ct::with_rootfs("sym", "", |r| {
+            std::fs::remove_dir(r.join(dir)).unwrap();
+            symlink("/tmp", r.join(dir)).unwrap();
+        });
+        let mut h = spawn_monitor(&driver(), &ct.args(&["/bin/true"]), false).unwrap();
+        let e = h.wait_ready().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsafe, "{dir}: {e}");
+        assert!(e.to_string().contains(&format!("/{dir}")), "{e}");
+        assert_eq!(h.child.wait().unwrap().code(), Some(125));
+        assert!(
+            ct.cgroup_dirs().is_empty(),
+            "cgroup left after a refused start"
+        );
+        assert!(StateStore::new(&ct.runtime(), &ct.name)
+            .peek()
+            .unwrap()
+            .is_none());
+    }
+}
+
+#[test]
+fn detached_attach_and_stop_leave_nothing() {
+    if !have_root() {
+        return;
+    }
+    let ct = Ct::new("det", "[limits]\npids = 100\nmemory = 268435456\n");
+    let mut h = spawn_monitor(
+        &driver(),
+        &ct.args(&["/bin/sh", "-c", "while true; do sleep 1; done"]),
+        true,
+    )
+    .unwrap();
+    let pid = h.wait_ready().unwrap();
+    let st = StateStore::new(&ct.runtime(), &ct.name)
+        .peek()
+        .unwrap()
+        .unwrap();
+    assert_eq!(st.status, davit_run::state::Status::Running);
+    assert_eq!(st.init.unwrap().pid, pid);
+    assert!(st.is_alive());
+    // The host sees init owned by the mapped uid.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "100000"),
+        "{uid_line}"
+    );
+    assert!(!ct.cgroup_dirs().is_empty());
+    let layout = davit_run::cgroup::Layout::detect().unwrap();
+    let info = davit_run::info::info(&ct.runtime(), &ct.name, &layout).unwrap();
+    assert_eq!(info.status, davit_run::state::Status::Running);
+    assert_eq!(info.pid, Some(pid));
+    assert!(info.stats.memory.unwrap_or(0) > 0, "{info:?}");
+    assert!(info.stats.cpu_ns.is_some(), "{info:?}");
+
+    // CVE-2019-5736: the monitor runs from a sealed memfd that cannot be
+    // opened for writing, even by host root.
+    let mon = st.monitor.unwrap().pid;
+    let exe = std::fs::read_link(format!("/proc/{mon}/exe")).unwrap();
+    assert!(
+        exe.to_string_lossy().starts_with("/memfd:"),
+        "{}",
+        exe.display()
+    );
+    let w = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{mon}/exe"));
+    assert!(w.is_err(), "sealed monitor binary opened for writing");
+
+    let o = ct.attach(&["id", "-u"]);
+    assert_eq!(text(&o.stdout), "0\n", "stderr: {}", text(&o.stderr));
+    let o = ct.attach(&["hostname"]);
+    assert_eq!(text(&o.stdout).trim(), ct.name);
+    let o = ct.attach(&["/bin/sh", "-c", "echo $container $PATH; cat /proc/1/cmdline | tr '\\0' ' '; echo; ps -o pid | wc -l; grep NoNewPrivs /proc/self/status"]);
+    let s = text(&o.stdout);
+    assert!(
+        s.starts_with("davit /usr/local/sbin"),
+        "{s}\n{}",
+        text(&o.stderr)
+    );
+    assert!(s.contains("/bin/sh -c while true"), "{s}");
+    let lines: Vec<&str> = s.lines().collect();
+    // header + init + sleep + our sh + ps (+wc): a handful, never the host's.
+    let n: usize = lines[2].trim().parse().unwrap();
+    assert!(n <= 7, "ps inside sees {n} lines: {s}");
+    assert!(s.contains("NoNewPrivs:\t1"), "{s}");
+    let o = ct.attach(&["/bin/sh", "-c", "exit 5"]);
+    assert_eq!(o.status.code(), Some(5));
+
+    let outcome = stop(
+        &ct.runtime(),
+        &ct.name,
+        &StopOptions {
+            timeout: Some(Duration::from_millis(300)),
+            ..StopOptions::default()
+        },
+    )
+    .unwrap();
+    // sh as pid 1 has no SIGPWR handler: the kernel drops it; then SIGKILL.
+    assert_eq!(outcome, StopOutcome::Killed);
+    let _ = h.child.wait();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "init survived"
+    );
+    ct.assert_clean();
+    assert!(!ct.runtime().join(&ct.name).exists(), "state left behind");
+    let e = stop(&ct.runtime(), &ct.name, &StopOptions::default()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotRunning);
+    let o = ct.attach(&["true"]);
+    assert_eq!(o.status.code(), Some(125));
+}
+
+#[test]
+fn halt_signal_stops_a_cooperative_init() {
+    if !have_root() {
+        return;
+    }
+    let ct = Ct::new("halt", "");
+    let mut h = spawn_monitor(
+        &driver(),
+        &ct.args(&[
+            "/bin/sh",
+            "-c",
+            "trap 'exit 3' PWR; while true; do sleep 0.1; done",
+        ]),
+        true,
+    )
+    .unwrap();
+    h.wait_ready().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let outcome = stop(
+        &ct.runtime(),
+        &ct.name,
+        &StopOptions {
+            timeout: Some(Duration::from_secs(10)),
+            ..StopOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(outcome, StopOutcome::Halted);
+    assert_eq!(h.child.wait().unwrap().code(), Some(3));
+    ct.assert_clean();
+}
+
+#[test]
+fn pids_limit_contains_a_fork_bomb() {
+    if !have_root() {
+        return;
+    }
+    let ct = Ct::new("bomb", "[limits]\npids = 32\n");
+    let mut h = spawn_monitor(
+        &driver(),
+        &ct.args(&["/bin/sh", "-c", "b() { b | b & }; b 2>/dev/null; sleep 60"]),
+        true,
+    )
+    .unwrap();
+    let pid = h.wait_ready().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let pids = ct
+        .cgroup_dirs()
+        .into_iter()
+        .find(|d| d.starts_with("/sys/fs/cgroup/pids"))
+        .unwrap();
+    let leaf = pids.join(&ct.name);
+    let cur: u64 = std::fs::read_to_string(leaf.join("pids.current"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let events = std::fs::read_to_string(leaf.join("pids.events")).unwrap();
+    let hits: u64 = events.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(cur <= 32, "pids.current {cur} above the limit");
+    assert!(hits > 0, "the bomb never hit the limit: {events}");
+    // The host can still fork.
+    assert!(Command::new("/bin/true").status().unwrap().success());
+    stop(
+        &ct.runtime(),
+        &ct.name,
+        &StopOptions {
+            kill: true,
+            ..StopOptions::default()
+        },
+    )
+    .unwrap();
+    let _ = h.child.wait();
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    ct.assert_clean();
+}
+
+#[test]
+fn memory_limit_kills_inside_and_host_is_fine() {
+    if !have_root() {
+        return;
+    }
+    let ct = Ct::with_rootfs("mem", "[limits]\nmemory = 33554432\n", |r| {
+        std::fs::write(
+            r.join("test/eat.sh"),
+            "x=$(head -c 200000000 /dev/zero | tr '\\0' a)\necho survived\n",
+        )
+        .unwrap();
+    });
+    let out = ct.run(&["/bin/sh", "-c", "/bin/sh /test/eat.sh; echo child=$?; grep oom_kill /sys/fs/cgroup/memory/memory.oom_control"]);
+    let o = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{o}{}", text(&out.stderr));
+    assert!(
+        o.contains("child=137"),
+        "the allocation was not killed: {o}"
+    );
+    assert!(!o.contains("survived"), "{o}");
+    let kills: u64 = o
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    assert!(kills >= 1, "{o}");
+    ct.assert_clean();
+}
+
+#[test]
+fn privileged_container_uses_mknod_and_no_userns() {
+    if !have_root() {
+        return;
+    }
+    let ct = Ct::new("priv", "privileged = true\n");
+    let out = ct.run(&[
+        "/bin/sh",
+        "-c",
+        "cat /proc/self/uid_map; echo x > /dev/null && echo null-ok; stat -c %t:%T /dev/zero",
+    ]);
+    let o = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{o}{}", text(&out.stderr));
+    assert!(
+        o.split_whitespace().take(3).collect::<Vec<_>>() == ["0", "0", "4294967295"],
+        "{o}"
+    );
+    assert!(o.contains("null-ok") && o.contains("1:5"), "{o}");
+    ct.assert_clean();
+}
+
+#[test]
+fn starting_twice_is_refused() {
+    if !have_root() {
+        return;
+    }
+    let ct = Ct::new("twice", "");
+    let mut h = spawn_monitor(&driver(), &ct.args(&["/bin/sleep", "30"]), true).unwrap();
+    h.wait_ready().unwrap();
+    let mut h2 = spawn_monitor(&driver(), &ct.args(&["/bin/true"]), true).unwrap();
+    let e = h2.wait_ready().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyRunning, "{e}");
+    let _ = h2.child.wait();
+    stop(
+        &ct.runtime(),
+        &ct.name,
+        &StopOptions {
+            kill: true,
+            ..StopOptions::default()
+        },
+    )
+    .unwrap();
+    let _ = h.child.wait();
+    ct.assert_clean();
+}
+
+#[test]
+fn killed_monitor_is_recovered_by_stop() {
+    if !have_root() {
+        return;
+    }
+    let ct = Ct::new("orphan", "[limits]\npids = 50\n");
+    let mut h = spawn_monitor(&driver(), &ct.args(&["/bin/sleep", "60"]), true).unwrap();
+    let pid = h.wait_ready().unwrap();
+    h.child.kill().unwrap();
+    let _ = h.child.wait();
+    // init is orphaned but alive; stop must still kill it and clean up.
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    stop(
+        &ct.runtime(),
+        &ct.name,
+        &StopOptions {
+            kill: true,
+            ..StopOptions::default()
+        },
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    ct.assert_clean();
+    assert!(!ct.runtime().join(&ct.name).exists());
+}
+
+fn which(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// As a plain user (uid 1000), the maps go through newuidmap/newgidmap.
+/// The subordinate ranges come from a private bind over /etc/subuid and
+/// /etc/subgid inside `unshare -m`, so the host's files are not touched.
+#[test]
+fn rootless_start_maps_through_newuidmap() {
+    if !have_root() {
+        return;
+    }
+    let user = std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 3 && f[2] == "1000").then(|| f[0].to_owned())
+        });
+    let Some(user) = user else {
+        eprintln!("!!! SKIPPED: no user with uid 1000");
+        return;
+    };
+    for t in ["unshare", "setpriv", "newuidmap", "newgidmap"] {
+        assert!(which(t), "{t} is needed (util-linux, uidmap)");
+    }
+    let base = 300_000;
+    let ct = Ct::build("rl", "[limits]\npids = 50\n", base, 0o755, |_| {});
+    std::fs::set_permissions(
+        ct.tmp.path().join("config.toml"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let run = ct.runtime();
+    std::fs::create_dir(&run).unwrap();
+    nix::unistd::chown(
+        &run,
+        Some(nix::unistd::Uid::from_raw(1000)),
+        Some(nix::unistd::Gid::from_raw(1000)),
+    )
+    .unwrap();
+    let sub = ct.tmp.path().join("subid");
+    std::fs::write(&sub, format!("{user}:{base}:65536\n")).unwrap();
+    std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let drv = driver();
+    let mut args = vec![
+        "-m".to_owned(),
+        "--propagation".into(),
+        "private".into(),
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "mount --bind {s} /etc/subuid && mount --bind {s} /etc/subgid && exec setpriv --reuid=1000 --regid=1000 --clear-groups \"$@\"",
+            s = sub.display()
+        ),
+        "sh".into(),
+        drv.display().to_string(),
+        davit_run::monitor::MONITOR_ARG.into(),
+    ];
+    let margs = ct.args(&["/bin/sh", "-c", "id -u; cat /proc/self/uid_map /proc/self/gid_map | tr -s ' '; hostname; ls /dev/null && echo x > /dev/null && echo dev-ok"]);
+    args.extend(
+        margs
+            .to_args()
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned()),
+    );
+    let out = Command::new("unshare").args(&args).output().unwrap();
+    let o = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {o}\nstderr: {}",
+        text(&out.stderr)
+    );
+    let lines: Vec<&str> = o.lines().collect();
+    assert_eq!(lines[0], "0", "{o}");
+    assert_eq!(lines[1].trim(), format!("0 {base} 65536"), "{o}");
+    assert_eq!(lines[2].trim(), format!("0 {base} 65536"), "{o}");
+    assert_eq!(lines[3], ct.name, "{o}");
+    assert!(o.contains("dev-ok"), "{o}");
+    // No cgroup for a plain user on this host; the reason is recorded.
+    let st = StateStore::new(&run, &ct.name).peek().unwrap().unwrap();
+    assert!(st.cgroup_paths.is_empty());
+    let why = st.no_limits_reason.unwrap_or_default();
+    assert!(!why.is_empty());
+    assert_eq!(st.exit_status, Some(0));
+    ct.assert_clean();
+}

@@ -1,0 +1,4 @@
+//! End-to-end tests that drive the `davit` binary.
+
+mod common;
+mod fetch;
