@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd_fetch;
 mod cmd_publish;
+mod cmd_run;
 mod cmd_serve;
 mod paths;
 mod report;
@@ -26,6 +27,8 @@ pub mod exit {
     pub const VERIFY: u8 = 5;
     /// A local file could not be read or written.
     pub const IO: u8 = 6;
+    /// `stop`: the container was not running (as `lxc-stop`).
+    pub const NOT_RUNNING: u8 = 2;
 }
 
 #[derive(Parser)]
@@ -55,12 +58,26 @@ enum Cmd {
     Publish(cmd_publish::PublishArgs),
     /// Serve an LXC-layout tree over HTTP or HTTPS.
     Serve(cmd_serve::ServeArgs),
+    /// Boot a container's init (or run CMD in its place).
+    Start(cmd_run::StartArgs),
+    /// Run a command (default: a login shell) inside a running container.
+    Attach(cmd_run::AttachArgs),
+    /// State, pid and resource use of a container (like lxc-info).
+    Info(cmd_run::InfoArgs),
+    /// One line per container (like lxc-ls -f).
+    List,
+    /// Halt a container, killing it after the timeout (exit 2: not running).
+    Stop(cmd_run::StopArgs),
+    /// Host readiness: namespaces, cgroups, id ranges, helpers (like lxc-checkconfig).
+    Check,
 }
 
 /// An error with the exit code it maps to.
 pub struct Failure {
     pub code: u8,
     pub err: anyhow::Error,
+    /// The exit code speaks for itself (a container's own exit status).
+    pub silent: bool,
 }
 
 impl From<davit_fetch::Error> for Failure {
@@ -73,25 +90,24 @@ impl From<davit_fetch::Error> for Failure {
             K::Verify => exit::VERIFY,
             K::Io => exit::IO,
         };
-        Failure {
-            code,
-            err: e.into(),
-        }
+        Failure::new(code, e.into())
     }
 }
 
 impl Failure {
+    pub fn new(code: u8, err: anyhow::Error) -> Failure {
+        Failure { code, err, silent: false }
+    }
     pub fn usage(msg: impl Into<String>) -> Failure {
-        Failure {
-            code: exit::USAGE,
-            err: anyhow::anyhow!(msg.into()),
-        }
+        Failure::new(exit::USAGE, anyhow::anyhow!(msg.into()))
     }
     pub fn io(err: anyhow::Error) -> Failure {
-        Failure {
-            code: exit::IO,
-            err,
-        }
+        Failure::new(exit::IO, err)
+    }
+    /// The exit code speaks for itself; print no error line.
+    pub fn silent(mut self) -> Failure {
+        self.silent = true;
+        self
     }
 }
 
@@ -109,6 +125,11 @@ impl Ctx {
 }
 
 fn main() -> ExitCode {
+    // Re-executed helpers come first: before clap, threads or terminals.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == davit_run::monitor::MONITOR_ARG) {
+        davit_run::monitor::monitor_main(&args[2..]);
+    }
     let cli = Cli::parse();
     let ctx = Ctx {
         quiet: cli.quiet,
@@ -120,12 +141,20 @@ fn main() -> ExitCode {
         Cmd::Images(a) => cmd_fetch::images(&ctx, a),
         Cmd::Publish(a) => cmd_publish::publish(&ctx, a),
         Cmd::Serve(a) => cmd_serve::serve(&ctx, a),
+        Cmd::Start(a) => cmd_run::start(&ctx, a),
+        Cmd::Attach(a) => cmd_run::attach(&ctx, a),
+        Cmd::Info(a) => cmd_run::info(&ctx, a),
+        Cmd::List => cmd_run::list(&ctx),
+        Cmd::Stop(a) => cmd_run::stop(&ctx, a),
+        Cmd::Check => cmd_run::check(&ctx),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             // The only place an error is printed: the whole chain, once.
-            eprintln!("error: {:#}", f.err);
+            if !f.silent {
+                eprintln!("error: {:#}", f.err);
+            }
             ExitCode::from(f.code)
         }
     }

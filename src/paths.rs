@@ -36,3 +36,36 @@ pub fn key_dirs() -> Vec<PathBuf> {
         vec![xdg("XDG_CONFIG_HOME", ".config").join("davit").join("keys")]
     }
 }
+
+/// `/var/lib/davit/containers` or `$XDG_DATA_HOME/davit/containers`;
+/// `DAVIT_CONTAINERS_DIR` overrides it.
+pub fn containers_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("DAVIT_CONTAINERS_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if is_root() {
+        PathBuf::from("/var/lib/davit/containers")
+    } else {
+        xdg("XDG_DATA_HOME", ".local/share").join("davit").join("containers")
+    }
+}
+
+/// `/run/davit` or `$XDG_RUNTIME_DIR/davit`; `DAVIT_RUNTIME_DIR` overrides it.
+pub fn runtime_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("DAVIT_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if is_root() {
+        return PathBuf::from("/run/davit");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(v) if PathBuf::from(&v).is_absolute() => PathBuf::from(v).join("davit"),
+        _ => std::env::temp_dir().join(format!("davit-{}", nix::unistd::getuid())),
+    }
+}
+
+/// The user name for `/etc/subuid` lookups.
+pub fn user_name() -> String {
+    let uid = nix::unistd::getuid();
+    nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_else(|| uid.to_string())
+}

@@ -41,7 +41,8 @@ impl Term {
     }
 
     fn begin(&self, what: &str, len: Option<u64>) -> u64 {
-        if !self.tty {
+        // Small files finish before a bar could say anything useful.
+        if !self.tty || len.is_some_and(|n| n < 256 * 1024) {
             return 0;
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);

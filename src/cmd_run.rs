@@ -1,0 +1,289 @@
+//! `davit start`, `attach`, `info`, `list`, `stop` and `check`: thin
+//! wrappers over davit-run.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use davit_run::cgroup::Layout;
+use davit_run::monitor::{spawn_monitor, MonitorArgs};
+use davit_run::state::Status;
+use davit_run::{ContainerConfig, ErrorKind};
+use serde_json::json;
+
+use crate::{exit, paths, Ctx, Failure};
+
+impl From<davit_run::Error> for Failure {
+    fn from(e: davit_run::Error) -> Self {
+        let code = match e.kind() {
+            ErrorKind::NotRunning => exit::NOT_RUNNING,
+            ErrorKind::Io => exit::IO,
+            _ => exit::FAILURE,
+        };
+        Failure { code, err: e.into(), silent: false }
+    }
+}
+
+/// The container's directory, config and rootfs.
+pub struct Container {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl Container {
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+}
+
+/// Refuses names that could escape the containers directory or read as flags.
+pub fn check_name(name: &str) -> Result<(), Failure> {
+    if !davit_run::config::valid_name(name) || name.starts_with('-') {
+        return Err(Failure::usage(format!(
+            "invalid container name {name:?}: use 1 to 64 of A-Z a-z 0-9 . _ -, not starting with '.' or '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// An existing container.
+pub fn container(name: &str) -> Result<Container, Failure> {
+    check_name(name)?;
+    let dir = paths::containers_dir().join(name);
+    if !dir.join("config.toml").is_file() {
+        return Err(Failure::new(
+            exit::NOT_FOUND,
+            anyhow::anyhow!("no container {name:?} in {} (create it with `davit create {name} DIST RELEASE`)", paths::containers_dir().display()),
+        ));
+    }
+    Ok(Container { name: name.to_string(), dir })
+}
+
+fn load(c: &Container) -> Result<ContainerConfig, Failure> {
+    Ok(ContainerConfig::load(&c.config_path())?)
+}
+
+#[derive(Args)]
+pub struct StartArgs {
+    pub name: String,
+    /// Return once init is running.
+    #[arg(short, long)]
+    pub daemon: bool,
+    /// Run CMD in place of the configured init.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+fn exe() -> Result<PathBuf, Failure> {
+    std::env::current_exe().map_err(|e| Failure::io(anyhow::anyhow!(e).context("cannot find the davit binary")))
+}
+
+pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
+    let c = container(&a.name)?;
+    let _ = load(&c)?;
+    let runtime = paths::runtime_dir();
+    std::fs::create_dir_all(&runtime).map_err(|e| Failure::io(anyhow::anyhow!(e).context(format!("cannot create {}", runtime.display()))))?;
+    let mut args = MonitorArgs::new(c.config_path(), &runtime);
+    args.command = a.command;
+    if let Ok(p) = std::env::var("DAVIT_CGROUP_PREFIX") {
+        args.cgroup_prefix = p;
+    }
+    let mut h = spawn_monitor(&exe()?, &args, a.daemon)?;
+    let pid = match h.wait_ready() {
+        Ok(pid) => pid,
+        Err(e) => {
+            let _ = h.child.wait();
+            return Err(e.into());
+        }
+    };
+    if let Some(why) = davit_run::state::StateStore::new(&runtime, &c.name).peek().ok().flatten().and_then(|s| s.no_limits_reason) {
+        ctx.term.warning(&format!("{}: started without resource limits: {why}", c.name));
+    }
+    if a.daemon {
+        if ctx.json {
+            ctx.print_json(&json!({"name": c.name, "state": "RUNNING", "pid": pid}));
+        } else {
+            ctx.term.say(&format!("{} is running (pid {pid})", c.name));
+        }
+        return Ok(());
+    }
+    let status = h.child.wait().map_err(|e| Failure::io(e.into()))?;
+    let code = status.code().unwrap_or(1);
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Failure::new(code.clamp(1, 255) as u8, anyhow::anyhow!("{} exited with status {code}", c.name)).silent())
+    }
+}
+
+#[derive(Args)]
+pub struct AttachArgs {
+    pub name: String,
+    /// Command to run [default: a login shell].
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+pub fn attach(_ctx: &Ctx, a: AttachArgs) -> Result<(), Failure> {
+    let c = container(&a.name)?;
+    let command = if a.command.is_empty() { vec!["/bin/sh".into(), "-l".into()] } else { a.command };
+    let opts = davit_run::attach::AttachOptions { command, term: std::env::var("TERM").ok() };
+    let code = davit_run::attach::attach(&paths::runtime_dir(), &c.name, &opts)?;
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Failure::new(code.clamp(1, 255) as u8, anyhow::anyhow!("command exited with status {code}")).silent())
+    }
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    pub name: String,
+}
+
+fn info_json(i: &davit_run::info::Info) -> serde_json::Value {
+    json!({
+        "name": i.name,
+        "state": i.status.as_str(),
+        "pid": i.pid,
+        "cpu_ns": i.stats.cpu_ns,
+        "memory_bytes": i.stats.memory,
+        "kmem_bytes": i.stats.kmem,
+        "blkio_bytes": i.stats.blkio,
+        "unprivileged": !i.privileged,
+        "no_limits_reason": i.no_limits_reason,
+        "exit_status": i.exit_status,
+    })
+}
+
+fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", units[u])
+    }
+}
+
+pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<(), Failure> {
+    let c = container(&a.name)?;
+    let layout = Layout::detect()?;
+    let i = davit_run::info::info(&paths::runtime_dir(), &c.name, &layout)?;
+    if ctx.json {
+        ctx.print_json(&info_json(&i));
+        return Ok(());
+    }
+    let mut rows = vec![("Name", i.name.clone()), ("State", i.status.as_str().to_string())];
+    if let Some(pid) = i.pid {
+        rows.push(("PID", pid.to_string()));
+    }
+    if i.status == Status::Running {
+        if let Some(ns) = i.stats.cpu_ns {
+            rows.push(("CPU use", format!("{:.2} seconds", ns as f64 / 1e9)));
+        }
+        if let Some(b) = i.stats.blkio {
+            rows.push(("BlkIO use", human_bytes(b)));
+        }
+        if let Some(b) = i.stats.memory {
+            rows.push(("Memory use", human_bytes(b)));
+        }
+        if let Some(b) = i.stats.kmem {
+            rows.push(("KMem use", human_bytes(b)));
+        }
+    }
+    if let Some(why) = &i.no_limits_reason {
+        rows.push(("Limits", format!("none: {why}")));
+    }
+    for (k, v) in rows {
+        println!("{:<12}{v}", format!("{k}:"));
+    }
+    Ok(())
+}
+
+pub fn list(ctx: &Ctx) -> Result<(), Failure> {
+    let layout = Layout::detect()?;
+    let dir = paths::containers_dir();
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|rd| rd.flatten().filter(|e| e.path().join("config.toml").is_file()).filter_map(|e| e.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    names.sort();
+    let runtime = paths::runtime_dir();
+    let mut out = Vec::new();
+    for n in names {
+        let i = davit_run::info::info(&runtime, &n, &layout)?;
+        let privileged = ContainerConfig::load(&dir.join(&n).join("config.toml")).map(|c| c.privileged).unwrap_or(false);
+        out.push((i, privileged));
+    }
+    if ctx.json {
+        let v: Vec<serde_json::Value> = out
+            .iter()
+            .map(|(i, p)| {
+                let mut j = info_json(i);
+                j["unprivileged"] = json!(!p);
+                j
+            })
+            .collect();
+        ctx.print_json(&v);
+        return Ok(());
+    }
+    println!("{:<20} {:<9} {:>8} {:>12}  UNPRIVILEGED", "NAME", "STATE", "PID", "MEMORY");
+    for (i, p) in out {
+        let pid = i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        let mem = i.stats.memory.map(human_bytes).unwrap_or_else(|| "-".into());
+        println!("{:<20} {:<9} {:>8} {:>12}  {}", i.name, i.status.as_str(), pid, mem, if p { "no" } else { "yes" });
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    pub name: String,
+    /// Seconds to wait for a clean halt before SIGKILL.
+    #[arg(short, long, default_value_t = 60)]
+    pub timeout: u64,
+    /// Kill at once.
+    #[arg(short, long)]
+    pub kill: bool,
+}
+
+pub fn stop_container(name: &str, timeout: u64, kill: bool) -> Result<davit_run::stop::StopOutcome, davit_run::Error> {
+    let opts = davit_run::stop::StopOptions { timeout: Some(Duration::from_secs(timeout)), kill, halt_signal: None };
+    davit_run::stop::stop(&paths::runtime_dir(), name, &opts)
+}
+
+pub fn stop(ctx: &Ctx, a: StopArgs) -> Result<(), Failure> {
+    let c = container(&a.name)?;
+    let outcome = stop_container(&c.name, a.timeout, a.kill)?;
+    if ctx.json {
+        ctx.print_json(&json!({"name": c.name, "outcome": format!("{outcome:?}").to_lowercase()}));
+    } else {
+        ctx.term.say(&format!("{}: {outcome:?}", c.name));
+    }
+    Ok(())
+}
+
+pub fn check(ctx: &Ctx) -> Result<(), Failure> {
+    let items = davit_run::check::check();
+    if ctx.json {
+        let v: Vec<serde_json::Value> = items.iter().map(|i| json!({"item": i.item, "ok": i.ok, "detail": i.detail, "fix": i.fix})).collect();
+        ctx.print_json(&v);
+    } else {
+        for i in &items {
+            println!("{:<28} {:<8} {}", i.item, if i.ok { "OK" } else { "MISSING" }, i.detail);
+            if let (false, Some(fix)) = (i.ok, &i.fix) {
+                println!("{:<28} {:<8} fix: {fix}", "", "");
+            }
+        }
+    }
+    Ok(())
+}
+
