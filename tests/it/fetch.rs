@@ -61,6 +61,8 @@ fn fetch_from_file_server_caches_exact_files() {
             "create-message",
             "excludes-user",
             "expiry",
+            "index-system",
+            "index-system.asc",
             "last_checked",
             "manifest.json",
             "meta.tar.xz",
@@ -426,11 +428,12 @@ fn server_errors_retry_5xx_but_never_4xx() {
     ok(&mut fetch_cmd(&srv.url, &t.path().join("c1"), &f.key));
     assert_eq!(srv.count("/meta/1.0/index-system"), 3);
 
-    // A 404 on the rootfs is final: one request, network exit code, status in the message.
+    // A 404 on the rootfs of a listed build is final: one request, "not
+    // found" (the server is out of sync), with the step, URL and status.
     let srv = FaultServer::start(&f.tree_a);
     srv.fault("rootfs.tar.xz", Fault::Status(404), 10);
     let out = run(&mut fetch_cmd(&srv.url, &t.path().join("c2"), &f.key));
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert_eq!(srv.count("rootfs.tar.xz"), 1);
     let e = stderr(&out);
     assert!(
@@ -438,6 +441,7 @@ fn server_errors_retry_5xx_but_never_4xx() {
             && e.contains("returned HTTP 404 after 0 bytes"),
         "{e}"
     );
+    assert!(e.contains("the server has no such file"), "{e}");
     assert!(!entry(&t.path().join("c2")).exists());
 
     // A 500 that never ends: 4 tries, then the error.
@@ -455,7 +459,7 @@ fn server_errors_retry_5xx_but_never_4xx() {
         10,
     );
     let out = run(&mut fetch_cmd(&srv.url, &t.path().join("c4"), &f.key));
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("(redirected to http://127.0.0.1"),
         "{}",

@@ -38,6 +38,10 @@ const OWN_FILES: &[&str] = &[
     "SHA256SUMS.asc",
     "rootfs.tar.xz.asc",
     "meta.tar.xz.asc",
+    "index-system",
+    "index-system.asc",
+    "index-user",
+    "index-user.asc",
 ];
 
 /// What the cache records about an entry.

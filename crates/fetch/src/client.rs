@@ -72,6 +72,19 @@ pub struct Fetched {
     pub warnings: Vec<String>,
 }
 
+/// An index with the bytes and signature it was read from.
+#[derive(Debug, Clone)]
+pub struct SignedIndex {
+    /// Which index.
+    pub kind: IndexKind,
+    /// The parsed lines.
+    pub index: Index,
+    /// The bytes as served.
+    pub raw: Vec<u8>,
+    /// The detached signature, when verified.
+    pub sig: Option<Vec<u8>>,
+}
+
 /// A client for one server and cache.
 pub struct Client {
     opts: Options,
@@ -171,28 +184,34 @@ impl Client {
     /// # Errors
     /// Network, signature and parse errors, each naming the index URL.
     pub fn index_of(&self, kind: IndexKind, rep: &dyn Reporter) -> Result<Index> {
+        Ok(self.signed_index_of(kind, rep)?.index)
+    }
+
+    /// Downloads and verifies an index, keeping its bytes and signature so
+    /// they can travel with the image (mirrors, bundles).
+    ///
+    /// # Errors
+    /// As [`Client::index_of`].
+    pub fn signed_index_of(&self, kind: IndexKind, rep: &dyn Reporter) -> Result<SignedIndex> {
         let path = format!("/meta/1.0/{}", kind.file_name());
         let url = self.opts.server.url(&path);
         rep.step("downloading the image index");
-        let text = self.get_small(&path, "downloading the image index", rep)?;
+        let raw = self.get_small(&path, "downloading the image index", rep)?;
+        let mut sig = None;
         if let Some(k) = &self.keyring {
-            let sig = self.signature(
-                &format!("{path}.asc"),
-                "downloading the index signature",
-                rep,
-            )?;
-            k.verify_bytes(&text, &sig, &url)?;
+            let s = self.signature(&format!("{path}.asc"), "downloading the index signature", rep)?;
+            k.verify_bytes(&raw, &s, &url)?;
+            sig = Some(s);
         } else {
-            rep.warn(
-                "not verifying signatures (--no-validate): a tampered image would not be noticed",
-            );
+            rep.warn("not verifying signatures (--no-validate): a tampered image would not be noticed");
         }
-        let text = String::from_utf8(text).map_err(|_| Error::Malformed {
+        let text = std::str::from_utf8(&raw).map_err(|_| Error::Malformed {
             what: "the index".into(),
             file: url.clone(),
             why: "it is not UTF-8".into(),
         })?;
-        Index::parse(&text, &url)
+        let index = Index::parse(text, &url)?;
+        Ok(SignedIndex { kind, index, raw, sig })
     }
 
     /// The index this client reads.
@@ -286,7 +305,7 @@ impl Client {
         if self.opts.mode == CacheMode::Offline {
             return self.use_cached(want, Outcome::Offline, Vec::new(), rep);
         }
-        let index = match self.index(rep) {
+        let signed = match self.signed_index_of(self.opts.index, rep) {
             Ok(i) => i,
             Err(e)
                 if e.kind() == ErrorKind::Network
@@ -298,7 +317,8 @@ impl Client {
             }
             Err(e) => return Err(e),
         };
-        let img = self.lookup(&index, want, rep)?;
+        let index = &signed.index;
+        let img = self.lookup(index, want, rep)?;
         let lock = self.cache.lock(&img)?;
         let dir = self.cache.entry_dir(&img);
         let mut warnings = Vec::new();
@@ -327,7 +347,16 @@ impl Client {
             }
         }
         let st = self.cache.staging(&img, &lock)?;
-        let (files, verified, signer) = self.download_build(&img, st.path(), rep)?;
+        let (mut files, verified, signer) = self.download_build(&img, st.path(), rep)?;
+        // Keep the signed index beside the image: bundles and mirrors carry it.
+        let iname = signed.kind.file_name();
+        write(st.path(), iname, &signed.raw)?;
+        files.insert(iname.to_string(), cache::sha256_file(&st.path().join(iname))?);
+        if let Some(sig) = &signed.sig {
+            let n = format!("{iname}.asc");
+            write(st.path(), &n, sig)?;
+            files.insert(n.clone(), cache::sha256_file(&st.path().join(&n))?);
+        }
         let mut manifest = Manifest {
             version: 1,
             server: self.opts.server.display(),
@@ -385,91 +414,139 @@ impl Client {
         dir: &std::path::Path,
         rep: &dyn Reporter,
     ) -> Result<(BTreeMap<String, String>, String, Option<String>)> {
+        let files = self.download_build_files(img, dir, false, rep)?;
+        let (method, signer) = self.verify_build(img, dir, &files)?;
+        Ok((files, method, signer))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn get_to_file(
+        &self,
+        img: &Image,
+        remote: &str,
+        dir: &std::path::Path,
+        name: &str,
+        step: &str,
+        optional: bool,
+        rep: &dyn Reporter,
+    ) -> Result<Option<String>> {
+        let url = self.opts.server.url(&format!("{}{remote}", img.path));
+        let dest = dir.join(name);
+        let mut f = File::create(&dest).map_err(|e| Error::io("create", &dest, e))?;
+        let limit = (!name.ends_with(".tar.xz")).then_some(SMALL);
+        match transport::download(self.transport.as_ref(), &url, step, name, &mut f, limit, self.opts.retry, rep) {
+            Ok(got) => {
+                f.sync_all().map_err(|e| Error::io("fsync", &dest, e))?;
+                Ok(Some(got.sha256))
+            }
+            Err(Error::Download { status: Some(404), .. }) if optional => {
+                drop(f);
+                let _ = std::fs::remove_file(&dest);
+                Ok(None)
+            }
+            Err(e @ Error::Download { status: Some(404), .. }) if name.ends_with(".tar.xz") => Err(Error::NotFound {
+                message: format!(
+                    "{e}: the index lists {} build {}, but the server has no such file: it or its mirror is out of sync, or this image was not mirrored there; try again later or another --server, or mirror it with `davit mirror --dist {} --release {}`",
+                    img.tuple(),
+                    img.build,
+                    img.dist,
+                    img.release
+                ),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Downloads the files of one build into `dir`: `SHA256SUMS` and its
+    /// signature when the server has them, the two tarballs, and the
+    /// per-file `.asc` that verification needs (every one that exists with
+    /// `all_sigs`, as a mirror wants). Returns name -> sha256.
+    pub(crate) fn download_build_files(
+        &self,
+        img: &Image,
+        dir: &std::path::Path,
+        all_sigs: bool,
+        rep: &dyn Reporter,
+    ) -> Result<BTreeMap<String, String>> {
         let mut files = BTreeMap::new();
-        let base = &img.path;
-        let p = |name: &str| format!("{base}{name}");
-        let mut sums: Option<BTreeMap<String, String>> = None;
-        let mut signer = None;
-        if let Some(k) = &self.keyring {
-            // Prefer one signature over SHA256SUMS; fall back to per-file .asc.
-            if let Some(text) =
-                self.get_optional(&p("SHA256SUMS"), "downloading SHA256SUMS", rep)?
-            {
-                if let Some(sig) =
-                    self.get_optional(&p("SHA256SUMS.asc"), "downloading SHA256SUMS.asc", rep)?
-                {
-                    let url = self.opts.server.url(&p("SHA256SUMS"));
-                    signer = Some(k.verify_bytes(&text, &sig, &url)?);
-                    sums = Some(parse_sums(&text));
-                    write(dir, "SHA256SUMS", &text)?;
-                    write(dir, "SHA256SUMS.asc", &sig)?;
-                    for n in ["SHA256SUMS", "SHA256SUMS.asc"] {
-                        files.insert(n.to_string(), cache::sha256_file(&dir.join(n))?);
+        let p = |name: &str| format!("{}{name}", img.path);
+        let mut listed = BTreeMap::new();
+        if self.keyring.is_some() || all_sigs {
+            if let Some(h) = self.get_to_file(img, "SHA256SUMS", dir, "SHA256SUMS", "downloading SHA256SUMS", true, rep)? {
+                files.insert("SHA256SUMS".to_string(), h);
+                if let Some(h) = self.get_to_file(img, "SHA256SUMS.asc", dir, "SHA256SUMS.asc", "downloading SHA256SUMS.asc", true, rep)? {
+                    files.insert("SHA256SUMS.asc".to_string(), h);
+                    let text = std::fs::read(dir.join("SHA256SUMS")).map_err(|e| Error::io("read", dir.join("SHA256SUMS"), e))?;
+                    listed = parse_sums(&text);
+                }
+            }
+        }
+        for (name, step) in [("rootfs.tar.xz", "downloading the rootfs"), ("meta.tar.xz", "downloading the metadata")] {
+            let asc = format!("{name}.asc");
+            let need_sig = self.keyring.is_some() && !listed.contains_key(name);
+            if need_sig || all_sigs {
+                // Fetch the small signature first: a missing one fails before the big download.
+                match self.get_to_file(img, &asc, dir, &asc, &format!("{step} signature"), true, rep)? {
+                    Some(h) => {
+                        files.insert(asc.clone(), h);
                     }
+                    None if need_sig => {
+                        return Err(Error::Signature {
+                            file: self.opts.server.url(&p(name)),
+                            why: format!(
+                                "the signature {} is missing (HTTP 404) and no signed SHA256SUMS lists the file; use --no-validate only if you trust this server and the path to it",
+                                self.opts.server.url(&p(&asc))
+                            ),
+                            signer: None,
+                        })
+                    }
+                    None => {}
                 }
             }
-        }
-        let mut method = if sums.is_some() {
-            "sha256sums"
-        } else {
-            "detached"
-        };
-        for (name, step) in [
-            ("rootfs.tar.xz", "downloading the rootfs"),
-            ("meta.tar.xz", "downloading the metadata"),
-        ] {
-            let url = self.opts.server.url(&p(name));
-            let listed = sums.as_ref().and_then(|s| s.get(name)).cloned();
-            let sig = match (&self.keyring, &listed) {
-                (Some(_), None) => {
-                    method = "detached";
-                    Some(self.signature(
-                        &p(&format!("{name}.asc")),
-                        &format!("{step} signature"),
-                        rep,
-                    )?)
-                }
-                _ => None,
-            };
             rep.step(step);
-            let dest = dir.join(name);
-            let mut f = File::create(&dest).map_err(|e| Error::io("create", &dest, e))?;
-            let got = transport::download(
-                self.transport.as_ref(),
-                &url,
-                step,
-                name,
-                &mut f,
-                None,
-                self.opts.retry,
-                rep,
-            )?;
-            f.sync_all().map_err(|e| Error::io("fsync", &dest, e))?;
-            drop(f);
-            if let Some(want) = listed {
-                if !want.eq_ignore_ascii_case(&got.sha256) {
-                    return Err(Error::Digest {
-                        file: url,
-                        against: "the signed SHA256SUMS".into(),
-                        want,
-                        got: got.sha256,
-                    });
+            let h = self.get_to_file(img, name, dir, name, step, false, rep)?.expect("required file");
+            files.insert(name.to_string(), h);
+        }
+        Ok(files)
+    }
+
+    /// Verifies a build's files in `dir` (digests in `files`): one signed
+    /// `SHA256SUMS` that lists a file, or the file's own `.asc`.
+    pub(crate) fn verify_build(
+        &self,
+        img: &Image,
+        dir: &std::path::Path,
+        files: &BTreeMap<String, String>,
+    ) -> Result<(String, Option<String>)> {
+        let Some(k) = &self.keyring else {
+            return Ok(("none".into(), None));
+        };
+        let url = |name: &str| self.opts.server.url(&format!("{}{name}", img.path));
+        let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| Error::io("read", dir.join(name), e));
+        let mut listed = BTreeMap::new();
+        let mut signer = None;
+        if files.contains_key("SHA256SUMS") && files.contains_key("SHA256SUMS.asc") {
+            let text = read("SHA256SUMS")?;
+            signer = Some(k.verify_bytes(&text, &read("SHA256SUMS.asc")?, &url("SHA256SUMS"))?);
+            listed = parse_sums(&text);
+        }
+        let mut method = "sha256sums";
+        for name in ["rootfs.tar.xz", "meta.tar.xz"] {
+            let got = files.get(name).cloned().unwrap_or_default();
+            if let Some(want) = listed.get(name) {
+                if !want.eq_ignore_ascii_case(&got) {
+                    return Err(Error::Digest { file: url(name), against: "the signed SHA256SUMS".into(), want: want.clone(), got });
                 }
+            } else {
+                method = "detached";
+                let asc = format!("{name}.asc");
+                if !files.contains_key(&asc) {
+                    return Err(Error::Signature { file: url(name), why: format!("the signature {} is missing", url(&asc)), signer: None });
+                }
+                signer = Some(k.verify_file(&dir.join(name), &read(&asc)?, &url(name))?);
             }
-            if let (Some(k), Some(sig)) = (&self.keyring, sig) {
-                signer = Some(k.verify_file(&dest, &sig, &url)?);
-                write(dir, &format!("{name}.asc"), &sig)?;
-                files.insert(
-                    format!("{name}.asc"),
-                    cache::sha256_file(&dir.join(format!("{name}.asc")))?,
-                );
-            }
-            files.insert(name.to_string(), got.sha256);
         }
-        if self.keyring.is_none() {
-            method = "none";
-        }
-        Ok((files, method.to_string(), signer))
+        Ok((method.to_string(), signer))
     }
 }
 

@@ -38,7 +38,7 @@ pub mod transport;
 pub mod verify;
 
 pub use cache::{Cache, Entry, Manifest};
-pub use client::{parse_sums, CacheMode, Client, Fetched, Options, Outcome};
+pub use client::{parse_sums, CacheMode, Client, Fetched, Options, Outcome, SignedIndex};
 pub use error::{Error, ErrorKind, Result};
 pub use index::{host_arch, normalize_arch, Image, Index, IndexKind, Wanted};
 pub use transport::{HttpOptions, Retry, Server, DEFAULT_SERVER};
