@@ -67,6 +67,11 @@ impl SourceArgs {
     }
 
     pub fn client(&self, ctx: &Ctx) -> Result<Client, Failure> {
+        Ok(Client::new(self.options(ctx)?)?)
+    }
+
+    /// The fetch options these flags mean; warns about ignored legacy flags.
+    pub fn options(&self, ctx: &Ctx) -> Result<Options, Failure> {
         if self.keyserver.is_some() {
             ctx.term.warning("--keyserver is ignored: davit never fetches keys from keyservers; trust a key with --keyring FILE");
         }
@@ -108,13 +113,20 @@ impl SourceArgs {
             },
             index: self.index_kind(),
             retry,
+            label: None,
         };
-        Ok(Client::new(opts)?)
+        Ok(opts)
     }
 }
 
 #[derive(Args)]
 pub struct FetchArgs {
+    /// Also seed LXC's download cache, so `lxc-create -t download -- ... --force-cache` works offline.
+    #[arg(long)]
+    pub lxc_cache: bool,
+    /// LXC's cache root [default: $LXC_CACHE_PATH, /var/cache/lxc as root, ~/.cache/lxc as a user].
+    #[arg(long, requires = "lxc_cache")]
+    pub lxc_cache_dir: Option<PathBuf>,
     /// Distribution, e.g. debian (case-insensitive).
     pub dist: Option<String>,
     /// Release, e.g. bookworm (case-insensitive).
@@ -250,8 +262,21 @@ pub fn fetch(ctx: &Ctx, a: FetchArgs) -> Result<(), Failure> {
     let client = a.source.client(ctx)?;
     let want = wanted(ctx, &client, a.dist, a.release, a.arch, &a.variant)?;
     let got = client.fetch(&want, &ctx.term)?;
+    let lxc = if a.lxc_cache {
+        let root = a.lxc_cache_dir.clone().unwrap_or_else(paths::lxc_cache_dir);
+        let d = davit_fetch::bundle::seed_lxc_cache(&got.entry, &root)?;
+        ctx.term
+            .say(&format!("seeded LXC's cache at {}", d.display()));
+        Some(d)
+    } else {
+        None
+    };
     if ctx.json {
-        ctx.print_json(&got);
+        let mut v = serde_json::to_value(&got).expect("serialisable");
+        if let Some(d) = lxc {
+            v["lxc_cache"] = serde_json::json!(d);
+        }
+        ctx.print_json(&v);
     } else {
         let m = &got.entry.manifest;
         let how = match got.outcome {

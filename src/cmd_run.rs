@@ -20,7 +20,11 @@ impl From<davit_run::Error> for Failure {
             ErrorKind::Io => exit::IO,
             _ => exit::FAILURE,
         };
-        Failure { code, err: e.into(), silent: false }
+        Failure {
+            code,
+            err: e.into(),
+            silent: false,
+        }
     }
 }
 
@@ -56,10 +60,16 @@ pub fn container(name: &str) -> Result<Container, Failure> {
     if !dir.join("config.toml").is_file() {
         return Err(Failure::new(
             exit::NOT_FOUND,
-            anyhow::anyhow!("no container {name:?} in {} (create it with `davit create {name} DIST RELEASE`)", paths::containers_dir().display()),
+            anyhow::anyhow!(
+                "no container {name:?} in {} (create it with `davit create {name} DIST RELEASE`)",
+                paths::containers_dir().display()
+            ),
         ));
     }
-    Ok(Container { name: name.to_string(), dir })
+    Ok(Container {
+        name: name.to_string(),
+        dir,
+    })
 }
 
 fn load(c: &Container) -> Result<ContainerConfig, Failure> {
@@ -78,14 +88,17 @@ pub struct StartArgs {
 }
 
 fn exe() -> Result<PathBuf, Failure> {
-    std::env::current_exe().map_err(|e| Failure::io(anyhow::anyhow!(e).context("cannot find the davit binary")))
+    std::env::current_exe()
+        .map_err(|e| Failure::io(anyhow::anyhow!(e).context("cannot find the davit binary")))
 }
 
 pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
     let c = container(&a.name)?;
     let _ = load(&c)?;
     let runtime = paths::runtime_dir();
-    std::fs::create_dir_all(&runtime).map_err(|e| Failure::io(anyhow::anyhow!(e).context(format!("cannot create {}", runtime.display()))))?;
+    std::fs::create_dir_all(&runtime).map_err(|e| {
+        Failure::io(anyhow::anyhow!(e).context(format!("cannot create {}", runtime.display())))
+    })?;
     let mut args = MonitorArgs::new(c.config_path(), &runtime);
     args.command = a.command;
     if let Ok(p) = std::env::var("DAVIT_CGROUP_PREFIX") {
@@ -99,8 +112,16 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
             return Err(e.into());
         }
     };
-    if let Some(why) = davit_run::state::StateStore::new(&runtime, &c.name).peek().ok().flatten().and_then(|s| s.no_limits_reason) {
-        ctx.term.warning(&format!("{}: started without resource limits: {why}", c.name));
+    if let Some(why) = davit_run::state::StateStore::new(&runtime, &c.name)
+        .peek()
+        .ok()
+        .flatten()
+        .and_then(|s| s.no_limits_reason)
+    {
+        ctx.term.warning(&format!(
+            "{}: started without resource limits: {why}",
+            c.name
+        ));
     }
     if a.daemon {
         if ctx.json {
@@ -115,7 +136,11 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
     if code == 0 {
         Ok(())
     } else {
-        Err(Failure::new(code.clamp(1, 255) as u8, anyhow::anyhow!("{} exited with status {code}", c.name)).silent())
+        Err(Failure::new(
+            code.clamp(1, 255) as u8,
+            anyhow::anyhow!("{} exited with status {code}", c.name),
+        )
+        .silent())
     }
 }
 
@@ -129,13 +154,24 @@ pub struct AttachArgs {
 
 pub fn attach(_ctx: &Ctx, a: AttachArgs) -> Result<(), Failure> {
     let c = container(&a.name)?;
-    let command = if a.command.is_empty() { vec!["/bin/sh".into(), "-l".into()] } else { a.command };
-    let opts = davit_run::attach::AttachOptions { command, term: std::env::var("TERM").ok() };
+    let command = if a.command.is_empty() {
+        vec!["/bin/sh".into(), "-l".into()]
+    } else {
+        a.command
+    };
+    let opts = davit_run::attach::AttachOptions {
+        command,
+        term: std::env::var("TERM").ok(),
+    };
     let code = davit_run::attach::attach(&paths::runtime_dir(), &c.name, &opts)?;
     if code == 0 {
         Ok(())
     } else {
-        Err(Failure::new(code.clamp(1, 255) as u8, anyhow::anyhow!("command exited with status {code}")).silent())
+        Err(Failure::new(
+            code.clamp(1, 255) as u8,
+            anyhow::anyhow!("command exited with status {code}"),
+        )
+        .silent())
     }
 }
 
@@ -182,7 +218,10 @@ pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<(), Failure> {
         ctx.print_json(&info_json(&i));
         return Ok(());
     }
-    let mut rows = vec![("Name", i.name.clone()), ("State", i.status.as_str().to_string())];
+    let mut rows = vec![
+        ("Name", i.name.clone()),
+        ("State", i.status.as_str().to_string()),
+    ];
     if let Some(pid) = i.pid {
         rows.push(("PID", pid.to_string()));
     }
@@ -213,14 +252,21 @@ pub fn list(ctx: &Ctx) -> Result<(), Failure> {
     let layout = Layout::detect()?;
     let dir = paths::containers_dir();
     let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .map(|rd| rd.flatten().filter(|e| e.path().join("config.toml").is_file()).filter_map(|e| e.file_name().into_string().ok()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().join("config.toml").is_file())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     let runtime = paths::runtime_dir();
     let mut out = Vec::new();
     for n in names {
         let i = davit_run::info::info(&runtime, &n, &layout)?;
-        let privileged = ContainerConfig::load(&dir.join(&n).join("config.toml")).map(|c| c.privileged).unwrap_or(false);
+        let privileged = ContainerConfig::load(&dir.join(&n).join("config.toml"))
+            .map(|c| c.privileged)
+            .unwrap_or(false);
         out.push((i, privileged));
     }
     if ctx.json {
@@ -235,11 +281,25 @@ pub fn list(ctx: &Ctx) -> Result<(), Failure> {
         ctx.print_json(&v);
         return Ok(());
     }
-    println!("{:<20} {:<9} {:>8} {:>12}  UNPRIVILEGED", "NAME", "STATE", "PID", "MEMORY");
+    println!(
+        "{:<20} {:<9} {:>8} {:>12}  UNPRIVILEGED",
+        "NAME", "STATE", "PID", "MEMORY"
+    );
     for (i, p) in out {
         let pid = i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-        let mem = i.stats.memory.map(human_bytes).unwrap_or_else(|| "-".into());
-        println!("{:<20} {:<9} {:>8} {:>12}  {}", i.name, i.status.as_str(), pid, mem, if p { "no" } else { "yes" });
+        let mem = i
+            .stats
+            .memory
+            .map(human_bytes)
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<20} {:<9} {:>8} {:>12}  {}",
+            i.name,
+            i.status.as_str(),
+            pid,
+            mem,
+            if p { "no" } else { "yes" }
+        );
     }
     Ok(())
 }
@@ -255,8 +315,16 @@ pub struct StopArgs {
     pub kill: bool,
 }
 
-pub fn stop_container(name: &str, timeout: u64, kill: bool) -> Result<davit_run::stop::StopOutcome, davit_run::Error> {
-    let opts = davit_run::stop::StopOptions { timeout: Some(Duration::from_secs(timeout)), kill, halt_signal: None };
+pub fn stop_container(
+    name: &str,
+    timeout: u64,
+    kill: bool,
+) -> Result<davit_run::stop::StopOutcome, davit_run::Error> {
+    let opts = davit_run::stop::StopOptions {
+        timeout: Some(Duration::from_secs(timeout)),
+        kill,
+        halt_signal: None,
+    };
     davit_run::stop::stop(&paths::runtime_dir(), name, &opts)
 }
 
@@ -274,11 +342,19 @@ pub fn stop(ctx: &Ctx, a: StopArgs) -> Result<(), Failure> {
 pub fn check(ctx: &Ctx) -> Result<(), Failure> {
     let items = davit_run::check::check();
     if ctx.json {
-        let v: Vec<serde_json::Value> = items.iter().map(|i| json!({"item": i.item, "ok": i.ok, "detail": i.detail, "fix": i.fix})).collect();
+        let v: Vec<serde_json::Value> = items
+            .iter()
+            .map(|i| json!({"item": i.item, "ok": i.ok, "detail": i.detail, "fix": i.fix}))
+            .collect();
         ctx.print_json(&v);
     } else {
         for i in &items {
-            println!("{:<28} {:<8} {}", i.item, if i.ok { "OK" } else { "MISSING" }, i.detail);
+            println!(
+                "{:<28} {:<8} {}",
+                i.item,
+                if i.ok { "OK" } else { "MISSING" },
+                i.detail
+            );
             if let (false, Some(fix)) = (i.ok, &i.fix) {
                 println!("{:<28} {:<8} fix: {fix}", "", "");
             }
@@ -286,4 +362,3 @@ pub fn check(ctx: &Ctx) -> Result<(), Failure> {
     }
     Ok(())
 }
-

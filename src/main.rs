@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd_fetch;
+mod cmd_offline;
 mod cmd_publish;
 mod cmd_run;
 mod cmd_serve;
@@ -58,6 +59,15 @@ enum Cmd {
     Publish(cmd_publish::PublishArgs),
     /// Serve an LXC-layout tree over HTTP or HTTPS.
     Serve(cmd_serve::ServeArgs),
+    /// Copy a verified subset of a server, with its signatures, into a mirror tree.
+    Mirror(cmd_offline::MirrorArgs),
+    /// Write a cached image into one bundle file that can travel by USB.
+    Export(cmd_offline::ExportArgs),
+    /// Verify a bundle (or a local rootfs + meta pair) and put it in the cache.
+    Import(cmd_offline::ImportArgs),
+    /// Show or clean the image cache.
+    #[command(subcommand)]
+    Cache(cmd_offline::CacheCmd),
     /// Boot a container's init (or run CMD in its place).
     Start(cmd_run::StartArgs),
     /// Run a command (default: a login shell) inside a running container.
@@ -96,7 +106,11 @@ impl From<davit_fetch::Error> for Failure {
 
 impl Failure {
     pub fn new(code: u8, err: anyhow::Error) -> Failure {
-        Failure { code, err, silent: false }
+        Failure {
+            code,
+            err,
+            silent: false,
+        }
     }
     pub fn usage(msg: impl Into<String>) -> Failure {
         Failure::new(exit::USAGE, anyhow::anyhow!(msg.into()))
@@ -127,7 +141,10 @@ impl Ctx {
 fn main() -> ExitCode {
     // Re-executed helpers come first: before clap, threads or terminals.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == davit_run::monitor::MONITOR_ARG) {
+    if args
+        .get(1)
+        .is_some_and(|a| a == davit_run::monitor::MONITOR_ARG)
+    {
         davit_run::monitor::monitor_main(&args[2..]);
     }
     let cli = Cli::parse();
@@ -141,6 +158,10 @@ fn main() -> ExitCode {
         Cmd::Images(a) => cmd_fetch::images(&ctx, a),
         Cmd::Publish(a) => cmd_publish::publish(&ctx, a),
         Cmd::Serve(a) => cmd_serve::serve(&ctx, a),
+        Cmd::Mirror(a) => cmd_offline::mirror(&ctx, a),
+        Cmd::Export(a) => cmd_offline::export(&ctx, a),
+        Cmd::Import(a) => cmd_offline::import(&ctx, a),
+        Cmd::Cache(c) => cmd_offline::cache(&ctx, c),
         Cmd::Start(a) => cmd_run::start(&ctx, a),
         Cmd::Attach(a) => cmd_run::attach(&ctx, a),
         Cmd::Info(a) => cmd_run::info(&ctx, a),

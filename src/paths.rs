@@ -46,7 +46,9 @@ pub fn containers_dir() -> PathBuf {
     if is_root() {
         PathBuf::from("/var/lib/davit/containers")
     } else {
-        xdg("XDG_DATA_HOME", ".local/share").join("davit").join("containers")
+        xdg("XDG_DATA_HOME", ".local/share")
+            .join("davit")
+            .join("containers")
     }
 }
 
@@ -67,5 +69,18 @@ pub fn runtime_dir() -> PathBuf {
 /// The user name for `/etc/subuid` lookups.
 pub fn user_name() -> String {
     let uid = nix::unistd::getuid();
-    nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_else(|| uid.to_string())
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}
+
+/// LXC's cache root: `$LXC_CACHE_PATH`, `/var/cache/lxc` as root, `~/.cache/lxc` as a user.
+pub fn lxc_cache_dir() -> PathBuf {
+    match std::env::var_os("LXC_CACHE_PATH") {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ if is_root() => PathBuf::from("/var/cache/lxc"),
+        _ => home().join(".cache").join("lxc"),
+    }
 }

@@ -87,7 +87,7 @@ impl Term {
     /// A warning: shown unless `--quiet`.
     pub fn warning(&self, what: &str) {
         if !self.quiet {
-            let _ = self.multi.suspend(|| eprintln!("warning: {what}"));
+            self.multi.suspend(|| eprintln!("warning: {what}"));
         }
     }
 }

@@ -246,6 +246,26 @@ fn serve_answers_head_and_range_and_hides_dotfiles() {
         &format!("{}/.davit-publish.lock", srv.url),
     ]));
     assert_eq!(stdout(&out), "404");
+    // wget (LXC's downloader) sends `Accept-Encoding: identity`; tower-http
+    // 0.6 then stripped the extension of a missing file and served another
+    // one: `index-system.7` answered with `index-system`, a missing `.asc`
+    // with its tarball. A missing file must be a 404.
+    for missing in [
+        "/meta/1.0/index-system.7",
+        &format!("/images/busybox/1.36/amd64/default/{BUILD_A}/rootfs.tar.xz.sig"),
+    ] {
+        let out = run(Command::new("curl").args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Accept-Encoding: identity",
+            &format!("{}/{missing}", srv.url),
+        ]));
+        assert_eq!(stdout(&out), "404", "{missing}");
+    }
 }
 
 /// Each case tampers with a copy of tree B (newer than the cached A) and

@@ -202,7 +202,7 @@ fn mkdirs(p: &Path) -> Result<()> {
     fs::create_dir_all(p).map_err(|e| Error::io("create the directory", p, e))
 }
 
-fn fsync_dir(p: &Path) -> Result<()> {
+pub(crate) fn fsync_dir(p: &Path) -> Result<()> {
     File::open(p)
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io("fsync", p, e))
@@ -387,6 +387,43 @@ impl Cache {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("remove", &d, e)),
         }
+    }
+}
+
+impl Cache {
+    /// Removes entries not seen on a server for `older_than` seconds (by
+    /// `last_checked`, else the fetch time), or every entry with `None`,
+    /// each under its lock. Also removes staging directories older than a
+    /// day (left by killed runs). Returns the removed entries.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn prune(&self, older_than: Option<i64>, now: i64) -> Result<Vec<Entry>> {
+        let mut removed = Vec::new();
+        for e in self.list() {
+            let seen = e.last_checked.unwrap_or(e.manifest.fetched_at);
+            if older_than.is_some_and(|age| now - seen < age) {
+                continue;
+            }
+            let lock = self.lock(&e.manifest.image)?;
+            self.remove(&e.manifest.image, &lock)?;
+            removed.push(e);
+        }
+        let staging = self.v1().join("staging");
+        if let Ok(rd) = fs::read_dir(&staging) {
+            for d in rd.flatten() {
+                let old = d
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|a| a.as_secs() > 86400);
+                if old {
+                    let _ = fs::remove_dir_all(d.path());
+                }
+            }
+        }
+        Ok(removed)
     }
 }
 

@@ -45,6 +45,9 @@ pub struct Options {
     pub index: IndexKind,
     /// Retry policy.
     pub retry: Retry,
+    /// Names the source in cache manifests instead of the server URL (a
+    /// bundle or a local import).
+    pub label: Option<String>,
 }
 
 /// How a fetch was satisfied.
@@ -135,6 +138,11 @@ impl Client {
         })
     }
 
+    /// The server this client reads.
+    pub fn server(&self) -> &Server {
+        &self.opts.server
+    }
+
     /// The cache this client uses.
     pub fn cache(&self) -> &Cache {
         &self.cache
@@ -199,11 +207,17 @@ impl Client {
         let raw = self.get_small(&path, "downloading the image index", rep)?;
         let mut sig = None;
         if let Some(k) = &self.keyring {
-            let s = self.signature(&format!("{path}.asc"), "downloading the index signature", rep)?;
+            let s = self.signature(
+                &format!("{path}.asc"),
+                "downloading the index signature",
+                rep,
+            )?;
             k.verify_bytes(&raw, &s, &url)?;
             sig = Some(s);
         } else {
-            rep.warn("not verifying signatures (--no-validate): a tampered image would not be noticed");
+            rep.warn(
+                "not verifying signatures (--no-validate): a tampered image would not be noticed",
+            );
         }
         let text = std::str::from_utf8(&raw).map_err(|_| Error::Malformed {
             what: "the index".into(),
@@ -211,7 +225,12 @@ impl Client {
             why: "it is not UTF-8".into(),
         })?;
         let index = Index::parse(text, &url)?;
-        Ok(SignedIndex { kind, index, raw, sig })
+        Ok(SignedIndex {
+            kind,
+            index,
+            raw,
+            sig,
+        })
     }
 
     /// The index this client reads.
@@ -351,15 +370,44 @@ impl Client {
         // Keep the signed index beside the image: bundles and mirrors carry it.
         let iname = signed.kind.file_name();
         write(st.path(), iname, &signed.raw)?;
-        files.insert(iname.to_string(), cache::sha256_file(&st.path().join(iname))?);
+        files.insert(
+            iname.to_string(),
+            cache::sha256_file(&st.path().join(iname))?,
+        );
         if let Some(sig) = &signed.sig {
             let n = format!("{iname}.asc");
             write(st.path(), &n, sig)?;
             files.insert(n.clone(), cache::sha256_file(&st.path().join(&n))?);
         }
+        let entry = self.commit_entry(&img, st, &lock, files, verified, signer, rep)?;
+        drop(lock);
+        Ok(Fetched {
+            outcome: Outcome::Downloaded,
+            entry,
+            warnings,
+        })
+    }
+
+    /// Finishes a staged entry whose tarballs are verified: unpacks the
+    /// meta, writes `build_id` and the manifest, fsyncs, and commits.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn commit_entry(
+        &self,
+        img: &Image,
+        st: cache::Staging,
+        lock: &cache::EntryLock,
+        files: BTreeMap<String, String>,
+        verified: String,
+        signer: Option<String>,
+        rep: &dyn Reporter,
+    ) -> Result<Entry> {
         let mut manifest = Manifest {
             version: 1,
-            server: self.opts.server.display(),
+            server: self
+                .opts
+                .label
+                .clone()
+                .unwrap_or_else(|| self.opts.server.display()),
             index: self.opts.index.file_name().to_string(),
             image: img.clone(),
             verified,
@@ -370,8 +418,7 @@ impl Client {
         rep.step("unpacking the metadata");
         let meta_url = self.opts.server.url(&format!("{}meta.tar.xz", img.path));
         let names = cache::extract_meta(&st.path().join("meta.tar.xz"), st.path(), &meta_url)?;
-        std::fs::write(st.path().join("build_id"), format!("{}\n", img.build))
-            .map_err(|e| Error::io("write", st.path().join("build_id"), e))?;
+        write(st.path(), "build_id", format!("{}\n", img.build).as_bytes())?;
         for n in names.iter().map(String::as_str).chain(["build_id"]) {
             manifest
                 .files
@@ -389,20 +436,14 @@ impl Client {
             &st.path().join("last_checked"),
             format!("{}\n", now()).as_bytes(),
         )?;
-        let dir = self.cache.commit(&img, st, &lock)?;
+        let dir = self.cache.commit(img, st, lock)?;
         rep.step("the image cache is now ready");
-        let entry = self.cache.read(&dir).ok_or_else(|| {
+        self.cache.read(&dir).ok_or_else(|| {
             Error::io(
                 "read back",
                 &dir,
                 std::io::Error::other("the new entry is incomplete"),
             )
-        })?;
-        drop(lock);
-        Ok(Fetched {
-            outcome: Outcome::Downloaded,
-            entry,
-            warnings,
         })
     }
 
@@ -434,26 +475,76 @@ impl Client {
         let dest = dir.join(name);
         let mut f = File::create(&dest).map_err(|e| Error::io("create", &dest, e))?;
         let limit = (!name.ends_with(".tar.xz")).then_some(SMALL);
-        match transport::download(self.transport.as_ref(), &url, step, name, &mut f, limit, self.opts.retry, rep) {
+        match transport::download(
+            self.transport.as_ref(),
+            &url,
+            step,
+            name,
+            &mut f,
+            limit,
+            self.opts.retry,
+            rep,
+        ) {
             Ok(got) => {
                 f.sync_all().map_err(|e| Error::io("fsync", &dest, e))?;
                 Ok(Some(got.sha256))
             }
-            Err(Error::Download { status: Some(404), .. }) if optional => {
+            Err(Error::Download {
+                status: Some(404), ..
+            }) if optional => {
                 drop(f);
                 let _ = std::fs::remove_file(&dest);
                 Ok(None)
             }
-            Err(e @ Error::Download { status: Some(404), .. }) if name.ends_with(".tar.xz") => Err(Error::NotFound {
-                message: format!(
-                    "{e}: the index lists {} build {}, but the server has no such file: it or its mirror is out of sync, or this image was not mirrored there; try again later or another --server, or mirror it with `davit mirror --dist {} --release {}`",
-                    img.tuple(),
-                    img.build,
-                    img.dist,
-                    img.release
-                ),
-            }),
+            Err(
+                e @ Error::Download {
+                    status: Some(404), ..
+                },
+            ) if name.ends_with(".tar.xz") => Err(Self::missing_build(img, &e)),
             Err(e) => Err(e),
+        }
+    }
+
+    /// `None` when the server has `path`, else the 404 as a download error
+    /// of `step` (other failures are errors).
+    fn missing(&self, path: &str, step: &str) -> Result<Option<Error>> {
+        let url = self.opts.server.url(path);
+        match self.transport.get(&url, 0) {
+            Ok(_) => Ok(None),
+            Err(f) => {
+                let e = Error::Download {
+                    step: step.into(),
+                    url,
+                    final_url: f.final_url,
+                    status: f.status,
+                    received: 0,
+                    source: f.source,
+                };
+                if matches!(
+                    e,
+                    Error::Download {
+                        status: Some(404),
+                        ..
+                    }
+                ) {
+                    Ok(Some(e))
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// "Listed but not there": a mirror out of sync, or an image not mirrored.
+    fn missing_build(img: &Image, cause: &Error) -> Error {
+        Error::NotFound {
+            message: format!(
+                "{cause}: the index lists {} build {}, but the server has no such file: it or its mirror is out of sync, or this image was not mirrored there; try again later or another --server, or mirror it with `davit mirror --dist {} --release {}`",
+                img.tuple(),
+                img.build,
+                img.dist,
+                img.release
+            ),
         }
     }
 
@@ -472,25 +563,57 @@ impl Client {
         let p = |name: &str| format!("{}{name}", img.path);
         let mut listed = BTreeMap::new();
         if self.keyring.is_some() || all_sigs {
-            if let Some(h) = self.get_to_file(img, "SHA256SUMS", dir, "SHA256SUMS", "downloading SHA256SUMS", true, rep)? {
+            if let Some(h) = self.get_to_file(
+                img,
+                "SHA256SUMS",
+                dir,
+                "SHA256SUMS",
+                "downloading SHA256SUMS",
+                true,
+                rep,
+            )? {
                 files.insert("SHA256SUMS".to_string(), h);
-                if let Some(h) = self.get_to_file(img, "SHA256SUMS.asc", dir, "SHA256SUMS.asc", "downloading SHA256SUMS.asc", true, rep)? {
+                if let Some(h) = self.get_to_file(
+                    img,
+                    "SHA256SUMS.asc",
+                    dir,
+                    "SHA256SUMS.asc",
+                    "downloading SHA256SUMS.asc",
+                    true,
+                    rep,
+                )? {
                     files.insert("SHA256SUMS.asc".to_string(), h);
-                    let text = std::fs::read(dir.join("SHA256SUMS")).map_err(|e| Error::io("read", dir.join("SHA256SUMS"), e))?;
+                    let text = std::fs::read(dir.join("SHA256SUMS"))
+                        .map_err(|e| Error::io("read", dir.join("SHA256SUMS"), e))?;
                     listed = parse_sums(&text);
                 }
             }
         }
-        for (name, step) in [("rootfs.tar.xz", "downloading the rootfs"), ("meta.tar.xz", "downloading the metadata")] {
+        for (name, step) in [
+            ("rootfs.tar.xz", "downloading the rootfs"),
+            ("meta.tar.xz", "downloading the metadata"),
+        ] {
             let asc = format!("{name}.asc");
             let need_sig = self.keyring.is_some() && !listed.contains_key(name);
             if need_sig || all_sigs {
                 // Fetch the small signature first: a missing one fails before the big download.
-                match self.get_to_file(img, &asc, dir, &asc, &format!("{step} signature"), true, rep)? {
+                match self.get_to_file(
+                    img,
+                    &asc,
+                    dir,
+                    &asc,
+                    &format!("{step} signature"),
+                    true,
+                    rep,
+                )? {
                     Some(h) => {
                         files.insert(asc.clone(), h);
                     }
                     None if need_sig => {
+                        // No signature: say "not there" when the whole build is missing.
+                        if let Some(e) = self.missing(&p(name), step)? {
+                            return Err(Self::missing_build(img, &e));
+                        }
                         return Err(Error::Signature {
                             file: self.opts.server.url(&p(name)),
                             why: format!(
@@ -498,13 +621,15 @@ impl Client {
                                 self.opts.server.url(&p(&asc))
                             ),
                             signer: None,
-                        })
+                        });
                     }
                     None => {}
                 }
             }
             rep.step(step);
-            let h = self.get_to_file(img, name, dir, name, step, false, rep)?.expect("required file");
+            let h = self
+                .get_to_file(img, name, dir, name, step, false, rep)?
+                .expect("required file");
             files.insert(name.to_string(), h);
         }
         Ok(files)
@@ -522,7 +647,9 @@ impl Client {
             return Ok(("none".into(), None));
         };
         let url = |name: &str| self.opts.server.url(&format!("{}{name}", img.path));
-        let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| Error::io("read", dir.join(name), e));
+        let read = |name: &str| {
+            std::fs::read(dir.join(name)).map_err(|e| Error::io("read", dir.join(name), e))
+        };
         let mut listed = BTreeMap::new();
         let mut signer = None;
         if files.contains_key("SHA256SUMS") && files.contains_key("SHA256SUMS.asc") {
@@ -535,13 +662,22 @@ impl Client {
             let got = files.get(name).cloned().unwrap_or_default();
             if let Some(want) = listed.get(name) {
                 if !want.eq_ignore_ascii_case(&got) {
-                    return Err(Error::Digest { file: url(name), against: "the signed SHA256SUMS".into(), want: want.clone(), got });
+                    return Err(Error::Digest {
+                        file: url(name),
+                        against: "the signed SHA256SUMS".into(),
+                        want: want.clone(),
+                        got,
+                    });
                 }
             } else {
                 method = "detached";
                 let asc = format!("{name}.asc");
                 if !files.contains_key(&asc) {
-                    return Err(Error::Signature { file: url(name), why: format!("the signature {} is missing", url(&asc)), signer: None });
+                    return Err(Error::Signature {
+                        file: url(name),
+                        why: format!("the signature {} is missing", url(&asc)),
+                        signer: None,
+                    });
                 }
                 signer = Some(k.verify_file(&dir.join(name), &read(&asc)?, &url(name))?);
             }

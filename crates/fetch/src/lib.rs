@@ -20,6 +20,7 @@
 //!     mode: CacheMode::Normal,
 //!     index: IndexKind::System,
 //!     retry: Default::default(),
+//!     label: None,
 //! })?;
 //! let got = client.fetch(&Wanted::new("busybox", "1.36", "x86_64", "default"), &Quiet)?;
 //! println!("{}", got.entry.rootfs().display());
@@ -28,10 +29,12 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 pub mod cache;
 mod client;
 mod error;
 pub mod index;
+pub mod mirror;
 pub mod publish;
 pub mod serve;
 pub mod transport;

@@ -299,6 +299,21 @@ impl Signer {
         Ok(Signer { ctx, fingerprint })
     }
 
+    /// Returns an armoured detached signature over the file at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if it cannot be read, [`Error::Gpg`] when signing fails.
+    pub fn sign_file(&mut self, path: &Path) -> Result<Vec<u8>> {
+        let f = std::fs::File::open(path).map_err(|e| Error::io("read", path, e))?;
+        let data =
+            gpgme::Data::from_seekable_stream(f).map_err(|e| Error::gpg("read data", e.error()))?;
+        let mut out = Vec::new();
+        self.ctx
+            .sign_detached(data, &mut out)
+            .map_err(|e| Error::gpg(&format!("sign {}", path.display()), e))?;
+        Ok(out)
+    }
+
     /// Returns an armoured detached signature over `data`.
     ///
     /// # Errors
