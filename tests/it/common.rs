@@ -443,7 +443,14 @@ fn handle(
     let mut rd = BufReader::new(conn.try_clone()?);
     let mut first = String::new();
     rd.read_line(&mut first)?;
-    let path = first.split(' ').nth(1).unwrap_or("/").to_string();
+    let mut path = first.split(' ').nth(1).unwrap_or("/").to_string();
+    // As an HTTP proxy it gets absolute URLs: keep the path.
+    if let Some(rest) = path.strip_prefix("http://") {
+        path = rest
+            .find('/')
+            .map(|i| rest[i..].to_string())
+            .unwrap_or_else(|| "/".into());
+    }
     let mut range: Option<u64> = None;
     loop {
         let mut h = String::new();

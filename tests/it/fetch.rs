@@ -902,3 +902,72 @@ fn keys_directory_and_bad_keyring_files() {
         ]));
     }
 }
+
+#[test]
+fn prompts_on_a_tty_like_the_lxc_template() {
+    let f = fixture();
+    let t = tempfile::tempdir().unwrap();
+    let cache = t.path().join("cache");
+    // `script` gives davit a pseudo-terminal; the answers arrive on it.
+    let cmd = format!(
+        "{} fetch --server file://{} --keyring {} --cache-dir {}",
+        davit_bin().display(),
+        f.tree_a.display(),
+        f.key.public.display(),
+        cache.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"busybox\n1.36\n\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("DIST")
+            && text.contains("Distribution:")
+            && text.contains("Architecture [amd64]:"),
+        "{text}"
+    );
+    assert_eq!(
+        read_to_string(&entry(&cache).join("build_id")),
+        format!("{BUILD_A}\n")
+    );
+}
+
+#[test]
+fn http_proxy_and_no_proxy_are_honoured() {
+    let f = fixture();
+    let t = tempfile::tempdir().unwrap();
+    // The "proxy" serves the tree; the server named on the command line
+    // does not exist, so only a proxied request can succeed.
+    let proxy = FaultServer::start(&f.tree_a);
+    let dead = "http://127.0.0.1:9";
+    let mut c = fetch_cmd(dead, &t.path().join("c1"), &f.key);
+    c.env_remove("NO_PROXY")
+        .env("HTTP_PROXY", &proxy.url)
+        .env("http_proxy", &proxy.url);
+    let out = ok(&mut c);
+    assert!(
+        proxy.count("rootfs.tar.xz") == 1,
+        "{:?} {}",
+        proxy.requests(),
+        stderr(&out)
+    );
+    // NO_PROXY sends it direct, where nothing listens.
+    let mut c = fetch_cmd(dead, &t.path().join("c2"), &f.key);
+    c.env("HTTP_PROXY", &proxy.url).env("NO_PROXY", "127.0.0.1");
+    let out = run(&mut c);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(proxy.count("rootfs.tar.xz"), 1);
+}
