@@ -971,3 +971,118 @@ fn http_proxy_and_no_proxy_are_honoured() {
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert_eq!(proxy.count("rootfs.tar.xz"), 1);
 }
+
+/// A key that expired, or that was revoked, signs nothing davit accepts.
+#[test]
+fn expired_and_revoked_keys_are_refused() {
+    let f = fixture();
+    let t = tempfile::tempdir().unwrap();
+    let gpg = |home: &Path, args: &[&str]| {
+        let mut c = Command::new("gpg");
+        c.env("GNUPGHOME", home)
+            .args(["--batch", "--yes", "--passphrase", ""])
+            .args(args);
+        ok(&mut c)
+    };
+    let fpr_of = |home: &Path| {
+        let o = gpg(home, &["--list-keys", "--with-colons"]);
+        stdout(&o)
+            .lines()
+            .find(|l| l.starts_with("fpr:"))
+            .and_then(|l| l.split(':').nth(9))
+            .unwrap()
+            .to_string()
+    };
+    // Expired: made and used in 2020, valid for one day.
+    let exp = t.path().join("gnupg-expired");
+    std::fs::create_dir(&exp).unwrap();
+    std::fs::set_permissions(&exp, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    gpg(
+        &exp,
+        &[
+            "--faked-system-time",
+            "20200101T000000!",
+            "--quick-gen-key",
+            "expired <e@davit.invalid>",
+            "ed25519",
+            "sign",
+            "1d",
+        ],
+    );
+    let efpr = fpr_of(&exp);
+    // Revoked: its own revocation certificate, imported.
+    let rev = t.path().join("gnupg-revoked");
+    std::fs::create_dir(&rev).unwrap();
+    std::fs::set_permissions(&rev, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    gpg(
+        &rev,
+        &[
+            "--quick-gen-key",
+            "revoked <r@davit.invalid>",
+            "ed25519",
+            "sign",
+            "never",
+        ],
+    );
+    let rfpr = fpr_of(&rev);
+    for (name, home, fpr, faked, expect) in [
+        ("expired", &exp, &efpr, Some("20200101T010000!"), "expired"),
+        ("revoked", &rev, &rfpr, None, "revoked"),
+    ] {
+        let tree = t.path().join(format!("tree-{name}"));
+        copy_tree(&f.tree_a, &tree);
+        let idx = tree.join("meta/1.0/index-system");
+        let asc = tree.join("meta/1.0/index-system.asc");
+        let mut args = vec![
+            "--armor",
+            "--detach-sign",
+            "--local-user",
+            fpr.as_str(),
+            "--output",
+            asc.to_str().unwrap(),
+        ];
+        if let Some(ft) = faked {
+            args.splice(0..0, ["--faked-system-time", ft]);
+        }
+        args.push(idx.to_str().unwrap());
+        gpg(home, &args);
+        if name == "revoked" {
+            let cert = read_to_string(&home.join(format!("openpgp-revocs.d/{fpr}.rev")));
+            let cert = cert.replace(
+                ":-----BEGIN PGP PUBLIC KEY BLOCK-----",
+                "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+            );
+            let certf = t.path().join("rev.asc");
+            std::fs::write(&certf, cert).unwrap();
+            gpg(home, &["--import", certf.to_str().unwrap()]);
+        }
+        let public = t.path().join(format!("{name}.asc"));
+        std::fs::write(&public, gpg(home, &["--export", "--armor", fpr]).stdout).unwrap();
+        let mut c = davit();
+        c.args([
+            "fetch",
+            "busybox",
+            "1.36",
+            "amd64",
+            "--server",
+            &format!("file://{}", tree.display()),
+            "--cache-dir",
+        ])
+        .arg(t.path().join(format!("c-{name}")))
+        .arg("--keyring")
+        .arg(&public)
+        .arg("--keyring")
+        .arg(&f.key.public);
+        let out = run(&mut c);
+        assert_eq!(out.status.code(), Some(5), "{name}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expect) && stderr(&out).contains(fpr.as_str()),
+            "{name}: {}",
+            stderr(&out)
+        );
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", home)
+            .args(["--kill", "all"])
+            .output();
+    }
+}
