@@ -92,14 +92,24 @@ fn exe() -> Result<PathBuf, Failure> {
         .map_err(|e| Failure::io(anyhow::anyhow!(e).context("cannot find the davit binary")))
 }
 
+/// The host network config (`/etc/davit/config.toml`; `DAVIT_NET_CONFIG` overrides it).
+pub fn net_config_path() -> PathBuf {
+    std::env::var_os("DAVIT_NET_CONFIG").map(PathBuf::from).unwrap_or_else(|| davit_run::net::HOST_CONFIG.into())
+}
+
 pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
     let c = container(&a.name)?;
-    let _ = load(&c)?;
+    let cfg = load(&c)?;
+    let host = davit_run::net::HostNet::load(&net_config_path())?;
+    if let (_, Some(hint)) = davit_run::net::plan(&host, &cfg, nix::unistd::geteuid().as_raw()) {
+        ctx.term.warning(&format!("{}: {hint}", c.name));
+    }
     let runtime = paths::runtime_dir();
     std::fs::create_dir_all(&runtime).map_err(|e| {
         Failure::io(anyhow::anyhow!(e).context(format!("cannot create {}", runtime.display())))
     })?;
     let mut args = MonitorArgs::new(c.config_path(), &runtime);
+    args.net_config = std::env::var_os("DAVIT_NET_CONFIG").map(PathBuf::from);
     args.command = a.command;
     if let Ok(p) = std::env::var("DAVIT_CGROUP_PREFIX") {
         args.cgroup_prefix = p;
@@ -181,7 +191,14 @@ pub struct InfoArgs {
 }
 
 fn info_json(i: &davit_run::info::Info) -> serde_json::Value {
+    let net = i.net.as_ref();
     json!({
+        "ips": net.map(|n| n.ips.iter().map(|a| a.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
+        "link": net.and_then(|n| n.link.clone()),
+        "tx_bytes": net.and_then(|n| n.tx_bytes),
+        "rx_bytes": net.and_then(|n| n.rx_bytes),
+        "total_bytes": net.and_then(|n| n.total_bytes),
+        "network_note": net.and_then(|n| n.note.clone()),
         "name": i.name,
         "state": i.status.as_str(),
         "pid": i.pid,
@@ -238,6 +255,22 @@ pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<(), Failure> {
         if let Some(b) = i.stats.kmem {
             rows.push(("KMem use", human_bytes(b)));
         }
+        if let Some(n) = &i.net {
+            for ip in &n.ips {
+                rows.push(("IP", ip.to_string()));
+            }
+            if let Some(l) = &n.link {
+                rows.push(("Link", l.clone()));
+            }
+            for (k, v) in [("TX bytes", n.tx_bytes), ("RX bytes", n.rx_bytes), ("Total bytes", n.total_bytes)] {
+                if let Some(v) = v {
+                    rows.push((k, human_bytes(v)));
+                }
+            }
+            if let Some(note) = &n.note {
+                rows.push(("Network", note.clone()));
+            }
+        }
     }
     if let Some(why) = &i.no_limits_reason {
         rows.push(("Limits", format!("none: {why}")));
@@ -281,25 +314,12 @@ pub fn list(ctx: &Ctx) -> Result<(), Failure> {
         ctx.print_json(&v);
         return Ok(());
     }
-    println!(
-        "{:<20} {:<9} {:>8} {:>12}  UNPRIVILEGED",
-        "NAME", "STATE", "PID", "MEMORY"
-    );
+    println!("{:<20} {:<9} {:>8} {:>12}  {:<15}  UNPRIVILEGED", "NAME", "STATE", "PID", "MEMORY", "IPV4");
     for (i, p) in out {
         let pid = i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-        let mem = i
-            .stats
-            .memory
-            .map(human_bytes)
-            .unwrap_or_else(|| "-".into());
-        println!(
-            "{:<20} {:<9} {:>8} {:>12}  {}",
-            i.name,
-            i.status.as_str(),
-            pid,
-            mem,
-            if p { "no" } else { "yes" }
-        );
+        let mem = i.stats.memory.map(human_bytes).unwrap_or_else(|| "-".into());
+        let ip = i.net.as_ref().and_then(|n| n.ips.iter().find(|a| a.is_ipv4())).map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+        println!("{:<20} {:<9} {:>8} {:>12}  {:<15}  {}", i.name, i.status.as_str(), pid, mem, ip, if p { "no" } else { "yes" });
     }
     Ok(())
 }

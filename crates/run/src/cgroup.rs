@@ -630,6 +630,16 @@ impl Cgroup {
             .map(|d| d.path.as_path())
     }
 
+    /// The directory in the named v1 hierarchy `name=NAME` (e.g.
+    /// `name=systemd`), if the host mounts one.
+    pub fn named_v1_dir(&self, name: &str) -> Option<&Path> {
+        let want = format!("name={name}");
+        self.dirs
+            .iter()
+            .find(|d| d.hierarchy.version == Version::V1 && d.hierarchy.has(&want))
+            .map(|d| d.path.as_path())
+    }
+
     /// Whether every controller lives on v2 (so `CLONE_INTO_CGROUP` alone
     /// places a task in all of its directories).
     pub fn v2_only(&self) -> bool {
@@ -659,11 +669,15 @@ impl Cgroup {
     }
 
     /// Every pid in the cgroup, across hierarchies.
+    /// An init such as systemd makes sub-cgroups of its own (`init.scope`,
+    /// `system.slice/…`) in the hierarchies it may write: they count too.
     pub fn procs(&self) -> Vec<i32> {
         let mut set = BTreeSet::new();
         for d in &self.dirs {
-            if let Ok(s) = fs::read_to_string(d.path.join("cgroup.procs")) {
-                set.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            for dir in std::iter::once(d.path.clone()).chain(descendants(&d.path)) {
+                if let Ok(s) = fs::read_to_string(dir.join("cgroup.procs")) {
+                    set.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+                }
             }
         }
         set.into_iter().collect()
@@ -681,9 +695,11 @@ impl Cgroup {
                     continue;
                 }
             }
-            if let Ok(s) = fs::read_to_string(d.path.join("cgroup.procs")) {
-                if s.lines().any(|l| !l.trim().is_empty()) {
-                    return false;
+            for dir in std::iter::once(d.path.clone()).chain(descendants(&d.path)) {
+                if let Ok(s) = fs::read_to_string(dir.join("cgroup.procs")) {
+                    if s.lines().any(|l| !l.trim().is_empty()) {
+                        return false;
+                    }
                 }
             }
         }
@@ -822,25 +838,18 @@ impl Cgroup {
         self.remove()
     }
 
-    /// `rmdir` each directory (retrying `EBUSY` for up to a second, as the
-    /// kernel may still be tearing tasks down), then try to remove the
-    /// now-empty parent (the `davit` prefix), ignoring "not empty".
+    /// `rmdir` each directory, its sub-cgroups first (an init like systemd
+    /// makes its own below a delegated leaf), retrying `EBUSY` for up to a
+    /// second, as the kernel may still be tearing tasks down; then try to
+    /// remove the now-empty parent (the `davit` prefix), ignoring "not
+    /// empty".
     ///
     /// # Errors
     /// [`Error::Cgroup`] naming the directory.
     pub fn remove(&self) -> Result<()> {
         for d in &self.dirs {
-            let mut tries = 0;
-            loop {
-                match fs::remove_dir(&d.path) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 20 => {
-                        tries += 1;
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    Err(e) => return Err(cg_err("rmdir", &d.path, e)),
-                }
+            for dir in descendants(&d.path).iter().chain(std::iter::once(&d.path)) {
+                rmdir_retry(dir)?;
             }
             if let Some(parent) = d.path.parent() {
                 if parent != d.hierarchy.mountpoint && parent.starts_with(&d.hierarchy.mountpoint) {
@@ -849,6 +858,36 @@ impl Cgroup {
             }
         }
         Ok(())
+    }
+}
+
+/// Every cgroup below `dir`, children before their parents. Cgroup
+/// filesystems hold no symlinks, and `file_type` does not follow them.
+fn descendants(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(descendants(&e.path()));
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+fn rmdir_retry(dir: &Path) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(cg_err("rmdir", dir, e)),
+        }
     }
 }
 
@@ -1085,6 +1124,37 @@ mod tests {
         assert!(why.contains("lacks the io"), "{why}");
         let why = delegation(&Layout::from_mountinfo(HYBRID), pc, 1000, &["pids"]).unwrap_err();
         assert!(why.contains("cgroup v1"), "{why}");
+    }
+
+    #[test]
+    fn sub_cgroups_of_an_init_count_and_are_removed_first() {
+        // systemd below our leaf: init.scope and system.slice/x.service.
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("systemd");
+        fs::create_dir(&root).unwrap();
+        let mi = format!(
+            "40 1 0:50 / {} rw - cgroup cgroup rw,xattr,name=systemd\n",
+            root.display()
+        );
+        let l = Layout::from_mountinfo(&mi);
+        let cg = Cgroup::at(&l, Path::new("davit/c"));
+        assert_eq!(
+            cg.named_v1_dir("systemd"),
+            Some(root.join("davit/c").as_path())
+        );
+        let leaf = root.join("davit/c");
+        fs::create_dir_all(leaf.join("init.scope")).unwrap();
+        fs::create_dir_all(leaf.join("system.slice/x.service")).unwrap();
+        fs::write(leaf.join("system.slice/x.service/cgroup.procs"), "42\n").unwrap();
+        assert_eq!(cg.procs(), vec![42]);
+        assert!(!cg.is_empty());
+        fs::remove_file(leaf.join("system.slice/x.service/cgroup.procs")).unwrap();
+        assert!(cg.is_empty());
+        let d = descendants(&leaf);
+        let pos = |p: &str| d.iter().position(|x| x == &leaf.join(p)).unwrap();
+        assert!(pos("system.slice/x.service") < pos("system.slice"));
+        cg.remove().unwrap();
+        assert!(!leaf.exists() && !root.join("davit").exists());
     }
 
     #[test]

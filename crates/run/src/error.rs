@@ -35,10 +35,12 @@ pub enum ErrorKind {
     Protocol,
     /// A wait ran out of time.
     Timeout,
+    /// Container networking failed: netlink, addresses, quota, helpers.
+    Network,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 12] = [
+    const ALL: [ErrorKind; 13] = [
         ErrorKind::Config,
         ErrorKind::Io,
         ErrorKind::Syscall,
@@ -51,6 +53,7 @@ impl ErrorKind {
         ErrorKind::Unsupported,
         ErrorKind::Protocol,
         ErrorKind::Timeout,
+        ErrorKind::Network,
     ];
 
     /// A stable byte for this kind, used on the parent/child sync socket.
@@ -90,6 +93,7 @@ impl ErrorKind {
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Protocol => "protocol",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::Network => "network",
         }
     }
 }
@@ -377,6 +381,62 @@ pub enum Error {
         /// The monitor's error chain as text.
         message: String,
     },
+    // --- net (crates/run/src/net) ---
+    /// A netlink request failed; `op` names it (`RTM_NEWLINK veth vethab12cd ...`).
+    #[error("netlink: {op}")]
+    Netlink {
+        /// The request, strace-style.
+        op: String,
+        /// The errno the kernel answered.
+        #[source]
+        source: Errno,
+    },
+    /// Every address of the bridge's subnet is leased.
+    #[error("no free address left in {subnet}")]
+    AddressExhausted {
+        /// The subnet.
+        subnet: String,
+    },
+    /// A static address is already leased to another running container.
+    #[error("address {addr} is already used by container {holder}")]
+    AddressInUse {
+        /// The address.
+        addr: std::net::Ipv4Addr,
+        /// The container holding it.
+        holder: String,
+    },
+    /// A plain user has used up the veth quota of `/etc/davit/usernet`.
+    #[error(
+        "network quota reached: {user} may have {count} veth(s) on {bridge} (/etc/davit/usernet)"
+    )]
+    Quota {
+        /// The user.
+        user: String,
+        /// The bridge.
+        bridge: String,
+        /// The allowed number.
+        count: u32,
+    },
+    /// A plain user has no veth quota at all on that bridge.
+    #[error("no veth quota for {user} on {bridge} in /etc/davit/usernet")]
+    NoQuota {
+        /// The user.
+        user: String,
+        /// The bridge.
+        bridge: String,
+    },
+    /// The setuid helper refused the request. Deliberately uniform: it does
+    /// not say whether the process exists or why it is not the caller's.
+    #[error("network helper: request refused (no such process, or not a container of yours)")]
+    Refused,
+    /// The setuid helper or a user-mode network tool failed.
+    #[error("{program}: {message}")]
+    NetHelper {
+        /// The program.
+        program: String,
+        /// What it said.
+        message: String,
+    },
     /// A wait ran out.
     #[error("timed out after {secs}s waiting for {what}")]
     Timeout {
@@ -409,13 +469,20 @@ impl Error {
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Monitor { kind, .. } => *kind,
+            Error::Netlink { .. }
+            | Error::AddressExhausted { .. }
+            | Error::AddressInUse { .. }
+            | Error::Quota { .. }
+            | Error::NoQuota { .. }
+            | Error::Refused
+            | Error::NetHelper { .. } => ErrorKind::Network,
         }
     }
 
     /// The errno behind this error, if it came from a system call.
     pub fn errno(&self) -> Option<Errno> {
         match self {
-            Error::Syscall { source, .. } => Some(*source),
+            Error::Syscall { source, .. } | Error::Netlink { source, .. } => Some(*source),
             Error::Init { source, .. } => *source,
             Error::Read { source, .. }
             | Error::Write { source, .. }

@@ -26,6 +26,8 @@ pub struct Info {
     pub no_limits_reason: Option<String>,
     /// Exit status of the last run, when known.
     pub exit_status: Option<i32>,
+    /// net: IP, Link and TX/RX/Total bytes (container's view) while running.
+    pub net: Option<crate::net::NetInfo>,
 }
 
 /// Information on container `name` (stopped if it has no state).
@@ -43,6 +45,7 @@ pub fn info(runtime: &Path, name: &str, layout: &Layout) -> Result<Info> {
             privileged: false,
             no_limits_reason: None,
             exit_status: None,
+            net: None,
         });
     };
     let alive = st.is_alive();
@@ -64,6 +67,11 @@ pub fn info(runtime: &Path, name: &str, layout: &Layout) -> Result<Info> {
         privileged: st.privileged,
         no_limits_reason: st.no_limits_reason.clone(),
         exit_status: st.exit_status,
+        net: if alive {
+            crate::net::net_info(&runtime.join(name)).ok().flatten()
+        } else {
+            None
+        },
     })
 }
 

@@ -69,6 +69,9 @@ pub(crate) struct Plan<'a> {
     pub layout: &'a Layout,
     /// Mount the v2 hierarchy read-write (the leaf was chowned to container root).
     pub cgroup2_rw: bool,
+    /// Mount the v1 `name=systemd` hierarchy read-write (its leaf was
+    /// chowned to container root): systemd's own tree on a hybrid host.
+    pub systemd_v1_rw: bool,
 }
 
 type StepResult<T> = std::result::Result<T, (InitStep, Error)>;
@@ -153,7 +156,8 @@ fn setup(chan: &mut Channel, plan: &Plan<'_>) -> StepResult<Infallible> {
     mount_sys(root).at(InitStep::Sys)?;
     build_dev(root, !plan.userns).at(InitStep::Dev)?;
     mask_paths(root).at(InitStep::Mask)?;
-    mount_cgroupfs(root, plan.layout, plan.cgroup2_rw).at(InitStep::CgroupFs)?;
+    mount_cgroupfs(root, plan.layout, plan.cgroup2_rw, plan.systemd_v1_rw)
+        .at(InitStep::CgroupFs)?;
     for m in &plan.cfg.mounts {
         user_mount(root, m).at(InitStep::UserMounts)?;
     }
@@ -578,9 +582,17 @@ fn mask_paths(root: BorrowedFd<'_>) -> Result<()> {
 
 /// `/sys/fs/cgroup` inside: the container's own cgroup through the cgroup
 /// namespace. v2 alone: one `cgroup2` mount. v1 or hybrid: a tmpfs holding
-/// one mount per hierarchy, named as on the host. v1 is always read-only
-/// (CVE-2022-0492 `release_agent`); v2 is writable only when delegated.
-fn mount_cgroupfs(root: BorrowedFd<'_>, layout: &Layout, v2_rw: bool) -> Result<()> {
+/// one mount per hierarchy, named as on the host. v1 controllers are always
+/// read-only (CVE-2022-0492 `release_agent`); v2 and the controller-less
+/// `name=systemd` hierarchy are writable only when delegated (the mount
+/// shows the cgroup namespace root, our own leaf, never the hierarchy root
+/// that holds `release_agent`).
+fn mount_cgroupfs(
+    root: BorrowedFd<'_>,
+    layout: &Layout,
+    v2_rw: bool,
+    systemd_rw: bool,
+) -> Result<()> {
     let base = match open_in(
         root,
         "sys/fs/cgroup",
@@ -655,7 +667,7 @@ fn mount_cgroupfs(root: BorrowedFd<'_>, layout: &Layout, v2_rw: bool) -> Result<
                 t.as_fd(),
                 &shown,
                 Some("cgroup"),
-                ro(false),
+                ro(systemd_rw && h.has("name=systemd")),
                 Some(h.mount_options.as_str()),
             )?,
             Version::V2 => mount_on(

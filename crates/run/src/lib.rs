@@ -73,6 +73,8 @@ pub mod info;
 mod init;
 pub mod monitor;
 mod msg;
+// net (issue 5): bridge + veth over netlink, quota helper, user mode.
+pub mod net;
 pub mod spawn;
 pub mod state;
 pub mod stop;

@@ -43,6 +43,9 @@ pub struct MonitorArgs {
     pub command: Vec<String>,
     /// Report readiness as one JSON line on descriptor [`READY_FD`].
     pub ready_fd: bool,
+    /// net: the host config with the `[network]` table; `None` means
+    /// [`crate::net::HOST_CONFIG`] (`/etc/davit/config.toml`).
+    pub net_config: Option<PathBuf>,
 }
 
 impl MonitorArgs {
@@ -54,6 +57,7 @@ impl MonitorArgs {
             cgroup_prefix: "davit".into(),
             command: Vec::new(),
             ready_fd: false,
+            net_config: None,
         }
     }
 
@@ -69,6 +73,10 @@ impl MonitorArgs {
         ];
         if self.ready_fd {
             v.push("--ready-fd".into());
+        }
+        if let Some(p) = &self.net_config {
+            v.push("--net-config".into());
+            v.push(p.clone().into());
         }
         if !self.command.is_empty() {
             v.push("--".into());
@@ -107,6 +115,7 @@ impl MonitorArgs {
                         .map_err(|_| bad("cgroup prefix is not UTF-8".into()))?;
                 }
                 Some("--ready-fd") => out.ready_fd = true,
+                Some("--net-config") => out.net_config = Some(val("--net-config")?.into()),
                 Some("--") => {
                     out.command = it
                         .by_ref()
@@ -259,6 +268,15 @@ pub fn run_monitor(args: &MonitorArgs, ready: &mut Option<File>) -> Result<i32> 
     let store = StateStore::new(&args.runtime, &cfg.name);
     let layout = Layout::detect()?;
     let me = ProcessRef::of(std::process::id() as i32);
+    // net: host-wide settings, needed only when the container has a network.
+    let host_net = match cfg.network.mode {
+        crate::config::NetworkMode::None => crate::net::HostNet::default(),
+        _ => crate::net::HostNet::load(
+            args.net_config
+                .as_deref()
+                .unwrap_or(Path::new(crate::net::HOST_CONFIG)),
+        )?,
+    };
 
     let lock = store.lock()?;
     let mut st = lock.load()?;
@@ -305,6 +323,24 @@ pub fn run_monitor(args: &MonitorArgs, ready: &mut Option<File>) -> Result<i32> 
         layout: &layout,
     };
     let mut on_ready = |sp: &crate::spawn::Spawned| -> Result<()> {
+        // net: set up from the host while init still waits to be released.
+        let init = ProcessRef {
+            pid: sp.pid.as_raw(),
+            start_time: sp.start_time,
+        };
+        let opened;
+        let netns = match &sp.netns {
+            Some(fd) => fd,
+            None => {
+                opened = crate::net::rtnl::open_netns(init.pid)?;
+                &opened
+            }
+        };
+        let att = crate::net::setup(&host_net, &cfg, init, std::os::fd::AsFd::as_fd(netns))?;
+        if let Err(e) = att.save(store.dir()) {
+            let _ = crate::net::teardown(&att, &cfg.name);
+            return Err(e);
+        }
         let lock = store.lock()?;
         let mut s = lock.load()?;
         s.status = Status::Running;
@@ -320,6 +356,8 @@ pub fn run_monitor(args: &MonitorArgs, ready: &mut Option<File>) -> Result<i32> 
             if let Some(cg) = &cg {
                 let _ = cg.destroy(Duration::from_secs(5));
             }
+            // net: release whatever setup recorded.
+            let _ = crate::net::teardown_recorded(store.dir(), &cfg.name);
             if let Ok(lock) = store.lock() {
                 let _ = lock.remove();
             }
@@ -343,14 +381,20 @@ pub fn run_monitor(args: &MonitorArgs, ready: &mut Option<File>) -> Result<i32> 
     let mut s = lock.load()?;
     s.status = Status::Stopping;
     lock.save(&s)?;
-    if let Some(cg) = &cg {
-        let _ = cg.destroy(Duration::from_secs(10));
-    }
+    // net: lease, leftover veth, user-mode process.
+    let _ = crate::net::teardown_recorded(store.dir(), &cfg.name);
+    // A cgroup that will not go away stays recorded, so that `stop` or the
+    // next start retries instead of leaving it behind unnoticed.
+    let removed = cg
+        .as_ref()
+        .is_none_or(|cg| cg.destroy(Duration::from_secs(10)).is_ok());
     s.status = Status::Stopped;
     s.init = None;
     s.monitor = None;
-    s.cgroup_paths.clear();
-    s.cgroup_mounts.clear();
+    if removed {
+        s.cgroup_paths.clear();
+        s.cgroup_mounts.clear();
+    }
     s.exit_status = Some(code);
     lock.save(&s)?;
     Ok(code)
@@ -376,6 +420,8 @@ pub fn recover_locked(lock: &StateLock, st: &mut State, layout: &Layout) -> Resu
             }
         }
     }
+    // net: a crashed monitor's lease, veth and user-mode process.
+    let _ = crate::net::teardown_recorded(lock.store().dir(), &st.name);
     let cg = Cgroup::from_paths(layout, &st.cgroup_paths);
     cg.destroy(Duration::from_secs(10))?;
     st.status = Status::Stopped;
@@ -472,6 +518,7 @@ mod tests {
         a.command = vec!["/bin/sh".into(), "-c".into(), "exit 7".into()];
         a.ready_fd = true;
         a.cgroup_prefix = "davit-test-1".into();
+        a.net_config = Some("/tmp/net.toml".into());
         assert_eq!(MonitorArgs::parse(&a.to_args()).unwrap(), a);
         assert!(MonitorArgs::parse(&["--bogus".into()]).is_err());
         let mut b = MonitorArgs::new("/c", "/r");

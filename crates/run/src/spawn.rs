@@ -46,6 +46,10 @@ pub struct Spawned {
     pub pidfd: Option<OwnedFd>,
     /// Start time of init (field 22 of `/proc/PID/stat`).
     pub start_time: u64,
+    /// Init's network namespace (`/proc/PID/ns/net`), opened while init was
+    /// still dumpable so a plain user's monitor can hand it to the network
+    /// helper (net module).
+    pub netns: Option<OwnedFd>,
 }
 
 /// The environment init starts with: `PATH`, `TERM`, `HOME`,
@@ -125,6 +129,7 @@ pub fn spawn_init(
         userns,
         layout: spec.layout,
         cgroup2_rw: false,
+        systemd_v1_rw: false,
     };
     let mut plan = plan;
 
@@ -165,6 +170,17 @@ pub fn spawn_init(
                     .ok();
             }
         }
+    }
+
+    // The same for the v1 `name=systemd` hierarchy (no controllers, so no
+    // limits to escape): systemd on a hybrid or legacy host keeps its own
+    // tree there (LXC's `cgroup:mixed` mounts the container's own cgroup
+    // read-write and chowns it to container root).
+    if let Some(dir) = spec.cgroup.and_then(|cg| cg.named_v1_dir("systemd")) {
+        plan.systemd_v1_rw = match root_host {
+            Some((u, g)) => delegate_v1(dir, u, g).is_ok(),
+            None => true,
+        };
     }
 
     let mut flags = CloneFlags::CLONE_NEWNS
@@ -217,6 +233,7 @@ pub fn spawn_init(
         pid,
         pidfd,
         start_time: 0,
+        netns: None,
     };
     let r = release(spec, &mut spawned, parent_chan, into_cgroup, on_ready);
     if let Err(e) = r {
@@ -240,6 +257,9 @@ fn release(
     if let Some(cg) = spec.cgroup {
         cg.add_pid_except(spawned.pid.as_raw(), into_cgroup)?;
     }
+    // net: open the netns now, while init is dumpable (it turns
+    // non-dumpable on MapsDone), so a plain user may open it too.
+    spawned.netns = crate::net::rtnl::open_netns(spawned.pid.as_raw()).ok();
     chan.send(Msg::MapsDone)?;
     chan.expect_ready()?;
     spawned.start_time = start_time(spawned.pid.as_raw()).ok_or(Error::NotRunning {
@@ -276,6 +296,18 @@ fn delegate_v2(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
         }
     }
     let _ = std::fs::metadata(dir).map(|m| m.uid());
+    Ok(())
+}
+
+/// chown a v1 leaf and the files that move tasks to container root, as
+/// LXC's `chown_cgroup_wrapper` does; limit files stay root's.
+fn delegate_v1(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    let u = Some(nix::unistd::Uid::from_raw(uid));
+    let g = Some(nix::unistd::Gid::from_raw(gid));
+    nix::unistd::chown(dir, u, g)?;
+    for n in ["cgroup.procs", "tasks"] {
+        nix::unistd::chown(&dir.join(n), u, g)?;
+    }
     Ok(())
 }
 

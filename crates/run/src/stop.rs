@@ -114,11 +114,13 @@ pub fn stop(runtime: &Path, name: &str, opts: &StopOptions) -> Result<StopOutcom
     let lock = store.lock()?;
     let mut st = lock.load()?;
     if !st.status.can_stop() {
+        let _ = crate::net::teardown_recorded(lock.store().dir(), name);
         lock.remove()?;
         return Err(Error::NotRunning { name: name.into() });
     }
     if st.is_stale() {
         recover_locked(&lock, &mut st, &layout)?;
+        let _ = crate::net::teardown_recorded(lock.store().dir(), name);
         lock.remove()?;
         return Ok(StopOutcome::Recovered);
     }
@@ -176,6 +178,8 @@ pub fn stop(runtime: &Path, name: &str, opts: &StopOptions) -> Result<StopOutcom
         cg.destroy(Duration::from_secs(10))?;
         st.cgroup_paths.clear();
     }
+    // net: normally the monitor released it; this covers a dead monitor.
+    let _ = crate::net::teardown_recorded(lock.store().dir(), name);
     lock.remove()?;
     Ok(outcome)
 }

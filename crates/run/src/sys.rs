@@ -449,3 +449,59 @@ pub fn take_inherited_fd(fd: RawFd) -> Option<OwnedFd> {
     // documented contract, nothing else in this process owns it.
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+// --- net: namespace ioctls (ioctl_ns(2)) ---
+const NS_GET_USERNS: libc::c_ulong = 0xb701;
+const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+
+/// `ioctl(ns, NS_GET_USERNS)`: the user namespace that owns namespace `ns`.
+pub fn ns_get_userns(ns: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
+    // SAFETY: NS_GET_USERNS takes no argument and returns a new descriptor.
+    let r = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_USERNS as _) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel returned a new descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// `ioctl(userns, NS_GET_OWNER_UID, &uid)`: the uid (in the caller's user
+/// namespace) of the creator of user namespace `userns`.
+pub fn ns_get_owner_uid(userns: BorrowedFd<'_>) -> Result<u32, Errno> {
+    let mut uid: libc::uid_t = u32::MAX;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t to the pointer, which points
+    // at a live local of that type.
+    let r = unsafe {
+        libc::ioctl(
+            userns.as_raw_fd(),
+            NS_GET_OWNER_UID as _,
+            std::ptr::addr_of_mut!(uid),
+        )
+    };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(uid)
+}
+
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// `ioctl(ns, NS_GET_NSTYPE)`: the `CLONE_NEW*` type of namespace `ns`.
+pub fn ns_get_nstype(ns: BorrowedFd<'_>) -> Result<i32, Errno> {
+    // SAFETY: NS_GET_NSTYPE takes no argument and returns an integer.
+    let r = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_NSTYPE as _) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Duplicate `fd` to a close-on-exec descriptor numbered at least `min`
+/// (`F_DUPFD_CLOEXEC`), so descriptors handed to a child with
+/// [`command_pass_fds`] cannot collide with the target numbers.
+pub fn dup_at_least(fd: BorrowedFd<'_>, min: RawFd) -> Result<OwnedFd, Errno> {
+    let r = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(min))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
