@@ -36,17 +36,33 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> Failure {
 /// The id map of a new container: the invoking user's first subordinate
 /// ranges (`root`'s when run as root), unless privileged.
 pub fn default_maps() -> Result<IdMaps, Failure> {
-    let subuid = std::env::var_os("DAVIT_SUBUID").map(PathBuf::from).unwrap_or_else(|| "/etc/subuid".into());
-    let subgid = std::env::var_os("DAVIT_SUBGID").map(PathBuf::from).unwrap_or_else(|| "/etc/subgid".into());
-    Ok(subid::default_maps(&paths::user_name(), nix::unistd::getuid().as_raw(), &subuid, &subgid)?)
+    let subuid = std::env::var_os("DAVIT_SUBUID")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/etc/subuid".into());
+    let subgid = std::env::var_os("DAVIT_SUBGID")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/etc/subgid".into());
+    Ok(subid::default_maps(
+        &paths::user_name(),
+        nix::unistd::getuid().as_raw(),
+        &subuid,
+        &subgid,
+    )?)
 }
 
-fn unpack_any(archive: &Path, dest: &Path, opts: &UnpackOptions, ctx: &Ctx) -> Result<davit_rootfs::Report, Failure> {
+fn unpack_any(
+    archive: &Path,
+    dest: &Path,
+    opts: &UnpackOptions,
+    ctx: &Ctx,
+) -> Result<davit_rootfs::Report, Failure> {
     if paths::is_root() {
         Ok(davit_rootfs::unpack(archive, dest, opts, &ctx.term)?)
     } else {
         let exe = std::env::current_exe().map_err(io("cannot find the davit binary".into()))?;
-        Ok(davit_rootfs::unpack_in_userns(&exe, archive, dest, opts, &ctx.term)?)
+        Ok(davit_rootfs::unpack_in_userns(
+            &exe, archive, dest, opts, &ctx.term,
+        )?)
     }
 }
 
@@ -90,18 +106,48 @@ pub struct CreateArgs {
     /// CPU limit in CPUs, e.g. 1.5.
     #[arg(long)]
     pub cpus: Option<f64>,
+    /// Networking [default: bridge as root; user (pasta/slirp4netns) or none as a plain user].
+    #[arg(long, value_enum)]
+    pub network: Option<NetArg>,
+    /// Static IPv4 address on the bridge (bridge mode).
+    #[arg(long)]
+    pub address: Option<String>,
     #[command(flatten)]
     pub source: SourceArgs,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum NetArg {
+    None,
+    Bridge,
+    User,
+}
+
 fn to_run_map(m: &IdMaps) -> IdMap {
-    let conv = |v: &Vec<davit_rootfs::IdMapping>| v.iter().map(|r| IdRange { container: r.container, host: r.host, len: r.len }).collect();
-    IdMap { uid: conv(&m.uid), gid: conv(&m.gid) }
+    let conv = |v: &Vec<davit_rootfs::IdMapping>| {
+        v.iter()
+            .map(|r| IdRange {
+                container: r.container,
+                host: r.host,
+                len: r.len,
+            })
+            .collect()
+    };
+    IdMap {
+        uid: conv(&m.uid),
+        gid: conv(&m.gid),
+    }
 }
 
 fn read_lines(p: Option<PathBuf>) -> Vec<String> {
     p.and_then(|p| fs::read_to_string(p).ok())
-        .map(|t| t.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+        .map(|t| {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -111,12 +157,24 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
     fs::create_dir_all(&root).map_err(io(format!("cannot create {}", root.display())))?;
     let lockp = root.join(format!(".{}.lock", a.name));
     let lf = fs::File::create(&lockp).map_err(io(format!("cannot create {}", lockp.display())))?;
-    let _lock = Flock::lock(lf, FlockArg::LockExclusive).map_err(|(_, e)| Failure::io(anyhow::anyhow!(e).context(format!("cannot lock {}", lockp.display()))))?;
+    let _lock = Flock::lock(lf, FlockArg::LockExclusive).map_err(|(_, e)| {
+        Failure::io(anyhow::anyhow!(e).context(format!("cannot lock {}", lockp.display())))
+    })?;
     let dir = root.join(&a.name);
-    let maps = if a.privileged { None } else { Some(default_maps()?) };
+    let maps = if a.privileged {
+        None
+    } else {
+        Some(default_maps()?)
+    };
     // Leftovers of a killed create of this name.
-    for e in fs::read_dir(&root).map_err(io(format!("cannot read {}", root.display())))?.flatten() {
-        if e.file_name().to_string_lossy().starts_with(&format!(".{}.creating-", a.name)) {
+    for e in fs::read_dir(&root)
+        .map_err(io(format!("cannot read {}", root.display())))?
+        .flatten()
+    {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(&format!(".{}.creating-", a.name))
+        {
             remove_tree(&e.path(), maps.as_ref())?;
         }
     }
@@ -133,15 +191,30 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
     let entry = &got.entry;
     let user_mode = maps.is_some();
 
-    let staging = tempfile::Builder::new().prefix(&format!(".{}.creating-", a.name)).tempdir_in(&root).map_err(io(format!("cannot create a staging directory in {}", root.display())))?;
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{}.creating-", a.name))
+        .tempdir_in(&root)
+        .map_err(io(format!(
+            "cannot create a staging directory in {}",
+            root.display()
+        )))?;
     let rootfs = staging.path().join("rootfs");
     fs::create_dir(&rootfs).map_err(io(format!("cannot create {}", rootfs.display())))?;
     let vars = vec![
         ("LXC_NAME".to_string(), a.name.clone()),
         ("LXC_PATH".to_string(), dir.display().to_string()),
-        ("LXC_ROOTFS".to_string(), dir.join("rootfs").display().to_string()),
-        ("LXC_TEMPLATE_CONFIG".to_string(), "/usr/share/lxc/config".to_string()),
-        ("LXC_HOOK_DIR".to_string(), "/usr/share/lxc/hooks".to_string()),
+        (
+            "LXC_ROOTFS".to_string(),
+            dir.join("rootfs").display().to_string(),
+        ),
+        (
+            "LXC_TEMPLATE_CONFIG".to_string(),
+            "/usr/share/lxc/config".to_string(),
+        ),
+        (
+            "LXC_HOOK_DIR".to_string(),
+            "/usr/share/lxc/hooks".to_string(),
+        ),
     ];
     let opts = UnpackOptions {
         maps: maps.clone(),
@@ -167,7 +240,13 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
         .unwrap_or_default();
     let mut cfg = ContainerConfig::new(&a.name, dir.join("rootfs"));
     let i = &entry.manifest.image;
-    cfg.image = ImageRef { dist: i.dist.clone(), release: i.release.clone(), arch: i.arch.clone(), variant: i.variant.clone(), build: i.build.clone() };
+    cfg.image = ImageRef {
+        dist: i.dist.clone(),
+        release: i.release.clone(),
+        arch: i.arch.clone(),
+        variant: i.variant.clone(),
+        build: i.build.clone(),
+    };
     cfg.privileged = a.privileged;
     if let Some(m) = &maps {
         cfg.idmap = to_run_map(m);
@@ -179,9 +258,28 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
     cfg.mounts = lxc
         .mounts
         .iter()
-        .map(|m| MountEntry { source: m.source.clone(), target: format!("/{}", m.target.trim_start_matches('/')), fstype: m.fstype.clone(), options: m.options.clone() })
+        .map(|m| MountEntry {
+            source: m.source.clone(),
+            target: format!("/{}", m.target.trim_start_matches('/')).into(),
+            fstype: m.fstype.clone(),
+            options: m.options.clone(),
+        })
         .collect();
-    cfg.limits = Limits { memory: a.memory.or(lxc.memory_limit()), pids: a.pids.or(lxc.pids_limit()), cpus: a.cpus.or(lxc.cpus()) };
+    cfg.limits = Limits {
+        memory: a.memory.or(lxc.memory_limit()),
+        pids: a.pids.or(lxc.pids_limit()),
+        cpus: a.cpus.or(lxc.cpus()),
+    };
+    let host = davit_run::net::HostNet::load(&crate::cmd_run::net_config_path())?;
+    cfg.network.mode = match a.network {
+        Some(NetArg::None) => davit_run::config::NetworkMode::None,
+        Some(NetArg::Bridge) => davit_run::config::NetworkMode::Bridge,
+        Some(NetArg::User) => davit_run::config::NetworkMode::User,
+        None => davit_run::net::default_mode(nix::unistd::geteuid().as_raw(), &host),
+    };
+    if let Some(addr) = &a.address {
+        cfg.network.address = Some(addr.clone());
+    }
     let mut ignored = lxc.ignored.clone();
     if !lxc.idmap.is_empty() {
         ignored.push("lxc.idmap (davit maps the invoking user's /etc/subuid range)".into());
@@ -193,9 +291,14 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
     let cfgp = staging.path().join("config.toml");
     fs::write(&cfgp, text).map_err(io(format!("cannot write {}", cfgp.display())))?;
     let staged = staging.keep();
-    fs::rename(&staged, &dir).map_err(io(format!("cannot move the new container to {}", dir.display())))?;
+    fs::rename(&staged, &dir).map_err(io(format!(
+        "cannot move the new container to {}",
+        dir.display()
+    )))?;
 
-    let message = entry.relevant_file("create-message", user_mode, None).and_then(|p| fs::read_to_string(p).ok());
+    let message = entry
+        .relevant_file("create-message", user_mode, None)
+        .and_then(|p| fs::read_to_string(p).ok());
     if ctx.json {
         ctx.print_json(&json!({
             "name": a.name, "dir": dir, "image": entry.manifest.image, "fetch": got.outcome,
@@ -203,7 +306,11 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
         }));
     } else if !ctx.quiet {
         if !ignored.is_empty() {
-            ctx.term.warning(&format!("{} ignored these lines of the image's LXC config: {}", a.name, ignored.join("; ")));
+            ctx.term.warning(&format!(
+                "{} ignored these lines of the image's LXC config: {}",
+                a.name,
+                ignored.join("; ")
+            ));
         }
         if !report.skipped.is_empty() {
             ctx.term.say(&format!("skipped {} entries (device nodes cannot be made unprivileged; davit builds /dev at start)", report.skipped.len()));
@@ -218,7 +325,10 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
 /// Stops (halt, then kill after 10 s) and removes a container: its rootfs,
 /// config, cgroups and state.
 fn destroy_container(name: &str, dir: &Path) -> Result<(), Failure> {
-    let c = Container { name: name.to_string(), dir: dir.to_path_buf() };
+    let c = Container {
+        name: name.to_string(),
+        dir: dir.to_path_buf(),
+    };
     let cfg = ContainerConfig::load(&c.config_path()).ok();
     match stop_container(name, 10, false) {
         Ok(_) => {}
@@ -226,8 +336,26 @@ fn destroy_container(name: &str, dir: &Path) -> Result<(), Failure> {
         Err(e) => return Err(e.into()),
     }
     let maps = cfg.filter(|c| !c.privileged).map(|c| IdMaps {
-        uid: c.idmap.uid.iter().map(|r| davit_rootfs::IdMapping { container: r.container, host: r.host, len: r.len }).collect(),
-        gid: c.idmap.gid.iter().map(|r| davit_rootfs::IdMapping { container: r.container, host: r.host, len: r.len }).collect(),
+        uid: c
+            .idmap
+            .uid
+            .iter()
+            .map(|r| davit_rootfs::IdMapping {
+                container: r.container,
+                host: r.host,
+                len: r.len,
+            })
+            .collect(),
+        gid: c
+            .idmap
+            .gid
+            .iter()
+            .map(|r| davit_rootfs::IdMapping {
+                container: r.container,
+                host: r.host,
+                len: r.len,
+            })
+            .collect(),
     });
     remove_tree(&c.rootfs(), maps.as_ref())?;
     fs::remove_dir_all(dir).map_err(io(format!("cannot remove {}", dir.display())))?;
@@ -244,9 +372,17 @@ pub struct DestroyArgs {
 
 pub fn destroy(ctx: &Ctx, a: DestroyArgs) -> Result<(), Failure> {
     let c = crate::cmd_run::container(&a.name)?;
-    let info = davit_run::info::info(&paths::runtime_dir(), &c.name, &davit_run::cgroup::Layout::detect()?)?;
+    let info = davit_run::info::info(
+        &paths::runtime_dir(),
+        &c.name,
+        &davit_run::cgroup::Layout::detect()?,
+    )?;
     if info.status != davit_run::state::Status::Stopped && !a.force {
-        return Err(Failure::usage(format!("{} is {}; stop it first, or pass -f to stop and destroy it", c.name, info.status.as_str())));
+        return Err(Failure::usage(format!(
+            "{} is {}; stop it first, or pass -f to stop and destroy it",
+            c.name,
+            info.status.as_str()
+        )));
     }
     destroy_container(&c.name, &c.dir)?;
     if ctx.json {
@@ -289,8 +425,15 @@ pub fn unpack(ctx: &Ctx, a: UnpackArgs) -> Result<(), Failure> {
     let fresh = !a.dir.exists();
     if fresh {
         fs::create_dir_all(&a.dir).map_err(io(format!("cannot create {}", a.dir.display())))?;
-    } else if fs::read_dir(&a.dir).map_err(io(format!("cannot read {}", a.dir.display())))?.next().is_some() {
-        return Err(Failure::usage(format!("{} is not empty; unpack into an empty or new directory", a.dir.display())));
+    } else if fs::read_dir(&a.dir)
+        .map_err(io(format!("cannot read {}", a.dir.display())))?
+        .next()
+        .is_some()
+    {
+        return Err(Failure::usage(format!(
+            "{} is not empty; unpack into an empty or new directory",
+            a.dir.display()
+        )));
     }
     let opts = UnpackOptions {
         maps: maps.clone(),

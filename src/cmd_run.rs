@@ -94,7 +94,9 @@ fn exe() -> Result<PathBuf, Failure> {
 
 /// The host network config (`/etc/davit/config.toml`; `DAVIT_NET_CONFIG` overrides it).
 pub fn net_config_path() -> PathBuf {
-    std::env::var_os("DAVIT_NET_CONFIG").map(PathBuf::from).unwrap_or_else(|| davit_run::net::HOST_CONFIG.into())
+    std::env::var_os("DAVIT_NET_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| davit_run::net::HOST_CONFIG.into())
 }
 
 pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
@@ -262,7 +264,11 @@ pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<(), Failure> {
             if let Some(l) = &n.link {
                 rows.push(("Link", l.clone()));
             }
-            for (k, v) in [("TX bytes", n.tx_bytes), ("RX bytes", n.rx_bytes), ("Total bytes", n.total_bytes)] {
+            for (k, v) in [
+                ("TX bytes", n.tx_bytes),
+                ("RX bytes", n.rx_bytes),
+                ("Total bytes", n.total_bytes),
+            ] {
                 if let Some(v) = v {
                     rows.push((k, human_bytes(v)));
                 }
@@ -314,12 +320,32 @@ pub fn list(ctx: &Ctx) -> Result<(), Failure> {
         ctx.print_json(&v);
         return Ok(());
     }
-    println!("{:<20} {:<9} {:>8} {:>12}  {:<15}  UNPRIVILEGED", "NAME", "STATE", "PID", "MEMORY", "IPV4");
+    println!(
+        "{:<20} {:<9} {:>8} {:>12}  {:<15}  UNPRIVILEGED",
+        "NAME", "STATE", "PID", "MEMORY", "IPV4"
+    );
     for (i, p) in out {
         let pid = i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-        let mem = i.stats.memory.map(human_bytes).unwrap_or_else(|| "-".into());
-        let ip = i.net.as_ref().and_then(|n| n.ips.iter().find(|a| a.is_ipv4())).map(|a| a.to_string()).unwrap_or_else(|| "-".into());
-        println!("{:<20} {:<9} {:>8} {:>12}  {:<15}  {}", i.name, i.status.as_str(), pid, mem, ip, if p { "no" } else { "yes" });
+        let mem = i
+            .stats
+            .memory
+            .map(human_bytes)
+            .unwrap_or_else(|| "-".into());
+        let ip = i
+            .net
+            .as_ref()
+            .and_then(|n| n.ips.iter().find(|a| a.is_ipv4()))
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<20} {:<9} {:>8} {:>12}  {:<15}  {}",
+            i.name,
+            i.status.as_str(),
+            pid,
+            mem,
+            ip,
+            if p { "no" } else { "yes" }
+        );
     }
     Ok(())
 }

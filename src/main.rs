@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cmd_create;
 mod cmd_fetch;
 mod cmd_offline;
 mod cmd_publish;
@@ -68,6 +69,12 @@ enum Cmd {
     /// Show or clean the image cache.
     #[command(subcommand)]
     Cache(cmd_offline::CacheCmd),
+    /// Fetch if needed, unpack with shifted ids, write the config, print the create-message.
+    Create(cmd_create::CreateArgs),
+    /// Remove a container: rootfs, config, cgroups and state.
+    Destroy(cmd_create::DestroyArgs),
+    /// Unpack a rootfs tarball with shifted ids, for other runtimes.
+    Unpack(cmd_create::UnpackArgs),
     /// Boot a container's init (or run CMD in its place).
     Start(cmd_run::StartArgs),
     /// Run a command (default: a login shell) inside a running container.
@@ -147,6 +154,9 @@ fn main() -> ExitCode {
     {
         davit_run::monitor::monitor_main(&args[2..]);
     }
+    if args.get(1).is_some_and(|a| a == davit_rootfs::CHILD_ARG) {
+        davit_rootfs::userns_child_main();
+    }
     let cli = Cli::parse();
     let ctx = Ctx {
         quiet: cli.quiet,
@@ -162,6 +172,9 @@ fn main() -> ExitCode {
         Cmd::Export(a) => cmd_offline::export(&ctx, a),
         Cmd::Import(a) => cmd_offline::import(&ctx, a),
         Cmd::Cache(c) => cmd_offline::cache(&ctx, c),
+        Cmd::Create(a) => cmd_create::create(&ctx, a),
+        Cmd::Destroy(a) => cmd_create::destroy(&ctx, a),
+        Cmd::Unpack(a) => cmd_create::unpack(&ctx, a),
         Cmd::Start(a) => cmd_run::start(&ctx, a),
         Cmd::Attach(a) => cmd_run::attach(&ctx, a),
         Cmd::Info(a) => cmd_run::info(&ctx, a),

@@ -109,3 +109,15 @@ impl davit_fetch::Reporter for Term {
         self.warning(what)
     }
 }
+
+impl davit_rootfs::Reporter for Term {
+    fn start(&self, what: &str, len: Option<u64>) -> u64 {
+        self.begin(what, len)
+    }
+    fn advance(&self, id: u64, bytes: u64) {
+        self.inc(id, bytes)
+    }
+    fn finish(&self, id: u64) {
+        self.end(id)
+    }
+}

@@ -555,6 +555,8 @@ pub struct PlainUser {
     pub uid: u32,
     pub gid: u32,
     pub home: PathBuf,
+    /// The first host id of its /etc/subuid range (useradd may have made one).
+    pub subuid: u32,
 }
 
 pub fn plain_user() -> &'static PlainUser {
@@ -584,11 +586,25 @@ pub fn plain_user() -> &'static PlainUser {
                 writeln!(fh, "{name}:1065536:65536").unwrap();
             }
         }
+        let subuid = std::fs::read_to_string("/etc/subuid")
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                if f.len() == 3 && f[0] == name && f[2].parse::<u32>().ok()? >= 65536 {
+                    f[1].parse::<u32>().ok()
+                } else {
+                    None
+                }
+            })
+            .next()
+            .expect("a subuid range");
         PlainUser {
             name: name.into(),
             uid,
             gid,
             home,
+            subuid,
         }
     })
 }

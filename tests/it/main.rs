@@ -3,3 +3,4 @@
 mod common;
 mod fetch;
 mod offline;
+mod run;

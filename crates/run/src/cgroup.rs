@@ -315,6 +315,19 @@ pub fn delegation(
             own.display()
         ));
     };
+    // cgroup v2 enables no controller below a non-root cgroup that holds
+    // processes (EBUSY on cgroup.subtree_control): a caller sitting in the
+    // delegated cgroup itself gets no limits, and is told why, instead of a
+    // failed start.
+    let procs =
+        fs::read_to_string(join_rel(&h.mountpoint, &base).join("cgroup.procs")).unwrap_or_default();
+    if procs.lines().any(|l| !l.trim().is_empty()) {
+        return Err(format!(
+            "the delegated cgroup {} holds processes{}, and cgroup v2 enables no controllers below a cgroup with processes; run davit from a leaf cgroup below it (systemd-run --user --scope -p Delegate=yes)",
+            base.display(),
+            if base == rel { ", this one among them" } else { "" }
+        ));
+    }
     let avail: Vec<String> =
         fs::read_to_string(join_rel(&h.mountpoint, &base).join("cgroup.controllers"))
             .map(|s| s.split_whitespace().map(str::to_owned).collect())
@@ -790,8 +803,18 @@ impl Cgroup {
             write_file(f, frozen)?;
             let deadline = Instant::now() + Duration::from_secs(1);
             while Instant::now() < deadline {
-                let s = fs::read_to_string(f).unwrap_or_default();
-                if s.trim() == *frozen || *frozen == "1" {
+                let done = if *frozen == "1" {
+                    // v2 (kernels 5.2 to 5.13, which have no cgroup.kill):
+                    // cgroup.freeze reads back what was asked at once; the
+                    // tasks are frozen when cgroup.events says `frozen 1`.
+                    f.parent()
+                        .and_then(|d| fs::read_to_string(d.join("cgroup.events")).ok())
+                        .and_then(|ev| keyed(&ev, &["frozen"]))
+                        == Some(1)
+                } else {
+                    fs::read_to_string(f).unwrap_or_default().trim() == *frozen
+                };
+                if done {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(5));
@@ -1077,6 +1100,45 @@ mod tests {
         assert_eq!(e.kind(), crate::ErrorKind::Timeout);
     }
 
+    /// Without cgroup.kill (kernels before 5.14) a v2 kill freezes first
+    /// and must wait for `frozen 1` in cgroup.events before it signals:
+    /// cgroup.freeze itself reads `1` at once, before the tasks are frozen,
+    /// and a task forked in between would escape the kill.
+    #[test]
+    fn v2_kill_without_cgroup_kill_waits_until_frozen() {
+        use std::os::unix::process::ExitStatusExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fake_v2(root, "pids");
+        let leaf = root.join("c");
+        fs::create_dir(&leaf).unwrap();
+        populate(&leaf, "pids");
+        fs::remove_file(leaf.join("cgroup.kill")).unwrap();
+        fs::write(leaf.join("cgroup.freeze"), "0").unwrap();
+        fs::write(leaf.join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        fs::write(leaf.join("cgroup.procs"), format!("{}\n", child.id())).unwrap();
+        let events = leaf.join("cgroup.events");
+        let freezer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            fs::write(events, "populated 1\nfrozen 1\n").unwrap();
+        });
+        let cg = Cgroup::at(&v2_layout(root), Path::new("c"));
+        let t = Instant::now();
+        cg.kill().unwrap();
+        let waited = t.elapsed();
+        freezer.join().unwrap();
+        assert!(
+            waited >= Duration::from_millis(200),
+            "signalled after {waited:?}, before the cgroup was frozen"
+        );
+        assert_eq!(child.wait().unwrap().signal(), Some(9));
+        assert_eq!(fs::read_to_string(leaf.join("cgroup.freeze")).unwrap(), "0");
+    }
+
     #[test]
     fn v2_missing_controller_is_an_error_and_creates_nothing() {
         let tmp = tempfile::tempdir().unwrap();
@@ -1124,6 +1186,45 @@ mod tests {
         assert!(why.contains("lacks the io"), "{why}");
         let why = delegation(&Layout::from_mountinfo(HYBRID), pc, 1000, &["pids"]).unwrap_err();
         assert!(why.contains("cgroup v1"), "{why}");
+    }
+
+    /// Found in the VM lane (kernel 6.1, cgroup2 alone): a plain user whose
+    /// shell sits in the delegated cgroup itself got EBUSY writing that
+    /// cgroup's subtree_control, and the start failed. There can be no
+    /// limits there; delegation must say so, and placing nothing lets the
+    /// container start.
+    #[test]
+    fn delegation_refuses_a_base_that_holds_processes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fake_v2(root, "cpu memory pids");
+        let u = root.join("user-1000");
+        fs::create_dir_all(u.join("session")).unwrap();
+        for d in [u.clone(), u.join("session")] {
+            populate(&d, "cpu memory pids");
+            for f in ["", "cgroup.procs", "cgroup.subtree_control"] {
+                let p = if f.is_empty() { d.clone() } else { d.join(f) };
+                nix::unistd::chown(&p, Some(nix::unistd::Uid::from_raw(1000)), None).unwrap();
+            }
+        }
+        let l = v2_layout(root);
+        // In the leaf below the base: the base is used.
+        fs::write(u.join("session/cgroup.procs"), "42\n").unwrap();
+        let pc = "0::/user-1000/session\n";
+        assert_eq!(
+            delegation(&l, pc, 1000, &["pids"]).unwrap(),
+            Path::new("user-1000")
+        );
+        // In the base itself: refused, with the reason.
+        fs::write(u.join("cgroup.procs"), "43\n").unwrap();
+        let why = delegation(&l, "0::/user-1000\n", 1000, &["pids"]).unwrap_err();
+        assert!(
+            why.contains("user-1000 holds processes, this one among them"),
+            "{why}"
+        );
+        // Another process in the base, the caller in the leaf: refused too.
+        let why = delegation(&l, pc, 1000, &[]).unwrap_err();
+        assert!(why.contains("user-1000 holds processes, and"), "{why}");
     }
 
     #[test]

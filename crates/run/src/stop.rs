@@ -62,8 +62,25 @@ pub fn halt_signal(pid: i32) -> i32 {
         return SIGRTMIN_PLUS_3;
     }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    if catches(&status, SIGRTMIN_PLUS_3) {
+    let busybox = exe
+        .as_ref()
+        .and_then(|p| p.file_name())
+        .is_some_and(|n| n == "busybox");
+    pick_halt_signal(&status, busybox)
+}
+
+/// The decision behind [`halt_signal`], from `/proc/PID/status` text:
+/// systemd's `SIGRTMIN+3`, else `SIGPWR` (sysvinit, LXC's default), except
+/// for busybox init, which ignores `SIGPWR` and powers off on `SIGUSR2`
+/// (LXC's busybox template sets `lxc.signal.halt` for the same reason).
+pub fn pick_halt_signal(status: &str, busybox: bool) -> i32 {
+    if catches(status, SIGRTMIN_PLUS_3) {
         SIGRTMIN_PLUS_3
+    } else if busybox
+        && !catches(status, Signal::SIGPWR as i32)
+        && catches(status, Signal::SIGUSR2 as i32)
+    {
+        Signal::SIGUSR2 as i32
     } else {
         Signal::SIGPWR as i32
     }
@@ -182,6 +199,24 @@ pub fn stop(runtime: &Path, name: &str, opts: &StopOptions) -> Result<StopOutcom
     let _ = crate::net::teardown_recorded(lock.store().dir(), name);
     lock.remove()?;
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod halt_tests {
+    use super::*;
+
+    #[test]
+    fn busybox_init_gets_sigusr2_others_sigpwr() {
+        // busybox init 1.36 catches HUP INT QUIT USR1 USR2 TERM (mask 0x4a0f... trimmed to these).
+        let mask = (1u64 << 0) | (1 << 1) | (1 << 2) | (1 << 9) | (1 << 11) | (1 << 14);
+        let status = format!("Name:\tinit\nSigCgt:\t{mask:016x}\n");
+        assert_eq!(pick_halt_signal(&status, true), Signal::SIGUSR2 as i32);
+        assert_eq!(pick_halt_signal(&status, false), Signal::SIGPWR as i32);
+        let sysv = format!("SigCgt:\t{:016x}\n", mask | (1 << 29));
+        assert_eq!(pick_halt_signal(&sysv, true), Signal::SIGPWR as i32);
+        let systemd = format!("SigCgt:\t{:016x}\n", 1u64 << (SIGRTMIN_PLUS_3 - 1));
+        assert_eq!(pick_halt_signal(&systemd, false), SIGRTMIN_PLUS_3);
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //! | `DAVIT_VM_ROOTFS` | a busybox rootfs owned by the id base, with `/test/eat.sh` |
 //! | `DAVIT_VM_IDBASE` | the first host id of the container's map (root: 100000, the user: its subuid start) |
 //! | `DAVIT_VM_DELEGATED` | as the user: the delegated subtree (relative to `/sys/fs/cgroup`) davit must pick |
+//! | `DAVIT_VM_FLAT` | as the user: another delegated cgroup, with no leaf and no controllers enabled |
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -426,6 +427,8 @@ fn check_reports_this_kernel() {
         return;
     }
     let items = davit_run::check::check();
+    // libtest's "test NAME ... " has no newline of its own.
+    println!();
     for i in &items {
         println!(
             "CHECK {} {}: {}{}",
@@ -480,4 +483,118 @@ fn check_reports_this_kernel() {
             .filter(|i| i.item.starts_with("subuid") || i.item.starts_with("subgid"))
             .all(|i| i.ok));
     }
+}
+
+/// An init that makes its own sub-cgroups (as systemd does in its delegated
+/// leaf) is cleaned up with them at stop. As root the leaf is chowned to
+/// container root and `/sys/fs/cgroup` is writable inside; a plain user
+/// cannot chown it to its subordinate ids, so there the sub-cgroup cannot
+/// be made and only the clean stop is checked.
+#[test]
+fn nested_cgroups_made_inside_are_removed_at_stop() {
+    if !vm() {
+        return;
+    }
+    let ct = Ct::new("nest", "pids = 64\nmemory = 67108864\n");
+    let mut h = spawn_monitor(
+        &driver(),
+        &ct.args(&[
+            "/bin/sh",
+            "-c",
+            "mkdir /sys/fs/cgroup/inner && echo $$ > /sys/fs/cgroup/inner/cgroup.procs \
+             && mkdir /sys/fs/cgroup/inner2 && (sleep 600 &) ; while true; do sleep 1; done",
+        ]),
+        true,
+    )
+    .unwrap();
+    let pid = h.wait_ready().unwrap();
+    let leaf = ct.leaf();
+    let inner = leaf.join("inner");
+    let mut moved = false;
+    for _ in 0..if is_root() { 50 } else { 10 } {
+        std::thread::sleep(Duration::from_millis(100));
+        moved = std::fs::read_to_string(inner.join("cgroup.procs"))
+            .map(|s| s.lines().any(|l| l == pid.to_string()))
+            .unwrap_or(false);
+        if moved {
+            break;
+        }
+    }
+    if is_root() {
+        assert!(moved, "init did not move itself into {}", inner.display());
+        assert!(leaf.join("inner2").is_dir());
+        let procs = read(&leaf.join("cgroup.procs"));
+        assert!(!procs.lines().any(|l| l == pid.to_string()), "{procs}");
+    } else {
+        assert!(!moved && !inner.exists());
+    }
+    assert_eq!(ct.stop(true), StopOutcome::Killed);
+    let _ = h.child.wait();
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    ct.assert_clean();
+}
+
+/// The monitor is killed; `stop` finds init by the state file, kills it
+/// through the v2 cgroup and removes the cgroup.
+#[test]
+fn killed_monitor_is_recovered_by_stop() {
+    if !vm() {
+        return;
+    }
+    let ct = Ct::new("orphan", "pids = 50\n");
+    let mut h = spawn_monitor(&driver(), &ct.args(&["/bin/sleep", "600"]), true).unwrap();
+    let pid = h.wait_ready().unwrap();
+    h.child.kill().unwrap();
+    let _ = h.child.wait();
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    assert!(ct.leaf().is_dir());
+    ct.stop(true);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "init survived"
+    );
+    ct.assert_clean();
+    assert!(!ct.runtime().join(&ct.name).exists());
+}
+
+/// A plain user whose process sits in the delegated cgroup itself (not in a
+/// leaf below it) can have no limits on v2: the start goes on without a
+/// cgroup, and the state says why. Before the fix this start failed with
+/// EBUSY on `user-1000/cgroup.subtree_control`.
+#[test]
+fn user_in_the_delegated_cgroup_itself_starts_without_limits() {
+    if !vm() {
+        return;
+    }
+    if is_root() {
+        eprintln!("a plain user's case: nothing to do as root");
+        return;
+    }
+    let ct = Ct::new("inbase", "pids = 20\n");
+    // The lane starts this test in a second delegated cgroup without a leaf
+    // (`as-user --in user-1000-flat`): once a container ran under user-1000
+    // its subtree_control has controllers, and no process may join it.
+    let flat = env_or("DAVIT_VM_FLAT", "user-1000-flat");
+    let base = Path::new(CG).join(&flat);
+    assert_eq!(
+        read(Path::new("/proc/self/cgroup")),
+        format!("0::/{flat}"),
+        "start this test in {}",
+        base.display()
+    );
+    let mut cmd = Command::new(driver());
+    cmd.arg(MONITOR_ARG)
+        .args(ct.args(&["/bin/sh", "-c", "exit 3"]).to_args());
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    let st = StateStore::new(&ct.runtime(), &ct.name)
+        .peek()
+        .unwrap()
+        .unwrap();
+    assert!(st.cgroup_paths.is_empty(), "{st:?}");
+    let why = st.no_limits_reason.unwrap_or_default();
+    assert!(why.contains("holds processes"), "{why}");
+    assert!(!ct.prefix_dir().exists());
+    assert!(!base.join(&ct.prefix).exists());
 }

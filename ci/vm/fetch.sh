@@ -1,0 +1,125 @@
+#!/bin/bash
+# Fetch what the VM lane needs, without installing the guest kernel on the
+# host:
+#   - Debian's linux-image-amd64 (bookworm: 6.1), `apt-get download`ed and
+#     unpacked with `dpkg-deb -x` into $DAVIT_VM_CACHE/kernel/VERSION;
+#   - qemu-system-x86_64: the installed one if there is one, otherwise
+#     `apt-get install qemu-system-x86`; when apt refuses that (this machine
+#     carries a backported qemu-utils that Breaks bookworm's
+#     qemu-system-common), qemu-system-x86, qemu-system-data and seabios are
+#     unpacked into $DAVIT_VM_CACHE/qemu (with qemu-system-common, whose
+#     accel-tcg module TCG needs: QEMU_MODULE_DIR) and only their plain
+#     library dependencies are installed (apt-get runs with --no-remove:
+#     it never removes or downgrades a package of the host);
+#   - cpio, busybox-static, uidmap (newuidmap/newgidmap) and util-linux's
+#     setpriv, installed with apt-get.
+# Prints shell assignments (KERNEL_DIR=..., QEMU=..., QEMU_DATA=...) on
+# stdout for run.sh to eval; everything else goes to stderr.
+set -euo pipefail
+
+CACHE=${DAVIT_VM_CACHE:-/var/cache/davit-test/vm}
+mkdir -p "$CACHE"
+log() { echo "vm-fetch: $*" >&2; }
+
+export DEBIAN_FRONTEND=noninteractive
+apt_updated=0
+apt_update() {
+    if [ "$apt_updated" = 0 ]; then
+        log "apt-get update"
+        apt-get update -qq >&2
+        apt_updated=1
+    fi
+}
+apt_install() {
+    apt_update
+    log "apt-get install $*"
+    apt-get install -y -qq --no-install-recommends --no-remove "$@" >&2
+}
+
+# Host tools that build the initramfs.
+need=()
+command -v cpio >/dev/null || need+=(cpio)
+[ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q 'statically linked' \
+    || need+=(busybox-static)
+command -v newuidmap >/dev/null && command -v newgidmap >/dev/null || need+=(uidmap)
+command -v setpriv >/dev/null || need+=(util-linux)
+if [ ${#need[@]} -gt 0 ]; then
+    apt_install "${need[@]}"
+fi
+
+# The guest kernel: resolve the meta package to the real image package.
+kpkg_file="$CACHE/kernel-package"
+if [ -z "${DAVIT_VM_KERNEL_PKG:-}" ]; then
+    if [ -s "$kpkg_file" ] && [ -f "$CACHE/kernel/$(cat "$kpkg_file")/vmlinuz" ] \
+        && [ "${DAVIT_VM_REFRESH:-0}" != 1 ]; then
+        DAVIT_VM_KERNEL_PKG=$(cat "$kpkg_file")
+    else
+        apt_update
+        DAVIT_VM_KERNEL_PKG=$(apt-cache depends linux-image-amd64 \
+            | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+        [ -n "$DAVIT_VM_KERNEL_PKG" ] || { log "cannot resolve linux-image-amd64"; exit 1; }
+    fi
+fi
+kdir="$CACHE/kernel/$DAVIT_VM_KERNEL_PKG"
+if [ ! -f "$kdir/vmlinuz" ]; then
+    apt_update
+    tmp=$(mktemp -d "$CACHE/.dl.XXXXXX")
+    trap 'rm -rf "$tmp"' EXIT
+    log "apt-get download $DAVIT_VM_KERNEL_PKG"
+    (cd "$tmp" && chmod 755 . && apt-get download -q "$DAVIT_VM_KERNEL_PKG" >&2)
+    mkdir -p "$tmp/x"
+    dpkg-deb -x "$tmp"/*.deb "$tmp/x"
+    rm -rf "$kdir.new"
+    mkdir -p "$kdir.new"
+    cp "$tmp"/x/boot/vmlinuz-* "$kdir.new/vmlinuz"
+    cp "$tmp"/x/boot/config-* "$kdir.new/config"
+    mv "$tmp"/x/lib/modules "$kdir.new/modules"
+    rm -rf "$kdir"
+    mv "$kdir.new" "$kdir"
+    rm -rf "$tmp"
+    trap - EXIT
+fi
+echo "$DAVIT_VM_KERNEL_PKG" >"$kpkg_file"
+
+# qemu.
+qemu="" qemu_data="" qemu_modules=""
+if command -v qemu-system-x86_64 >/dev/null; then
+    qemu=$(command -v qemu-system-x86_64)
+elif [ -x "$CACHE/qemu/usr/bin/qemu-system-x86_64" ] \
+    && [ -f "$CACHE/qemu/usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so" ] \
+    && ! ldd "$CACHE/qemu/usr/bin/qemu-system-x86_64" | grep -q 'not found'; then
+    qemu="$CACHE/qemu/usr/bin/qemu-system-x86_64"
+    qemu_data="$CACHE/qemu/usr/share/qemu:$CACHE/qemu/usr/share/seabios"
+    qemu_modules="$CACHE/qemu/usr/lib/x86_64-linux-gnu/qemu"
+else
+    if apt_install qemu-system-x86 2>/dev/null; then
+        qemu=$(command -v qemu-system-x86_64)
+    else
+        log "apt-get install qemu-system-x86 refused (held or conflicting qemu-utils?):"
+        log "unpacking qemu-system-x86 into $CACHE/qemu instead"
+        tmp=$(mktemp -d "$CACHE/.dl.XXXXXX")
+        trap 'rm -rf "$tmp"' EXIT
+        (cd "$tmp" && chmod 755 . \
+            && apt-get download -q qemu-system-x86 qemu-system-common qemu-system-data seabios >&2)
+        rm -rf "$CACHE/qemu"
+        mkdir -p "$CACHE/qemu"
+        for d in "$tmp"/*.deb; do dpkg-deb -x "$d" "$CACHE/qemu"; done
+        rm -rf "$tmp"
+        trap - EXIT
+        # Its plain library dependencies install without conflicts.
+        libs=$(apt-cache depends qemu-system-x86 \
+            | awk '/ Depends: lib/ {print $2}' | sort -u)
+        # shellcheck disable=SC2086
+        apt_install $libs
+        qemu="$CACHE/qemu/usr/bin/qemu-system-x86_64"
+        qemu_data="$CACHE/qemu/usr/share/qemu:$CACHE/qemu/usr/share/seabios"
+        qemu_modules="$CACHE/qemu/usr/lib/x86_64-linux-gnu/qemu"
+        if ldd "$qemu" | grep 'not found' >&2; then
+            log "qemu still misses libraries"
+            exit 1
+        fi
+    fi
+fi
+
+printf 'KERNEL_PKG=%q\nKERNEL_DIR=%q\nQEMU=%q\nQEMU_DATA=%q\nQEMU_MODULES=%q\n' \
+    "$DAVIT_VM_KERNEL_PKG" "$kdir" "$qemu" "$qemu_data" "$qemu_modules"

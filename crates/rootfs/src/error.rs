@@ -1,0 +1,270 @@
+//! The crate's one error type.
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::path::PathBuf;
+
+/// What kind of failure an [`Error`] is, for callers that branch on it
+/// (exit codes, retries, messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorKind {
+    /// Reading the archive or writing the tree failed at the OS level.
+    Io,
+    /// The archive is truncated, corrupt or not a supported format.
+    Corrupt,
+    /// The archive tried to reach outside the destination, or an entry is
+    /// otherwise refused for safety.
+    Unsafe,
+    /// An id map is malformed, too small, maps host root, is missing from
+    /// `/etc/subuid`, or an id in the archive is outside it.
+    Map,
+    /// `newuidmap`/`newgidmap` or the user-namespace child failed.
+    Helper,
+}
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The archive file could not be opened or sniffed.
+    #[error("cannot open archive {path}")]
+    OpenArchive {
+        /// The archive.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The destination directory could not be opened or is not usable.
+    #[error("cannot open destination {path}")]
+    OpenDest {
+        /// The destination.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The destination directory is not empty.
+    #[error("destination {path} is not empty")]
+    DestNotEmpty {
+        /// The destination.
+        path: PathBuf,
+    },
+    /// Reading or decoding the archive failed (corrupt data, bad header,
+    /// decompression error).
+    #[error("cannot read archive {archive} at byte {offset} (entry {entry})")]
+    Read {
+        /// The archive.
+        archive: PathBuf,
+        /// The entry being read, or the last entry before the failure.
+        entry: String,
+        /// Offset in the decompressed tar stream.
+        offset: u64,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The archive ended inside an entry.
+    #[error("archive {archive} is truncated in entry {entry} at byte {offset}")]
+    Truncated {
+        /// The archive.
+        archive: PathBuf,
+        /// The entry whose data is short.
+        entry: String,
+        /// Offset in the decompressed tar stream where data ran out.
+        offset: u64,
+    },
+    /// An entry was refused because it would escape or subvert the
+    /// destination.
+    #[error("unsafe entry {entry} at byte {offset}: {why}")]
+    Unsafe {
+        /// The entry name as stored in the archive.
+        entry: String,
+        /// Offset of the entry's header.
+        offset: u64,
+        /// What was refused.
+        why: &'static str,
+    },
+    /// An entry of an unsupported shape (bad name bytes, unknown type that
+    /// cannot be skipped).
+    #[error("bad entry {entry} at byte {offset}: {why}")]
+    BadEntry {
+        /// The entry name.
+        entry: String,
+        /// Offset of the entry's header.
+        offset: u64,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// A hardlink names a target that does not exist (yet).
+    #[error("hardlink {entry} at byte {offset}: target {target} does not exist")]
+    LinkTarget {
+        /// The link entry.
+        entry: String,
+        /// Offset of the entry's header.
+        offset: u64,
+        /// The target it names.
+        target: String,
+    },
+    /// A filesystem operation on an entry failed.
+    #[error("cannot {step} {path}")]
+    Write {
+        /// The operation, strace-style (`mkdirat`, `fchown`, ...).
+        step: &'static str,
+        /// The path inside the destination.
+        path: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// An owner (or ACL/capability id) in the archive is outside the id map.
+    #[error("{which} {id} of entry {entry} is outside the id map")]
+    Unmapped {
+        /// The entry.
+        entry: String,
+        /// `uid`, `gid`, `acl uid`, `acl gid` or `capability rootid`.
+        which: &'static str,
+        /// The container-side id.
+        id: u64,
+    },
+    /// A `--map` spec could not be parsed.
+    #[error("invalid id map {spec:?}: {why}")]
+    MapSpec {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// The id map is unsafe or too small.
+    #[error("id map refused: {why}")]
+    MapRefused {
+        /// Why.
+        why: String,
+    },
+    /// The user has no usable subordinate id range.
+    #[error(
+        "no range of at least 65536 ids for {user} in {file}; add the line `{line}` to {file}"
+    )]
+    NoSubid {
+        /// User name.
+        user: String,
+        /// `/etc/subuid` or `/etc/subgid`.
+        file: PathBuf,
+        /// The exact line to add.
+        line: String,
+    },
+    /// Reading `/etc/subuid` or `/etc/subgid` failed.
+    #[error("cannot read {path}")]
+    ReadSubid {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Running a helper (`newuidmap`, `newgidmap`, the userns child) failed.
+    #[error("cannot run {helper}")]
+    Helper {
+        /// The helper and its arguments.
+        helper: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A helper exited unsuccessfully.
+    #[error("{helper} failed ({status}): {stderr}")]
+    HelperStatus {
+        /// The helper and its arguments.
+        helper: String,
+        /// Its exit status.
+        status: String,
+        /// Its standard error, trimmed.
+        stderr: String,
+    },
+    /// The kernel's view of the map differs from what was requested.
+    #[error("/proc/{pid}/{file} reads {got:?} instead of {want:?}")]
+    MapReadback {
+        /// Child pid.
+        pid: u32,
+        /// `uid_map` or `gid_map`.
+        file: &'static str,
+        /// What was requested.
+        want: String,
+        /// What the kernel reports.
+        got: String,
+    },
+    /// A template file could not be rewritten.
+    #[error("cannot substitute placeholders in {path}")]
+    Template {
+        /// The template path inside the rootfs.
+        path: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A tree could not be removed.
+    #[error("cannot remove {path}")]
+    Remove {
+        /// The tree.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The user-namespace child reported an error (its message, full chain).
+    #[error("unpack in user namespace failed: {message}")]
+    Child {
+        /// The child's error kind.
+        kind: ErrorKind,
+        /// The child's error, with causes, as text.
+        message: String,
+    },
+}
+
+impl Error {
+    /// The kind of failure, to branch on.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::OpenArchive { .. }
+            | Error::OpenDest { .. }
+            | Error::Write { .. }
+            | Error::Template { .. }
+            | Error::Remove { .. } => ErrorKind::Io,
+            Error::DestNotEmpty { .. } => ErrorKind::Unsafe,
+            Error::Read { source, .. } => match source.kind() {
+                io::ErrorKind::InvalidData
+                | io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::InvalidInput
+                | io::ErrorKind::Other => ErrorKind::Corrupt,
+                _ => ErrorKind::Io,
+            },
+            Error::Truncated { .. } | Error::BadEntry { .. } | Error::LinkTarget { .. } => {
+                ErrorKind::Corrupt
+            }
+            Error::Unsafe { .. } => ErrorKind::Unsafe,
+            Error::Unmapped { .. }
+            | Error::MapSpec { .. }
+            | Error::MapRefused { .. }
+            | Error::NoSubid { .. }
+            | Error::ReadSubid { .. }
+            | Error::MapReadback { .. } => ErrorKind::Map,
+            Error::Helper { .. } | Error::HelperStatus { .. } => ErrorKind::Helper,
+            Error::Child { kind, .. } => *kind,
+        }
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The error and all its causes, joined with `: `.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

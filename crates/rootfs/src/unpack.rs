@@ -1,0 +1,1207 @@
+//! The entry handler: every write is relative to the destination's fd.
+//!
+//! Defences (see docs/security.md section (b), "Tar:" rows):
+//! - names are cleaned like GNU tar (leading `/` stripped) and `..` is
+//!   refused;
+//! - parents are resolved with `openat2(RESOLVE_IN_ROOT)`, so a symlink from
+//!   the archive can never lead outside (CVE-2021-38511);
+//! - the final component is never followed: existing non-directories are
+//!   unlinked and entries are created with `O_CREAT|O_EXCL|O_NOFOLLOW`,
+//!   `mkdirat`, `symlinkat`, `mknodat`, `linkat` without `AT_SYMLINK_FOLLOW`
+//!   (RUSTSEC-2018-0002, CVE-2026-33056);
+//! - hardlink targets are resolved inside the root and must exist and not be
+//!   directories;
+//! - directory metadata is applied last, deepest first, by re-opening each
+//!   directory with `RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS`.
+#![forbid(unsafe_code)]
+
+use crate::decode::{self, Pipe};
+use crate::error::{Error, Result};
+use crate::exclude::Excludes;
+use crate::idmap::IdMaps;
+use crate::sys::{self, Time};
+use crate::xattr::{self, Action, Bad};
+use crate::{Report, Reporter, Skip, UnpackOptions};
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Instant;
+use tar::EntryType;
+
+const WRITE_BUF: usize = 256 << 10;
+
+/// How ids and xattrs are treated.
+pub(crate) struct Mode {
+    /// `None`: ids verbatim (privileged, unshifted).
+    pub(crate) maps: Option<IdMaps>,
+    /// Inside a mapped user namespace: ids are checked against `maps` (an
+    /// identity map) but capabilities and ACLs are written as stored, and the
+    /// kernel shifts them. Device nodes are skipped.
+    pub(crate) kernel_shifts: bool,
+}
+
+struct DirMeta {
+    path: Vec<u8>,
+    /// (st_dev, st_ino) when created; checked when the metadata is applied.
+    id: Option<(u64, u64)>,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    atime: Time,
+    mtime: Time,
+    xattrs: Vec<(CString, Vec<u8>)>,
+}
+
+#[derive(Default)]
+struct PaxSparse {
+    major: Option<u64>,
+    minor: Option<u64>,
+    realsize: Option<u64>,
+    name: Option<Vec<u8>>,
+    other: bool,
+}
+
+struct Unpacker<'a> {
+    archive: &'a Path,
+    root: Rc<OwnedFd>,
+    mode: &'a Mode,
+    skip_devices: bool,
+    excludes: Excludes,
+    cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
+    dirs: Vec<DirMeta>,
+    report: Report,
+    buf: Vec<u8>,
+}
+
+/// Entry name for messages.
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn cstr(b: &[u8]) -> Option<CString> {
+    CString::new(b.to_vec()).ok()
+}
+
+/// Splits a member name into components: leading `/` and `.` components are
+/// dropped (as GNU tar does), `..` is refused. `Err(())` means `..`.
+fn clean(name: &[u8]) -> std::result::Result<Vec<&[u8]>, ()> {
+    let mut out = Vec::new();
+    for c in name.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return Err(()),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+fn join(comps: &[&[u8]]) -> Vec<u8> {
+    comps.join(&b'/')
+}
+
+fn is_enoent(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOENT)
+}
+
+fn is_eexist(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EEXIST)
+}
+
+fn is_dir(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+/// Finds the raw data of the pax `x` header that belongs to the member at
+/// `hpos`, from the bytes the parser read (`recorded`, starting at archive
+/// offset `start`, which is right after the previous member's data).
+///
+/// The `tar` crate splits pax records on newlines, so a value containing
+/// `\n` (binary xattrs, `SCHILY.acl.*` text) makes it drop records, and
+/// with them `size`, `path` or `uid`: a parser differential. Parsing the
+/// records here, length-prefixed as POSIX says, and checking the crate's
+/// size against ours closes that. Returns `None` if the extension headers
+/// between the previous member and this one cannot be walked exactly.
+fn own_pax(recorded: &[u8], start: u64, hpos: u64) -> Option<Option<Vec<u8>>> {
+    let mut p = start.div_ceil(512) * 512;
+    let mut pax = None;
+    while p < hpos {
+        let rel = (p - start) as usize;
+        let h = tar::Header::from_byte_slice(recorded.get(rel..rel + 512)?);
+        let ty = h.entry_type();
+        if !(ty.is_pax_local_extensions() || ty.is_gnu_longname() || ty.is_gnu_longlink()) {
+            return None;
+        }
+        let size = h.entry_size().ok()?;
+        let data = recorded.get(rel + 512..rel + 512 + usize::try_from(size).ok()?)?;
+        if ty.is_pax_local_extensions() {
+            pax = Some(data.to_vec());
+        }
+        p = p
+            .checked_add(512)?
+            .checked_add(size.checked_add(511)? / 512 * 512)?;
+    }
+    (p == hpos).then_some(pax)
+}
+
+/// Parses pax records (`LEN KEY=VALUE\n`), length-prefixed, so values may
+/// contain newlines. Later records override earlier ones (as in GNU tar).
+fn parse_pax(d: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    let mut out: Vec<(&[u8], &[u8])> = Vec::new();
+    let mut p = 0;
+    while p < d.len() {
+        if d[p..].iter().all(|&b| b == 0) {
+            break;
+        }
+        let sp = d[p..].iter().take(21).position(|&b| b == b' ')?;
+        let len: usize = std::str::from_utf8(&d[p..p + sp]).ok()?.parse().ok()?;
+        if len < sp + 3 || p.checked_add(len)? > d.len() || d[p + len - 1] != b'\n' {
+            return None;
+        }
+        let rec = &d[p + sp + 1..p + len - 1];
+        let eq = rec.iter().position(|&b| b == b'=')?;
+        let (k, v) = (&rec[..eq], &rec[eq + 1..]);
+        if k.is_empty() {
+            return None;
+        }
+        out.retain(|(ok, _)| *ok != k);
+        out.push((k, v));
+        p += len;
+    }
+    Some(out)
+}
+
+fn pax_num(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// Parses a pax time (`123.456789`, possibly negative) to (sec, nsec).
+fn pax_time(v: &[u8]) -> Option<(i64, u32)> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    if int.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let sec: i64 = int.parse().ok()?;
+    let mut ns: u32 = 0;
+    for (i, b) in frac.bytes().take(9).enumerate() {
+        ns += (b - b'0') as u32 * 10u32.pow(8 - i as u32);
+    }
+    if neg {
+        if ns == 0 {
+            Some((-sec, 0))
+        } else {
+            Some((-sec - 1, 1_000_000_000 - ns))
+        }
+    } else {
+        Some((sec, ns))
+    }
+}
+
+/// Unpacks `archive` into `dest` with the given id treatment.
+pub(crate) fn run(
+    archive: &Path,
+    dest: &Path,
+    opts: &UnpackOptions,
+    mode: &Mode,
+    rep: &dyn Reporter,
+) -> Result<Report> {
+    let start = Instant::now();
+    let odest = |source| Error::OpenDest {
+        path: dest.to_owned(),
+        source,
+    };
+    let dcs = CString::new(dest.as_os_str().as_encoded_bytes()).map_err(|_| {
+        odest(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "path contains a nul byte",
+        ))
+    })?;
+    let root = sys::open(&dcs, libc::O_PATH | libc::O_DIRECTORY).map_err(odest)?;
+    {
+        // The destination must be empty: we never merge into an existing tree.
+        let d = sys::openat(root.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+            .map_err(odest)?;
+        let mut rd = std::fs::read_dir(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&d)
+        ))
+        .map_err(odest)?;
+        if rd.next().is_some() {
+            return Err(Error::DestNotEmpty {
+                path: dest.to_owned(),
+            });
+        }
+    }
+    let oarch = |source| Error::OpenArchive {
+        path: archive.to_owned(),
+        source,
+    };
+    let mut f = File::open(archive).map_err(oarch)?;
+    let fmt = decode::sniff(&mut f).map_err(oarch)?;
+    let len = f.metadata().map_err(oarch)?.len();
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        opts.threads
+    } as u32;
+    let id = rep.start(&format!("unpack {}", archive.display()), Some(len));
+
+    let mut u = Unpacker {
+        archive,
+        root: Rc::new(root),
+        mode,
+        skip_devices: opts.skip_devices || mode.kernel_shifts,
+        excludes: Excludes::new(&opts.excludes),
+        cache: None,
+        dirs: Vec::new(),
+        report: Report::default(),
+        buf: vec![0; WRITE_BUF],
+    };
+    let res = std::thread::scope(|s| {
+        let (tx, free, pipe) = decode::channel();
+        s.spawn(move || decode::pump(f, fmt, threads, rep, id, tx, free));
+        u.entries(pipe)
+    });
+    rep.finish(id);
+    res?;
+    u.finish()?;
+    u.report.elapsed = start.elapsed();
+    Ok(u.report)
+}
+
+impl Unpacker<'_> {
+    fn entries(&mut self, pipe: Pipe) -> Result<()> {
+        let count = pipe.count.clone();
+        let rec = pipe.rec.clone();
+        let archive = self.archive;
+        let mut ar = tar::Archive::new(pipe);
+        let mut last = String::from("(start of archive)");
+        let read_err = |last: &str, source: io::Error| {
+            let msg = source.to_string();
+            if source.kind() == io::ErrorKind::UnexpectedEof || msg.contains("unexpected EOF") {
+                Error::Truncated {
+                    archive: archive.to_owned(),
+                    entry: format!("after {last}"),
+                    offset: count.get(),
+                }
+            } else {
+                Error::Read {
+                    archive: archive.to_owned(),
+                    entry: format!("after {last}"),
+                    offset: count.get(),
+                    source,
+                }
+            }
+        };
+        let mut entries = ar.entries().map_err(|e| read_err(&last, e))?;
+        loop {
+            // Record what the parser reads while finding the next member, so
+            // the raw pax records can be parsed here (see `own_pax`).
+            let start = count.get();
+            *rec.borrow_mut() = Some(Vec::new());
+            let item = entries.next();
+            let recorded = rec.borrow_mut().take().unwrap_or_default();
+            let Some(item) = item else { break };
+            let mut e = item.map_err(|e| read_err(&last, e))?;
+            last = lossy(&e.path_bytes());
+            let pax = own_pax(&recorded, start, e.raw_header_position()).ok_or_else(|| {
+                Error::Unsafe {
+                    entry: last.clone(),
+                    offset: e.raw_header_position(),
+                    why: "extension headers do not lead to this member (parser disagreement)",
+                }
+            })?;
+            self.entry(&mut e, pax.as_deref())?;
+            // Consume what is left of the member so the next search starts
+            // at a block boundary right after it.
+            io::copy(&mut e, &mut io::sink()).map_err(|e| read_err(&last, e))?;
+        }
+        // Read to the end so a truncated or corrupt compressed stream (or
+        // its integrity check) is noticed even after the end-of-archive
+        // blocks. Trailing data is normally a few KiB of zero padding.
+        let mut rest = ar.into_inner();
+        *rest.rec.borrow_mut() = None;
+        io::copy(&mut rest, &mut io::sink())
+            .map_err(|e| read_err(&format!("{last} (end of archive)"), e))?;
+        Ok(())
+    }
+
+    fn map_uid(&self, entry: &str, id: u64) -> Result<u32> {
+        let unmapped = || Error::Unmapped {
+            entry: entry.to_owned(),
+            which: "uid",
+            id,
+        };
+        let id32 = u32::try_from(id).map_err(|_| unmapped())?;
+        match &self.mode.maps {
+            None => Ok(id32),
+            Some(m) => m.host_uid(id32).ok_or_else(unmapped),
+        }
+    }
+
+    fn map_gid(&self, entry: &str, id: u64) -> Result<u32> {
+        let unmapped = || Error::Unmapped {
+            entry: entry.to_owned(),
+            which: "gid",
+            id,
+        };
+        let id32 = u32::try_from(id).map_err(|_| unmapped())?;
+        match &self.mode.maps {
+            None => Ok(id32),
+            Some(m) => m.host_gid(id32).ok_or_else(unmapped),
+        }
+    }
+
+    /// Host ids of container root (owner of implicit directories).
+    fn root_ids(&self) -> (u32, u32) {
+        match &self.mode.maps {
+            None => (0, 0),
+            Some(m) => (m.host_uid(0).unwrap_or(0), m.host_gid(0).unwrap_or(0)),
+        }
+    }
+
+    /// Resolves (and with `create`, makes) the directory `comps` inside the
+    /// root. Symlinks are clamped to the root by `RESOLVE_IN_ROOT`.
+    fn dir(&mut self, comps: &[&[u8]], create: bool, entry: &str) -> Result<Rc<OwnedFd>> {
+        if comps.is_empty() {
+            return Ok(self.root.clone());
+        }
+        let path = join(comps);
+        if let Some((p, fd)) = &self.cache {
+            if *p == path {
+                return Ok(fd.clone());
+            }
+        }
+        let how = libc::O_PATH | libc::O_DIRECTORY;
+        let res = sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS;
+        let cpath = cstr(&path).ok_or_else(|| self.bad(entry, 0, "name contains a nul byte"))?;
+        let fd = match sys::openat2(self.root.as_fd(), &cpath, how, 0, res) {
+            Ok(fd) => fd,
+            Err(e) if is_enoent(&e) && create => {
+                // Walk down, creating what is missing. Each mkdirat is
+                // relative to a parent resolved inside the root.
+                let mut cur = self.root.clone();
+                for i in 0..comps.len() {
+                    let prefix = join(&comps[..=i]);
+                    let cp = cstr(&prefix).unwrap();
+                    let next = match sys::openat2(self.root.as_fd(), &cp, how, 0, res) {
+                        Ok(fd) => fd,
+                        Err(e) if is_enoent(&e) => {
+                            let name = cstr(comps[i]).unwrap();
+                            match sys::mkdirat(cur.as_fd(), &name, 0o700) {
+                                Ok(()) => {
+                                    let (uid, gid) = self.root_ids();
+                                    let id = sys::lstatat(cur.as_fd(), &name)
+                                        .ok()
+                                        .map(|st| (st.st_dev, st.st_ino));
+                                    self.dirs.push(DirMeta {
+                                        id,
+                                        path: prefix.clone(),
+                                        uid,
+                                        gid,
+                                        mode: 0o755,
+                                        atime: None,
+                                        mtime: None,
+                                        xattrs: Vec::new(),
+                                    });
+                                }
+                                Err(e) if is_eexist(&e) => {}
+                                Err(e) => return Err(self.werr("mkdirat", &prefix, e)),
+                            }
+                            sys::openat2(self.root.as_fd(), &cp, how, 0, res)
+                                .map_err(|e| self.werr("openat2", &prefix, e))?
+                        }
+                        Err(e) => return Err(self.werr("openat2", &prefix, e)),
+                    };
+                    cur = Rc::new(next);
+                }
+                self.cache = Some((path, cur.clone()));
+                return Ok(cur);
+            }
+            Err(e) if is_enoent(&e) => {
+                return Err(Error::Write {
+                    step: "openat2",
+                    path: lossy(&path),
+                    source: e,
+                })
+            }
+            Err(e) => return Err(self.werr("openat2", &path, e)),
+        };
+        let fd = Rc::new(fd);
+        self.cache = Some((path, fd.clone()));
+        Ok(fd)
+    }
+
+    fn werr(&self, step: &'static str, path: &[u8], source: io::Error) -> Error {
+        Error::Write {
+            step,
+            path: lossy(path),
+            source,
+        }
+    }
+
+    fn bad(&self, entry: &str, offset: u64, why: &'static str) -> Error {
+        Error::BadEntry {
+            entry: entry.to_owned(),
+            offset,
+            why,
+        }
+    }
+
+    /// Makes room for a new node `name` in `dir`: returns `true` if a
+    /// directory is already there and `keep_dir` is set. Otherwise removes
+    /// what is there (a directory only if empty) without following it.
+    fn make_room(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        path: &[u8],
+        keep_dir: bool,
+    ) -> Result<bool> {
+        let st = match sys::lstatat(dir, name) {
+            Ok(st) => st,
+            Err(e) if is_enoent(&e) => return Ok(false),
+            Err(e) => return Err(self.werr("fstatat", path, e)),
+        };
+        if is_dir(&st) {
+            if keep_dir {
+                return Ok(true);
+            }
+            sys::unlinkat(dir, name, libc::AT_REMOVEDIR)
+                .map_err(|e| self.werr("rmdir", path, e))?;
+            self.cache = None;
+            let mut sub = path.to_vec();
+            sub.push(b'/');
+            self.dirs
+                .retain(|d| d.path != path && !d.path.starts_with(&sub));
+        } else {
+            sys::unlinkat(dir, name, 0).map_err(|e| self.werr("unlinkat", path, e))?;
+            // A replaced symlink may have been a component of the cached
+            // parent; resolve again so later members follow the new tree.
+            self.cache = None;
+        }
+        Ok(false)
+    }
+
+    fn entry(&mut self, e: &mut tar::Entry<'_, Pipe>, pax: Option<&[u8]>) -> Result<()> {
+        let hpos = e.raw_header_position();
+        let mut raw = e.path_bytes().into_owned();
+        let mut name = lossy(&raw);
+        let mut ty = e.header().entry_type();
+        if ty.is_pax_global_extensions() {
+            // Global pax headers carry defaults (GNU tar writes none); they
+            // are not members.
+            return Ok(());
+        }
+        if ty.is_pax_local_extensions() || ty.is_gnu_longname() || ty.is_gnu_longlink() {
+            // An extension header the parser did not consume (no ustar/gnu
+            // magic). Another tar could apply it; refuse the ambiguity.
+            return Err(self.bad(&name, hpos, "extension header without ustar magic"));
+        }
+        if ty.as_byte() == 0 && raw.ends_with(b"/") {
+            ty = EntryType::Directory; // pre-POSIX tar: a `\0` member named `x/`
+        }
+
+        // Pax: xattrs and nanosecond times.
+        let mut xattrs: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut mtime: Option<(i64, u32)> = None;
+        let mut atime: Option<(i64, u32)> = None;
+        let mut sparse = PaxSparse::default();
+        let mut text_acls: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut acl_skips: Vec<&str> = Vec::new();
+        let records = match pax {
+            Some(d) => parse_pax(d).ok_or_else(|| self.bad(&name, hpos, "malformed pax header"))?,
+            None => Vec::new(),
+        };
+        let mut pax_uid = None;
+        let mut pax_gid = None;
+        let mut link_override: Option<Vec<u8>> = None;
+        for (key, v) in records {
+            let num = || pax_num(v).ok_or_else(|| self.bad(&name, hpos, "bad numeric pax record"));
+            if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
+                let x = String::from_utf8(x.to_vec())
+                    .map_err(|_| self.bad(&name, hpos, "xattr name is not utf-8"))?;
+                xattrs.push((x, v.to_vec()));
+            } else if let Some(kind) = key.strip_prefix(b"SCHILY.acl.") {
+                // `tar --acls` text form; the raw system.posix_acl_* xattr,
+                // if also present, wins (see below).
+                let xname = match kind {
+                    b"access" => "system.posix_acl_access",
+                    b"default" => "system.posix_acl_default",
+                    _ => continue,
+                };
+                match xattr::acl_from_text(v) {
+                    Ok(v) => text_acls.push((xname.to_owned(), v)),
+                    Err(None) => acl_skips.push(xname),
+                    Err(Some(why)) => return Err(self.bad(&name, hpos, why)),
+                }
+            } else if key == b"mtime" {
+                mtime = Some(pax_time(v).ok_or_else(|| self.bad(&name, hpos, "bad pax mtime"))?);
+            } else if key == b"atime" {
+                atime = pax_time(v);
+            } else if key == b"path" {
+                raw = v.to_vec();
+                name = lossy(&raw);
+            } else if key == b"linkpath" {
+                link_override = Some(v.to_vec());
+            } else if key == b"uid" {
+                pax_uid = Some(num()?);
+            } else if key == b"gid" {
+                pax_gid = Some(num()?);
+            } else if key == b"size" {
+                // The crate must have used the same size to find the data and
+                // the next header, or the two parsers see different archives
+                // (CVE-2025-62518 class).
+                let want = num()?;
+                if ty == EntryType::GNUSparse || want != e.size() {
+                    return Err(Error::Unsafe {
+                        entry: name,
+                        offset: hpos,
+                        why: "pax size disagrees with the parser's view of the member",
+                    });
+                }
+            } else if key.starts_with(b"GNU.sparse.") {
+                let v = v.to_vec();
+                let n = pax_num(&v);
+                match key {
+                    b"GNU.sparse.major" => sparse.major = n,
+                    b"GNU.sparse.minor" => sparse.minor = n,
+                    b"GNU.sparse.realsize" | b"GNU.sparse.size" => sparse.realsize = n,
+                    b"GNU.sparse.name" => sparse.name = Some(v),
+                    _ => sparse.other = true,
+                }
+            }
+        }
+        let pax_sparse = if sparse.major.is_some() || sparse.other || sparse.realsize.is_some() {
+            // GNU tar's pax sparse format 1.0 (what `tar --xattrs -S` writes):
+            // the map is at the start of the data. 0.0/0.1 are refused
+            // rather than unpacked as a file full of map text.
+            match (
+                sparse.major,
+                sparse.minor,
+                sparse.realsize,
+                sparse.name.take(),
+            ) {
+                (Some(1), Some(0), Some(real), Some(n)) if ty.is_file() => {
+                    raw = n;
+                    name = lossy(&raw);
+                    Some(real)
+                }
+                _ => return Err(self.bad(&name, hpos, "unsupported pax sparse format (only 1.0)")),
+            }
+        } else {
+            None
+        };
+        for (k, v) in text_acls {
+            if !xattrs.iter().any(|(x, _)| *x == k) {
+                xattrs.push((k, v));
+            }
+        }
+        let h = e.header();
+        let mtime = match mtime {
+            Some(t) => t,
+            None => (
+                h.mtime()
+                    .map_err(|_| self.bad(&name, hpos, "bad mtime field"))? as i64,
+                0,
+            ),
+        };
+        let mode = h
+            .mode()
+            .map_err(|_| self.bad(&name, hpos, "bad mode field"))?
+            & 0o7777;
+        let uid = match pax_uid {
+            Some(u) => u,
+            None => h
+                .uid()
+                .map_err(|_| self.bad(&name, hpos, "bad uid field"))?,
+        };
+        let gid = match pax_gid {
+            Some(g) => g,
+            None => h
+                .gid()
+                .map_err(|_| self.bad(&name, hpos, "bad gid field"))?,
+        };
+        let devno = if matches!(ty, EntryType::Char | EntryType::Block) {
+            let maj = h
+                .device_major()
+                .ok()
+                .flatten()
+                .ok_or_else(|| self.bad(&name, hpos, "bad device major"))?;
+            let min = h
+                .device_minor()
+                .ok()
+                .flatten()
+                .ok_or_else(|| self.bad(&name, hpos, "bad device minor"))?;
+            (maj, min)
+        } else {
+            (0, 0)
+        };
+
+        let comps = clean(&raw).map_err(|()| Error::Unsafe {
+            entry: name.clone(),
+            offset: hpos,
+            why: "name contains `..`",
+        })?;
+        if comps.iter().any(|c| c.contains(&0)) {
+            return Err(self.bad(&name, hpos, "name contains a nul byte"));
+        }
+        let path = join(&comps);
+        if self.excludes.matches(&path) {
+            self.report.skipped.push(Skip {
+                path: lossy(&path),
+                reason: "excluded".into(),
+            });
+            return Ok(());
+        }
+        if matches!(ty, EntryType::Char | EntryType::Block) && self.skip_devices {
+            self.report.skipped.push(Skip {
+                path: lossy(&path),
+                reason: if self.mode.kernel_shifts {
+                    "device node (cannot be created in a user namespace)".into()
+                } else {
+                    "device node (skip_devices)".into()
+                },
+            });
+            return Ok(());
+        }
+        let known = matches!(
+            ty,
+            EntryType::Regular
+                | EntryType::Continuous
+                | EntryType::GNUSparse
+                | EntryType::Directory
+                | EntryType::Symlink
+                | EntryType::Link
+                | EntryType::Fifo
+                | EntryType::Char
+                | EntryType::Block
+        );
+        if !known {
+            self.report.skipped.push(Skip {
+                path: lossy(&path),
+                reason: format!("unsupported entry type {:?}", ty.as_byte() as char),
+            });
+            return Ok(());
+        }
+
+        for x in acl_skips {
+            self.report.skipped.push(Skip {
+                path: lossy(&path),
+                reason: format!("{x} uses user or group names (tar --acls without --numeric-owner); not applied"),
+            });
+        }
+        let huid = self.map_uid(&name, uid)?;
+        let hgid = self.map_gid(&name, gid)?;
+        let mut xa: Vec<(CString, Vec<u8>)> = Vec::new();
+        for (k, v) in &xattrs {
+            let maps = self.mode.maps.as_ref();
+            match xattr::rewrite(k, v, maps, self.mode.kernel_shifts) {
+                Ok(Action::Drop) => {}
+                Ok(Action::Set(v)) => {
+                    let k = cstr(k.as_bytes())
+                        .ok_or_else(|| self.bad(&name, hpos, "xattr name contains a nul byte"))?;
+                    xa.push((k, v));
+                }
+                Err(Bad::Unmapped(which, id)) => {
+                    return Err(Error::Unmapped {
+                        entry: name.clone(),
+                        which,
+                        id,
+                    })
+                }
+                Err(Bad::Malformed(why)) => return Err(self.bad(&name, hpos, why)),
+            }
+        }
+        // Order matters: capabilities after chown+chmod, then ACLs, then the rest.
+        let rank = |k: &CString| match k.as_bytes() {
+            b"security.capability" => 0,
+            b"system.posix_acl_access" | b"system.posix_acl_default" => 1,
+            _ => 2,
+        };
+        xa.sort_by_key(|(k, _)| rank(k));
+        let atime: Time = atime;
+        let mtime: Time = Some(mtime);
+
+        let Some((last, parents)) = comps.split_last() else {
+            // The root entry (`.`, `./`, `/`): only a directory is allowed
+            // (CVE-2021-29136, umoci).
+            if ty != EntryType::Directory {
+                return Err(Error::Unsafe {
+                    entry: name,
+                    offset: hpos,
+                    why: "root entry is not a directory",
+                });
+            }
+            self.dirs.push(DirMeta {
+                id: None,
+                path: Vec::new(),
+                uid: huid,
+                gid: hgid,
+                mode,
+                atime,
+                mtime,
+                xattrs: xa,
+            });
+            self.report.entries += 1;
+            return Ok(());
+        };
+        let cname = cstr(last).unwrap();
+        let parent = self.dir(parents, true, &name)?;
+        let pfd = parent.as_fd();
+
+        match ty {
+            EntryType::Directory => {
+                if !self.make_room(pfd, &cname, &path, true)? {
+                    sys::mkdirat(pfd, &cname, 0o700).map_err(|e| self.werr("mkdirat", &path, e))?;
+                }
+                let st = sys::lstatat(pfd, &cname).map_err(|e| self.werr("fstatat", &path, e))?;
+                self.dirs.push(DirMeta {
+                    id: Some((st.st_dev, st.st_ino)),
+                    path,
+                    uid: huid,
+                    gid: hgid,
+                    mode,
+                    atime,
+                    mtime,
+                    xattrs: xa,
+                });
+            }
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+                let fd = match sys::openat(pfd, &cname, flags, 0o600) {
+                    Err(err) if is_eexist(&err) => {
+                        self.make_room(pfd, &cname, &path, false)?;
+                        sys::openat(pfd, &cname, flags, 0o600)
+                    }
+                    r => r,
+                }
+                .map_err(|e| self.werr("openat", &path, e))?;
+                let mut f = File::from(fd);
+                if let Some(real) = pax_sparse {
+                    self.write_pax_sparse(e, &mut f, real, &name, &path)?;
+                    self.report.bytes += real;
+                    let fd = f.as_fd();
+                    sys::fchown(fd, huid, hgid).map_err(|e| self.werr("fchown", &path, e))?;
+                    sys::fchmod(fd, mode).map_err(|e| self.werr("fchmod", &path, e))?;
+                    for (k, v) in &xa {
+                        sys::fsetxattr(fd, k, v).map_err(|e| self.werr("fsetxattr", &path, e))?;
+                    }
+                    sys::futimens(fd, atime, mtime).map_err(|e| self.werr("futimens", &path, e))?;
+                    self.report.entries += 1;
+                    return Ok(());
+                }
+                let size = e.size();
+                let sparse = ty == EntryType::GNUSparse;
+                let data_pos = e.raw_file_position();
+                let mut written: u64 = 0;
+                loop {
+                    let n = match e.read(&mut self.buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
+                            return Err(Error::Truncated {
+                                archive: self.archive.to_owned(),
+                                entry: name,
+                                offset: data_pos + written,
+                            })
+                        }
+                        Err(source) => {
+                            return Err(Error::Read {
+                                archive: self.archive.to_owned(),
+                                entry: name,
+                                offset: data_pos + written,
+                                source,
+                            })
+                        }
+                    };
+                    let chunk = &self.buf[..n];
+                    if sparse && chunk.iter().all(|&b| b == 0) {
+                        f.seek(SeekFrom::Current(n as i64))
+                            .map_err(|e| self.werr("lseek", &path, e))?;
+                    } else {
+                        f.write_all(chunk)
+                            .map_err(|e| self.werr("write", &path, e))?;
+                    }
+                    written += n as u64;
+                }
+                if written != size {
+                    // A short read without an error: the archive ended.
+                    return Err(Error::Truncated {
+                        archive: self.archive.to_owned(),
+                        entry: name,
+                        offset: data_pos + written,
+                    });
+                }
+                if sparse {
+                    f.set_len(size)
+                        .map_err(|e| self.werr("ftruncate", &path, e))?;
+                }
+                self.report.bytes += size;
+                let fd = f.as_fd();
+                sys::fchown(fd, huid, hgid).map_err(|e| self.werr("fchown", &path, e))?;
+                sys::fchmod(fd, mode).map_err(|e| self.werr("fchmod", &path, e))?;
+                for (k, v) in &xa {
+                    sys::fsetxattr(fd, k, v).map_err(|e| self.werr("fsetxattr", &path, e))?;
+                }
+                sys::futimens(fd, atime, mtime).map_err(|e| self.werr("futimens", &path, e))?;
+            }
+            EntryType::Link => {
+                let target = link_override
+                    .clone()
+                    .or_else(|| e.link_name_bytes().map(|c| c.into_owned()))
+                    .ok_or_else(|| self.bad(&name, hpos, "hardlink without a target"))?;
+                let tname = lossy(&target);
+                let tcomps = clean(&target).map_err(|()| Error::Unsafe {
+                    entry: name.clone(),
+                    offset: hpos,
+                    why: "hardlink target contains `..`",
+                })?;
+                let Some((tlast, tparents)) = tcomps.split_last() else {
+                    return Err(Error::Unsafe {
+                        entry: name,
+                        offset: hpos,
+                        why: "hardlink to the root directory",
+                    });
+                };
+                let missing = || Error::LinkTarget {
+                    entry: name.clone(),
+                    offset: hpos,
+                    target: tname.clone(),
+                };
+                let tlast = cstr(tlast)
+                    .ok_or_else(|| self.bad(&name, hpos, "hardlink target contains a nul byte"))?;
+                let tdir = match self.dir(tparents, false, &name) {
+                    Ok(d) => d,
+                    Err(Error::Write { source, .. })
+                        if is_enoent(&source) || source.raw_os_error() == Some(libc::ENOTDIR) =>
+                    {
+                        return Err(missing())
+                    }
+                    Err(e) => return Err(e),
+                };
+                let tst = match sys::lstatat(tdir.as_fd(), &tlast) {
+                    Ok(st) => st,
+                    Err(err) if is_enoent(&err) => return Err(missing()),
+                    Err(err) => return Err(self.werr("fstatat", &target, err)),
+                };
+                if is_dir(&tst) {
+                    return Err(Error::Unsafe {
+                        entry: name,
+                        offset: hpos,
+                        why: "hardlink to a directory",
+                    });
+                }
+                if let Ok(st) = sys::lstatat(pfd, &cname) {
+                    if st.st_dev == tst.st_dev && st.st_ino == tst.st_ino {
+                        self.report.entries += 1;
+                        return Ok(()); // already this inode
+                    }
+                }
+                match sys::linkat(tdir.as_fd(), &tlast, pfd, &cname) {
+                    Err(err) if is_eexist(&err) => {
+                        self.make_room(pfd, &cname, &path, false)?;
+                        sys::linkat(tdir.as_fd(), &tlast, pfd, &cname)
+                    }
+                    r => r,
+                }
+                .map_err(|e| self.werr("linkat", &path, e))?;
+            }
+            EntryType::Symlink => {
+                let target = link_override
+                    .clone()
+                    .or_else(|| e.link_name_bytes().map(|c| c.into_owned()))
+                    .ok_or_else(|| self.bad(&name, hpos, "symlink without a target"))?;
+                if target.is_empty() {
+                    return Err(self.bad(&name, hpos, "symlink with an empty target"));
+                }
+                let ctarget = cstr(&target)
+                    .ok_or_else(|| self.bad(&name, hpos, "symlink target contains a nul byte"))?;
+                match sys::symlinkat(&ctarget, pfd, &cname) {
+                    Err(err) if is_eexist(&err) => {
+                        self.make_room(pfd, &cname, &path, false)?;
+                        sys::symlinkat(&ctarget, pfd, &cname)
+                    }
+                    r => r,
+                }
+                .map_err(|e| self.werr("symlinkat", &path, e))?;
+                self.node_meta(pfd, &cname, &path, huid, hgid, None, &xa, atime, mtime)?;
+            }
+            EntryType::Fifo | EntryType::Char | EntryType::Block => {
+                let (maj, min) = devno;
+                let kind = match ty {
+                    EntryType::Fifo => libc::S_IFIFO,
+                    EntryType::Char => libc::S_IFCHR,
+                    _ => libc::S_IFBLK,
+                };
+                match sys::mknodat(pfd, &cname, kind | 0o600, maj, min) {
+                    Err(err) if is_eexist(&err) => {
+                        self.make_room(pfd, &cname, &path, false)?;
+                        sys::mknodat(pfd, &cname, kind | 0o600, maj, min)
+                    }
+                    r => r,
+                }
+                .map_err(|e| self.werr("mknodat", &path, e))?;
+                self.node_meta(
+                    pfd,
+                    &cname,
+                    &path,
+                    huid,
+                    hgid,
+                    Some(mode),
+                    &xa,
+                    atime,
+                    mtime,
+                )?;
+            }
+            _ => unreachable!("filtered above"),
+        }
+        self.report.entries += 1;
+        Ok(())
+    }
+
+    /// Writes a GNU pax sparse 1.0 member: the data starts with a decimal
+    /// map (count, then offset/size pairs, one per line) padded to 512
+    /// bytes, followed by the data of each region.
+    fn write_pax_sparse(
+        &mut self,
+        e: &mut tar::Entry<'_, Pipe>,
+        f: &mut File,
+        real: u64,
+        name: &str,
+        path: &[u8],
+    ) -> Result<()> {
+        let data_pos = e.raw_file_position();
+        let size = e.size();
+        let mut used: u64 = 0;
+        let corrupt = |why| Error::BadEntry {
+            entry: name.to_owned(),
+            offset: data_pos,
+            why,
+        };
+        let truncated = |at: u64| Error::Truncated {
+            archive: self.archive.to_owned(),
+            entry: name.to_owned(),
+            offset: data_pos + at,
+        };
+        let line = |e: &mut tar::Entry<'_, Pipe>, used: &mut u64| -> Result<u64> {
+            let mut v: u64 = 0;
+            let mut digits = 0;
+            loop {
+                let mut b = [0u8; 1];
+                match e.read(&mut b) {
+                    Ok(1) => {}
+                    Ok(_) => return Err(truncated(*used)),
+                    Err(_) => return Err(truncated(*used)),
+                }
+                *used += 1;
+                match b[0] {
+                    b'\n' if digits > 0 => return Ok(v),
+                    c @ b'0'..=b'9' if digits < 19 => {
+                        v = v * 10 + (c - b'0') as u64;
+                        digits += 1;
+                    }
+                    _ => return Err(corrupt("bad sparse map")),
+                }
+            }
+        };
+        let n = line(e, &mut used)?;
+        let mut regions = Vec::new();
+        let mut end = 0u64;
+        let mut total = 0u64;
+        for _ in 0..n {
+            let off = line(e, &mut used)?;
+            let len = line(e, &mut used)?;
+            let stop = off
+                .checked_add(len)
+                .ok_or_else(|| corrupt("sparse region overflows"))?;
+            if off < end || stop > real {
+                return Err(corrupt("sparse regions overlap or exceed the file size"));
+            }
+            end = stop;
+            total = total
+                .checked_add(len)
+                .ok_or_else(|| corrupt("sparse region overflows"))?;
+            regions.push((off, len));
+        }
+        let pad = (512 - used % 512) % 512;
+        let map_len = used + pad;
+        if map_len.checked_add(total) != Some(size) {
+            return Err(corrupt("sparse map does not match the member size"));
+        }
+        io::copy(&mut e.take(pad), &mut io::sink()).map_err(|_| truncated(used))?;
+        used += pad;
+        for (off, len) in regions {
+            f.seek(SeekFrom::Start(off))
+                .map_err(|e| self.werr("lseek", path, e))?;
+            let mut left = len;
+            while left > 0 {
+                let want = left.min(self.buf.len() as u64) as usize;
+                let n = match e.read(&mut self.buf[..want]) {
+                    Ok(0) | Err(_) => return Err(truncated(used)),
+                    Ok(n) => n,
+                };
+                f.write_all(&self.buf[..n])
+                    .map_err(|e| self.werr("write", path, e))?;
+                left -= n as u64;
+                used += n as u64;
+            }
+        }
+        f.set_len(real).map_err(|e| self.werr("ftruncate", path, e))
+    }
+
+    /// Owner, mode, xattrs and times of a node we must not open (symlink,
+    /// fifo, device), all without following it.
+    #[allow(clippy::too_many_arguments)]
+    fn node_meta(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        path: &[u8],
+        uid: u32,
+        gid: u32,
+        mode: Option<u32>,
+        xa: &[(CString, Vec<u8>)],
+        atime: Time,
+        mtime: Time,
+    ) -> Result<()> {
+        sys::lchownat(dir, name, uid, gid).map_err(|e| self.werr("fchownat", path, e))?;
+        if let Some(mode) = mode {
+            sys::lchmodat(dir, name, mode).map_err(|e| self.werr("fchmodat2", path, e))?;
+        }
+        if !xa.is_empty() {
+            // `/proc/self/fd/N` is the resolved parent; the last component is
+            // a single name and lsetxattr does not follow it.
+            let mut p =
+                format!("/proc/self/fd/{}/", std::os::fd::AsRawFd::as_raw_fd(&dir)).into_bytes();
+            p.extend_from_slice(name.to_bytes());
+            let p = cstr(&p).unwrap();
+            for (k, v) in xa {
+                sys::lsetxattr(&p, k, v).map_err(|e| self.werr("lsetxattr", path, e))?;
+            }
+        }
+        sys::lutimensat(dir, name, atime, mtime).map_err(|e| self.werr("utimensat", path, e))
+    }
+
+    /// `dev/pts`, then directory metadata deepest first.
+    fn finish(&mut self) -> Result<()> {
+        let (ruid, rgid) = self.root_ids();
+        let dev = self.dir(&[b"dev"], true, "dev/pts")?;
+        match sys::mkdirat(dev.as_fd(), c"pts", 0o755) {
+            Ok(()) => {
+                sys::lchownat(dev.as_fd(), c"pts", ruid, rgid)
+                    .map_err(|e| self.werr("fchownat", b"dev/pts", e))?;
+                sys::lchmodat(dev.as_fd(), c"pts", 0o755)
+                    .map_err(|e| self.werr("fchmodat2", b"dev/pts", e))?;
+            }
+            Err(e) if is_eexist(&e) => {}
+            Err(e) => return Err(self.werr("mkdirat", b"dev/pts", e)),
+        }
+        drop(dev);
+        self.cache = None;
+
+        let mut dirs = std::mem::take(&mut self.dirs);
+        dirs.sort_by_key(|d| {
+            std::cmp::Reverse(
+                d.path.iter().filter(|&&b| b == b'/').count() + usize::from(!d.path.is_empty()),
+            )
+        });
+        for d in &dirs {
+            let fd = if d.path.is_empty() {
+                sys::openat(
+                    self.root.as_fd(),
+                    c".",
+                    libc::O_RDONLY | libc::O_DIRECTORY,
+                    0,
+                )
+            } else {
+                let p = cstr(&d.path).unwrap();
+                // Parents may be in-root symlinks (clamped); the directory
+                // itself must not be one, and must be the one we created.
+                sys::openat2(
+                    self.root.as_fd(),
+                    &p,
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                    0,
+                    sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS,
+                )
+            }
+            .map_err(|e| self.werr("openat2", &d.path, e))?;
+            let fd = fd.as_fd();
+            if let Some(id) = d.id {
+                let st = sys::fstat(fd).map_err(|e| self.werr("fstat", &d.path, e))?;
+                if (st.st_dev, st.st_ino) != id {
+                    return Err(Error::Unsafe {
+                        entry: lossy(&d.path),
+                        offset: 0,
+                        why: "directory was replaced before its metadata was applied",
+                    });
+                }
+            }
+            sys::fchown(fd, d.uid, d.gid).map_err(|e| self.werr("fchown", &d.path, e))?;
+            sys::fchmod(fd, d.mode).map_err(|e| self.werr("fchmod", &d.path, e))?;
+            for (k, v) in &d.xattrs {
+                sys::fsetxattr(fd, k, v).map_err(|e| self.werr("fsetxattr", &d.path, e))?;
+            }
+            if d.mtime.is_some() || d.atime.is_some() {
+                sys::futimens(fd, d.atime, d.mtime)
+                    .map_err(|e| self.werr("futimens", &d.path, e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_names() {
+        assert_eq!(clean(b"/a//./b/").unwrap(), vec![&b"a"[..], b"b"]);
+        assert!(clean(b"a/../b").is_err());
+        assert!(clean(b"./").unwrap().is_empty());
+        assert!(clean(b"..").is_err());
+    }
+
+    #[test]
+    fn pax_records_are_length_prefixed() {
+        let d = b"22 SCHILY.xattr.a=x\ny\n12 path=p/q\n9 path=r\n\0\0";
+        let r = parse_pax(d).unwrap();
+        assert_eq!(
+            r,
+            vec![
+                (&b"SCHILY.xattr.a"[..], &b"x\ny"[..]),
+                (&b"path"[..], &b"r"[..])
+            ]
+        );
+        assert!(parse_pax(b"99 path=x\n").is_none(), "length past the end");
+        assert!(parse_pax(b"9 path=xy").is_none(), "no newline");
+        assert!(parse_pax(b"6 =ab\n").is_none(), "empty key");
+        assert!(parse_pax(b"x path=a\n").is_none());
+    }
+
+    #[test]
+    fn pax_times() {
+        assert_eq!(
+            pax_time(b"1700000000.123456789"),
+            Some((1700000000, 123456789))
+        );
+        assert_eq!(pax_time(b"12.5"), Some((12, 500000000)));
+        assert_eq!(pax_time(b"-1.25"), Some((-2, 750000000)));
+        assert_eq!(pax_time(b"7"), Some((7, 0)));
+        assert_eq!(pax_time(b"x"), None);
+    }
+}

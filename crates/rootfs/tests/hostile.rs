@@ -1,0 +1,543 @@
+//! Crafted hostile tarballs (docs/security.md section (b), "Tar:" rows).
+//! Every test asserts that nothing outside the destination changed.
+//! Run as root (CI does); off CI a non-root run skips loudly.
+
+mod common;
+use common::*;
+use davit_rootfs::{unpack, ErrorKind, IdMaps, Quiet, Report, UnpackOptions};
+use std::os::unix::fs::MetadataExt;
+
+fn opts() -> UnpackOptions {
+    UnpackOptions {
+        maps: Some(IdMaps::single(1_000_000, 65536)),
+        ..Default::default()
+    }
+}
+
+fn run(f: &Fixture, bytes: &[u8]) -> davit_rootfs::Result<Report> {
+    let a = f.archive("a.tar", bytes);
+    unpack(&a, &f.dest, &opts(), &Quiet)
+}
+
+fn err_kind(r: davit_rootfs::Result<Report>) -> (ErrorKind, String) {
+    let e = r.expect_err("unpack must fail");
+    (e.kind(), e.to_string())
+}
+
+#[test]
+fn dotdot_names_are_refused() {
+    if !require_root("dotdot_names_are_refused") {
+        return;
+    }
+    for name in [
+        "../outside/evil",
+        "a/../../outside/evil",
+        "./../evil",
+        "a/b/../../../evil",
+    ] {
+        let f = Fixture::new();
+        let mut t = Raw::default();
+        t.dir("a/", 0o755).file(name, b"pwned", 0o644);
+        let (kind, msg) = err_kind(run(&f, &t.end()));
+        assert_eq!(kind, ErrorKind::Unsafe, "{name}: {msg}");
+        assert!(msg.contains(name), "error names the entry: {msg}");
+        assert!(msg.contains("at byte 512"), "error gives the offset: {msg}");
+        f.assert_outside_unchanged();
+        assert!(!f.base.join("evil").exists() && !f.outside.join("evil").exists());
+    }
+}
+
+#[test]
+fn absolute_names_are_stripped() {
+    if !require_root("absolute_names_are_stripped") {
+        return;
+    }
+    let f = Fixture::new();
+    let abs = format!("{}/secret", f.outside.display());
+    let mut t = Raw::default();
+    t.file(&abs, b"pwned", 0o644).file("/etc/x", b"y", 0o600);
+    run(&f, &t.end()).unwrap();
+    f.assert_outside_unchanged();
+    let inside = f.dest.join(abs.trim_start_matches('/'));
+    assert_eq!(std::fs::read(inside).unwrap(), b"pwned");
+    assert_eq!(std::fs::read(f.dest.join("etc/x")).unwrap(), b"y");
+}
+
+#[test]
+fn symlink_then_file_through_it() {
+    if !require_root("symlink_then_file_through_it") {
+        return;
+    }
+    // (1) a file entry named like the symlink: the link is replaced, not followed.
+    // (2) a file *below* the symlink: resolved inside the root.
+    let f = Fixture::new();
+    let abs = f.outside.display().to_string();
+    let mut t = Raw::default();
+    t.symlink("evil", "../outside/secret")
+        .file("evil", b"pwned", 0o644)
+        .symlink("absdir", &abs)
+        .file("absdir/secret", b"pwned", 0o644)
+        .symlink("reldir", "../outside")
+        .file("reldir/new", b"pwned", 0o644)
+        .symlink("pwd", "/proc/self/cwd")
+        .file("pwd/x", b"pwned", 0o644);
+    // Dangling (inside the root) or magic links fail; nothing lands outside.
+    let (_, msg) = err_kind(run(&f, &t.end()));
+    assert!(msg.contains("absdir"), "{msg}");
+    f.assert_outside_unchanged();
+    assert_eq!(std::fs::read(f.dest.join("evil")).unwrap(), b"pwned");
+    assert!(std::fs::symlink_metadata(f.dest.join("evil"))
+        .unwrap()
+        .is_file());
+}
+
+#[test]
+fn symlink_then_file_below_it_stays_inside() {
+    if !require_root("symlink_then_file_below_it_stays_inside") {
+        return;
+    }
+    let f = Fixture::new();
+    let abs = f.outside.display().to_string();
+    let mut t = Raw::default();
+    t.dir(&format!("{}/", abs.trim_start_matches('/')), 0o755)
+        .dir("outside/", 0o755)
+        .symlink("absdir", &abs)
+        .file("absdir/secret", b"pwned", 0o644)
+        .symlink("reldir", "../../../outside")
+        .file("reldir/new", b"pwned", 0o644);
+    run(&f, &t.end()).unwrap();
+    f.assert_outside_unchanged();
+    // `/…/outside` and `../../../outside` are clamped to the root.
+    assert_eq!(
+        std::fs::read(f.dest.join(abs.trim_start_matches('/')).join("secret")).unwrap(),
+        b"pwned"
+    );
+    assert_eq!(std::fs::read(f.dest.join("outside/new")).unwrap(), b"pwned");
+}
+
+#[test]
+fn symlink_then_nested_dirs() {
+    if !require_root("symlink_then_nested_dirs") {
+        return;
+    }
+    // CVE-2021-38511: `sym/a/b` created directories outside.
+    let f = Fixture::new();
+    let mut t = Raw::default();
+    t.dir("outside/", 0o755)
+        .symlink("sym", "../outside")
+        .dir("sym/a/b/", 0o755)
+        .file("sym/a/b/c", b"x", 0o644);
+    run(&f, &t.end()).unwrap();
+    f.assert_outside_unchanged();
+    assert!(f.dest.join("outside/a/b/c").is_file());
+    assert!(!f.outside.join("a").exists());
+
+    // A dangling symlink (its target does not exist inside the root) is an
+    // error, as with GNU tar, and still nothing is created outside.
+    let f = Fixture::new();
+    let mut t = Raw::default();
+    t.symlink("sym2", &f.outside.display().to_string())
+        .dir("sym2/sub/deeper/", 0o700);
+    let (kind, msg) = err_kind(run(&f, &t.end()));
+    assert_eq!(kind, ErrorKind::Io, "{msg}");
+    assert!(msg.contains("sym2"), "{msg}");
+    f.assert_outside_unchanged();
+    assert!(!f.outside.join("sub/deeper").exists());
+}
+
+#[test]
+fn symlink_then_dir_of_same_name() {
+    if !require_root("symlink_then_dir_of_same_name") {
+        return;
+    }
+    // CVE-2026-33056: a directory entry over a symlink chmodded the target.
+    let f = Fixture::new();
+    let mut t = Raw::default();
+    t.symlink("sym", "../outside").dir("sym/", 0o777);
+    t.symlink("sym2", &f.outside.display().to_string())
+        .dir("sym2", 0o700);
+    run(&f, &t.end()).unwrap();
+    f.assert_outside_unchanged();
+    let md = std::fs::symlink_metadata(f.dest.join("sym")).unwrap();
+    assert!(md.is_dir());
+    assert_eq!(md.mode() & 0o7777, 0o777);
+    assert_eq!(md.uid(), 1_000_000);
+    assert!(std::fs::symlink_metadata(f.dest.join("sym2"))
+        .unwrap()
+        .is_dir());
+}
+
+#[test]
+fn hardlink_to_outside_is_refused() {
+    if !require_root("hardlink_to_outside_is_refused") {
+        return;
+    }
+    let secret = Fixture::new().outside.join("secret"); // a real, existing path
+    for (target, want) in [
+        ("../outside/secret", ErrorKind::Unsafe),
+        (secret.to_str().unwrap(), ErrorKind::Corrupt), // clamped inside: missing
+        ("/etc/passwd", ErrorKind::Corrupt),
+        ("sym/secret", ErrorKind::Corrupt), // through a symlink: clamped, missing
+    ] {
+        let f = Fixture::new();
+        let mut t = Raw::default();
+        t.symlink("sym", &f.outside.display().to_string())
+            .hardlink("hl", target);
+        let (kind, msg) = err_kind(run(&f, &t.end()));
+        assert_eq!(kind, want, "{target}: {msg}");
+        assert!(msg.contains("hl"), "{msg}");
+        f.assert_outside_unchanged();
+        // The host file's link count did not change.
+        assert_eq!(
+            std::fs::metadata(f.outside.join("secret")).unwrap().nlink(),
+            1
+        );
+    }
+}
+
+#[test]
+fn hardlink_to_missing_or_dir_is_refused() {
+    if !require_root("hardlink_to_missing_or_dir_is_refused") {
+        return;
+    }
+    let f = Fixture::new();
+    let mut t = Raw::default();
+    t.hardlink("hl", "nope");
+    let (kind, msg) = err_kind(run(&f, &t.end()));
+    assert_eq!(kind, ErrorKind::Corrupt, "{msg}");
+    assert!(msg.contains("nope") && msg.contains("hl"), "{msg}");
+    f.assert_outside_unchanged();
+
+    let f = Fixture::new();
+    let mut t = Raw::default();
+    t.dir("d/", 0o755).hardlink("hl", "d");
+    let (kind, msg) = err_kind(run(&f, &t.end()));
+    assert_eq!(kind, ErrorKind::Unsafe, "{msg}");
+    f.assert_outside_unchanged();
+
+    // A hardlink to a symlink links the symlink itself (no follow).
+    let f = Fixture::new();
+    let mut t = Raw::default();
+    t.symlink("s", "../outside/secret").hardlink("hl", "s");
+    run(&f, &t.end()).unwrap();
+    assert!(std::fs::symlink_metadata(f.dest.join("hl"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    f.assert_outside_unchanged();
+}
+
+#[test]
+fn root_entry_that_is_not_a_directory_is_refused() {
+    if !require_root("root_entry_that_is_not_a_directory_is_refused") {
+        return;
+    }
+    for (name, typ) in [
+        ("./", b'2'),
+        (".", b'2'),
+        ("/", b'2'),
+        ("./", b'0'),
+        (".", b'1'),
+    ] {
+        let f = Fixture::new();
+        let mut t = Raw::default();
+        let target = f.outside.display().to_string();
+        t.push(
+            header(name.as_bytes(), typ, 0, target.as_bytes(), 0o777),
+            b"",
+        );
+        t.file("x", b"pwned", 0o644);
+        let r = run(&f, &t.end());
+        assert!(r.is_err(), "{name} {typ}: {r:?}");
+        let (kind, msg) = err_kind(r);
+        assert_eq!(kind, ErrorKind::Unsafe, "{name} {typ}: {msg}");
+        f.assert_outside_unchanged();
+        assert!(!f.outside.join("x").exists());
+    }
+    // A root directory entry sets dest's own metadata.
+    let f = Fixture::new();
+    let mut t = Raw::default();
+    t.dir("./", 0o751).file("x", b"ok", 0o644);
+    run(&f, &t.end()).unwrap();
+    let md = std::fs::metadata(&f.dest).unwrap();
+    assert_eq!(
+        (md.mode() & 0o7777, md.uid(), md.gid()),
+        (0o751, 1_000_000, 1_000_000)
+    );
+    assert_eq!(md.mtime(), 1_700_000_000);
+}
+
+/// Names GNU tar lists for `bytes` (ground truth for parser agreement).
+fn gnu_list(f: &Fixture, bytes: &[u8]) -> Vec<String> {
+    let a = f.archive("list.tar", bytes);
+    let out = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&a)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(a);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_end_matches('/').to_owned())
+        .collect()
+}
+
+#[test]
+fn pax_size_desync_is_parsed_like_gnu_tar() {
+    if !require_root("pax_size_desync_is_parsed_like_gnu_tar") {
+        return;
+    }
+    // CVE-2025-62518 / CVE-2026-33055: a pax `size` that disagrees with the
+    // ustar size. A parser that trusts the ustar size sees the data as the
+    // next header and unpacks a smuggled member.
+    let mut smuggled = Raw::default();
+    smuggled
+        .dir("outside/", 0o755)
+        .symlink("smuggled", "../outside")
+        .file("smuggled/pwn", b"pwned", 0o644);
+    let inner = smuggled.0.clone();
+
+    // (a) pax says the data is big, ustar says 0.
+    let f = Fixture::new();
+    let mut t = Raw::default();
+    t.pax(&[("size", inner.len().to_string().as_bytes())])
+        .push(header(b"carrier", b'0', 0, b"", 0o644), &inner)
+        .file("after", b"ok", 0o644);
+    let bytes = t.end();
+    let listed = gnu_list(&f, &bytes);
+    assert_eq!(listed, ["carrier", "after"]);
+    run(&f, &bytes).unwrap();
+    f.assert_outside_unchanged();
+    assert_eq!(std::fs::read(f.dest.join("carrier")).unwrap(), inner);
+    assert!(!f.dest.join("smuggled").exists());
+    assert!(f.dest.join("after").exists());
+
+    // (b) pax says 0, ustar says big: per POSIX the pax value wins and the
+    // following blocks ARE headers; GNU tar agrees, so must we.
+    let f = Fixture::new();
+    let mut t = Raw::default();
+    t.pax(&[("size", b"0")]);
+    t.0.extend_from_slice(&header(b"carrier", b'0', inner.len() as u64, b"", 0o644));
+    t.0.extend_from_slice(&inner);
+    t.file("after", b"ok", 0o644);
+    let bytes = t.end();
+    let listed = gnu_list(&f, &bytes);
+    assert_eq!(
+        listed,
+        ["carrier", "outside", "smuggled", "smuggled/pwn", "after"]
+    );
+    run(&f, &bytes).unwrap();
+    f.assert_outside_unchanged();
+    // The "smuggled" members are ordinary members for every parser, and the
+    // symlink still cannot lead out.
+    assert_eq!(std::fs::read(f.dest.join("outside/pwn")).unwrap(), b"pwned");
+}
+
+#[test]
+fn huge_declared_size_is_truncation_not_allocation() {
+    if !require_root("huge_declared_size_is_truncation_not_allocation") {
+        return;
+    }
+    let f = Fixture::new();
+    let mut t = Raw::default();
+    t.dir("d/", 0o755);
+    // 8 GiB - 1 in octal, with only a few bytes behind it.
+    let mut bytes = t.0.clone();
+    bytes.extend_from_slice(&header(b"d/big", b'0', 0o77777777777, b"", 0o644));
+    bytes.extend_from_slice(&[7u8; 100]);
+    // Also via pax: 2^60.
+    let start = std::time::Instant::now();
+    let (kind, msg) = err_kind(run(&f, &bytes));
+    assert_eq!(kind, ErrorKind::Corrupt, "{msg}");
+    assert!(
+        msg.contains("d/big") && msg.contains("truncated") && msg.contains("at byte 1124"),
+        "{msg}"
+    );
+    f.assert_outside_unchanged();
+
+    let f = Fixture::new();
+    let mut t = Raw::default();
+    t.pax(&[("size", b"1152921504606846976")])
+        .push(header(b"big", b'0', 10, b"", 0o644), &[1u8; 10]);
+    let (kind, msg) = err_kind(run(&f, &t.0));
+    assert_eq!(kind, ErrorKind::Corrupt, "{msg}");
+    assert!(msg.contains("big"), "{msg}");
+    assert!(
+        start.elapsed().as_secs() < 10,
+        "no giant allocation or write"
+    );
+    f.assert_outside_unchanged();
+}
+
+#[test]
+fn truncated_archive_names_entry_and_offset() {
+    if !require_root("truncated_archive_names_entry_and_offset") {
+        return;
+    }
+    let mut t = Raw::default();
+    t.dir("d/", 0o755)
+        .file("d/one", &[1u8; 3000], 0o644)
+        .file("d/two", &[2u8; 5000], 0o644);
+    let full = t.end();
+    // Cut inside d/two's data (header of d/two at 512+512+3072 = 4096).
+    for (cut, entry) in [
+        (4096 + 512 + 1000, "d/two"),
+        (4096 + 100, "d/one"),
+        (2000, "d/one"),
+    ] {
+        let f = Fixture::new();
+        let (kind, msg) = err_kind(run(&f, &full[..cut]));
+        assert_eq!(kind, ErrorKind::Corrupt, "{cut}: {msg}");
+        assert!(
+            msg.contains(entry) && msg.contains("at byte"),
+            "{cut}: {msg}"
+        );
+        f.assert_outside_unchanged();
+    }
+    // A truncated xz stream is an error too.
+    let f = Fixture::new();
+    let xz = {
+        let mut c = std::process::Command::new("xz")
+            .args(["-c", "-T1"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(&full).unwrap();
+        c.wait_with_output().unwrap().stdout
+    };
+    let a = f.archive("a.tar.xz", &xz[..xz.len() - 20]);
+    let e = unpack(&a, &f.dest, &opts(), &Quiet).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    f.assert_outside_unchanged();
+}
+
+#[test]
+fn ids_outside_the_map_are_refused() {
+    if !require_root("ids_outside_the_map_are_refused") {
+        return;
+    }
+    let f = Fixture::new();
+    let mut h = header(b"f", b'0', 1, b"", 0o644);
+    h[108..116].copy_from_slice(b"0200000\0"); // uid 65536
+    fix_cksum(&mut h);
+    let mut t = Raw::default();
+    t.push(h, b"x");
+    let (kind, msg) = err_kind(run(&f, &t.end()));
+    assert_eq!(kind, ErrorKind::Map, "{msg}");
+    assert!(msg.contains("65536") && msg.contains('f'), "{msg}");
+}
+
+#[test]
+fn devices_and_excludes_are_skipped_and_reported() {
+    if !require_root("devices_and_excludes_are_skipped_and_reported") {
+        return;
+    }
+    let mut t = Raw::default();
+    let mut null = header(b"dev/null", b'3', 0, b"", 0o666);
+    null[329..337].copy_from_slice(b"0000001\0");
+    null[337..345].copy_from_slice(b"0000003\0");
+    fix_cksum(&mut null);
+    t.dir("dev/", 0o755)
+        .push(null, b"")
+        .file("etc/keep", b"k", 0o644)
+        .file("etc/drop", b"d", 0o644);
+    let bytes = t.end();
+
+    let f = Fixture::new();
+    let a = f.archive("a.tar", &bytes);
+    let mut o = opts();
+    o.skip_devices = true;
+    o.excludes = vec!["./etc/drop".into()];
+    let r = unpack(&a, &f.dest, &o, &Quiet).unwrap();
+    let skipped: Vec<&str> = r.skipped.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(skipped, ["dev/null", "etc/drop"]);
+    assert!(!f.dest.join("dev/null").exists() && !f.dest.join("etc/drop").exists());
+    assert!(f.dest.join("dev/pts").is_dir(), "dev/pts is created");
+
+    // Root mode without skip_devices makes the node, owned by shifted root.
+    let f = Fixture::new();
+    let a = f.archive("a.tar", &bytes);
+    unpack(&a, &f.dest, &opts(), &Quiet).unwrap();
+    let md = std::fs::symlink_metadata(f.dest.join("dev/null")).unwrap();
+    use std::os::unix::fs::FileTypeExt;
+    assert!(md.file_type().is_char_device());
+    assert_eq!(
+        (md.rdev(), md.uid(), md.mode() & 0o7777),
+        (libc_makedev(1, 3), 1_000_000, 0o666)
+    );
+}
+
+fn libc_makedev(maj: u64, min: u64) -> u64 {
+    ((maj & 0xfffff000) << 32) | ((maj & 0xfff) << 8) | ((min & 0xffffff00) << 12) | (min & 0xff)
+}
+
+#[test]
+fn destination_must_be_empty_and_map_safe() {
+    if !require_root("destination_must_be_empty_and_map_safe") {
+        return;
+    }
+    let f = Fixture::new();
+    std::fs::write(f.dest.join("x"), b"").unwrap();
+    let mut t = Raw::default();
+    let a = f.archive("a.tar", &t.file("y", b"", 0o644).end());
+    assert!(unpack(&a, &f.dest, &opts(), &Quiet).is_err());
+    std::fs::remove_file(f.dest.join("x")).unwrap();
+    let bad = UnpackOptions {
+        maps: Some(IdMaps::single(0, 65536)),
+        ..Default::default()
+    };
+    assert_eq!(
+        unpack(&a, &f.dest, &bad, &Quiet).unwrap_err().kind(),
+        ErrorKind::Map
+    );
+}
+
+#[test]
+fn pax_value_with_newline_cannot_desync_the_parser() {
+    if !require_root("pax_value_with_newline_cannot_desync_the_parser") {
+        return;
+    }
+    // The tar crate splits pax records on '\n'. A record whose value holds a
+    // newline (legal: records are length-prefixed) made it drop the records
+    // after it, including `size`, while GNU tar honours them. Here pax says
+    // the member has 1024 bytes (hiding a member in its data), ustar says 0.
+    let mut smuggled = Raw::default();
+    smuggled.symlink("smuggled", "../outside");
+    let inner = smuggled.0.clone();
+    let f = Fixture::new();
+    let mut t = Raw::default();
+    t.pax(&[
+        ("SCHILY.xattr.user.x", b"a\nb"),
+        ("size", inner.len().to_string().as_bytes()),
+    ])
+    .push(header(b"carrier", b'0', 0, b"", 0o644), &inner)
+    .file("after", b"ok", 0o644);
+    let bytes = t.end();
+    let (kind, msg) = err_kind(run(&f, &bytes));
+    assert_eq!(kind, ErrorKind::Unsafe, "{msg}");
+    assert!(msg.contains("carrier") && msg.contains("pax size"), "{msg}");
+    assert!(!f.dest.join("smuggled").exists());
+    f.assert_outside_unchanged();
+
+    // Without a size record, a value with newlines is simply applied.
+    let f = Fixture::new();
+    let mut t = Raw::default();
+    t.pax(&[("SCHILY.xattr.user.x", b"a\nb"), ("path", b"renamed\nfile")])
+        .file("plain", b"ok", 0o644);
+    run(&f, &t.end()).unwrap();
+    let p = f.dest.join("renamed\nfile");
+    assert_eq!(
+        std::fs::read(&p).unwrap(),
+        b"ok",
+        "the pax path after the newline record is honoured"
+    );
+    let out = std::process::Command::new("getfattr")
+        .args(["--only-values", "-n", "user.x"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"a\nb");
+    f.assert_outside_unchanged();
+}

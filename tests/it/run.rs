@@ -1,0 +1,524 @@
+//! `davit create`, `unpack`, `start`, `attach`, `info`, `list`, `stop`,
+//! `destroy` end to end, as root and as a plain user with /etc/subuid
+//! ranges. See: issues 3 and 4.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::common::*;
+
+/// Everything a container test needs in its own directories, with a
+/// unique cgroup prefix; removes what it made on drop.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub prefix: String,
+}
+
+impl Env {
+    pub fn new(tag: &str) -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("davit-it-{tag}-"))
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        // Root's own subordinate range, for this test only.
+        std::fs::write(dir.path().join("subuid"), "root:1000000:65536\n").unwrap();
+        std::fs::write(dir.path().join("subgid"), "root:1000000:65536\n").unwrap();
+        let prefix = format!(
+            "davit-it-{}",
+            dir.path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .rsplit('-')
+                .next()
+                .unwrap()
+        );
+        Env { dir, prefix }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn davit(&self) -> Command {
+        let mut c = davit();
+        c.env("DAVIT_CONTAINERS_DIR", self.path().join("containers"))
+            .env("DAVIT_RUNTIME_DIR", self.path().join("run"))
+            .env("DAVIT_CACHE_DIR", self.path().join("cache"))
+            .env("DAVIT_CGROUP_PREFIX", &self.prefix)
+            .env("DAVIT_SUBUID", self.path().join("subuid"))
+            .env("DAVIT_SUBGID", self.path().join("subgid"));
+        c
+    }
+
+    pub fn create(&self, name: &str, extra: &[&str]) -> Output {
+        let f = fixture();
+        let mut c = self.davit();
+        c.args([
+            "create",
+            name,
+            "busybox",
+            "1.36",
+            "amd64",
+            "--network",
+            "none",
+            "--server",
+            &format!("file://{}", f.tree_a.display()),
+            "--keyring",
+        ])
+        .arg(&f.key.public)
+        .args(extra);
+        run(&mut c)
+    }
+
+    /// Cgroup directories under this test's prefix, in every hierarchy.
+    pub fn cgroups(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let p = h.path().join(&self.prefix);
+            if p.exists() {
+                out.extend(walk(&p).into_iter().filter(|p| p.is_dir()));
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    pub fn mounts_under(&self) -> Vec<String> {
+        let root = self.path().display().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&root))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Stop whatever a failed test left running, then its cgroups.
+        if let Ok(rd) = std::fs::read_dir(self.path().join("containers")) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.') {
+                    let _ = self.davit().args(["stop", "-k", &name]).output();
+                }
+            }
+        }
+        for p in self.cgroups().into_iter().rev() {
+            let _ = std::fs::remove_dir(p);
+        }
+    }
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(out), stderr(out)))
+}
+
+fn attach(env: &Env, name: &str, cmd: &[&str]) -> Output {
+    let mut c = env.davit();
+    c.args(["attach", name, "--"]).args(cmd);
+    run(&mut c)
+}
+
+#[test]
+fn root_lifecycle_create_start_attach_info_stop_destroy() {
+    if !require_root("root_lifecycle_create_start_attach_info_stop_destroy") {
+        return;
+    }
+    let env = Env::new("life");
+    let out = env.create("c1", &["--pids", "64"]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("You just created a busybox 1.36 container"),
+        "{}",
+        stdout(&out)
+    );
+    let ct = env.path().join("containers/c1");
+    let cfg = read_to_string(&ct.join("config.toml"));
+    assert!(cfg.contains("host = 1000000"), "{cfg}");
+    // Files belong to the shifted range; LXC_NAME was substituted.
+    let md = std::fs::symlink_metadata(ct.join("rootfs/bin/busybox")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&md), 1000000);
+    assert_eq!(read_to_string(&ct.join("rootfs/etc/hostname")).trim(), "c1");
+    assert!(read_to_string(&ct.join("rootfs/etc/hosts")).contains("127.0.1.1\tc1"));
+    assert!(ct.join("rootfs/dev/pts").is_dir());
+
+    ok(env.davit().args(["start", "-d", "c1"]));
+    let v = json(&ok(env.davit().args(["info", "c1", "--json"])));
+    assert_eq!(v["state"], "RUNNING", "{v}");
+    let pid = v["pid"].as_i64().unwrap();
+    let text = stdout(&ok(env.davit().args(["info", "c1"])));
+    assert!(
+        text.contains("State:      RUNNING") && text.contains(&format!("PID:        {pid}")),
+        "{text}"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uid_line.split_whitespace().nth(1),
+        Some("1000000"),
+        "the host sees init as the mapped uid: {uid_line}"
+    );
+
+    assert_eq!(stdout(&attach(&env, "c1", &["id", "-u"])).trim(), "0");
+    assert_eq!(stdout(&attach(&env, "c1", &["hostname"])).trim(), "c1");
+    let cmdline = stdout(&attach(&env, "c1", &["cat", "/proc/1/cmdline"]));
+    // busybox init renames itself "init".
+    assert!(
+        cmdline.starts_with("/sbin/init\0") || cmdline.starts_with("init\0"),
+        "{cmdline:?}"
+    );
+    let ps = stdout(&attach(&env, "c1", &["ps", "-o", "pid,comm"]));
+    assert!(ps.lines().count() <= 6, "ps sees host processes: {ps}");
+    // Only the container's own mount points: no host mount is visible.
+    let mounts = stdout(&attach(&env, "c1", &["cat", "/proc/self/mountinfo"]));
+    let points: Vec<&str> = mounts.lines().filter_map(|l| l.split(' ').nth(4)).collect();
+    assert!(
+        points
+            .iter()
+            .all(|p| *p == "/" || ["/proc", "/sys", "/dev"].iter().any(|k| p.starts_with(k))),
+        "host mounts visible: {points:?}"
+    );
+    let out = attach(&env, "c1", &["sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+
+    let l = json(&ok(env.davit().args(["list", "--json"])));
+    assert_eq!(l[0]["name"], "c1");
+    assert_eq!(l[0]["state"], "RUNNING");
+    assert_eq!(l[0]["unprivileged"], true);
+
+    // A running container cannot be started twice or destroyed without -f.
+    let out = run(env.davit().args(["start", "-d", "c1"]));
+    assert!(
+        !out.status.success() && stderr(&out).contains("running"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(env.davit().args(["destroy", "c1"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    ok(env.davit().args(["stop", "c1", "-t", "5"]));
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "init survived stop"
+    );
+    assert!(
+        env.cgroups().is_empty(),
+        "cgroups left: {:?}",
+        env.cgroups()
+    );
+    assert!(
+        env.mounts_under().is_empty(),
+        "mounts left: {:?}",
+        env.mounts_under()
+    );
+    let out = run(env.davit().args(["stop", "c1"]));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stop of a stopped container: {}",
+        stderr(&out)
+    );
+
+    // In place of init: the exit code comes back.
+    let out = run(env
+        .davit()
+        .args(["start", "c1", "--", "/bin/sh", "-c", "exit 7"]));
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(env.cgroups().is_empty());
+
+    ok(env.davit().args(["destroy", "c1"]));
+    assert!(!ct.exists());
+    assert!(!env.path().join("run/c1").exists());
+}
+
+#[test]
+fn root_limits_are_enforced_and_destroy_f_stops_first() {
+    if !require_root("root_limits_are_enforced_and_destroy_f_stops_first") {
+        return;
+    }
+    let env = Env::new("limits");
+    let out = env.create("lim", &["--memory", "32M", "--pids", "32"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    ok(env.davit().args(["start", "-d", "lim"]));
+    // Memory: the allocation is killed inside; the container and host go on.
+    let out = attach(
+        &env,
+        "lim",
+        &[
+            "sh",
+            "-c",
+            "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(!stdout(&out).contains("survived"));
+    assert_eq!(
+        stdout(&attach(&env, "lim", &["echo", "alive"])).trim(),
+        "alive"
+    );
+    // Pids: a fork bomb is contained.
+    let _ = attach(
+        &env,
+        "lim",
+        &["sh", "-c", "b() { b | b & }; b 2>/dev/null; sleep 1"],
+    );
+    let leaf = Path::new("/sys/fs/cgroup/pids")
+        .join(&env.prefix)
+        .join("lim");
+    let events = read_to_string(&leaf.join("pids.events"));
+    let hits: u64 = events.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(hits > 0, "the bomb never hit pids.max: {events}");
+    assert!(
+        read_to_string(&leaf.join("pids.current"))
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+            <= 32
+    );
+    assert!(
+        Command::new("/bin/true").status().unwrap().success(),
+        "the host can still fork"
+    );
+    ok(env.davit().args(["destroy", "-f", "lim"]));
+    assert!(env.cgroups().is_empty(), "{:?}", env.cgroups());
+    assert!(!env.path().join("containers/lim").exists());
+}
+
+#[test]
+fn create_refuses_bad_names_and_existing_ones_and_force_replaces() {
+    if !require_root("create_refuses_bad_names_and_existing_ones_and_force_replaces") {
+        return;
+    }
+    let env = Env::new("names");
+    for bad in ["../x", ".hidden", "-dash", "a/b", &"x".repeat(65)] {
+        let out = env.create(bad, &[]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+    }
+    assert!(env.create("dup", &[]).status.success());
+    let out = env.create("dup", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("already exists") && stderr(&out).contains("--force"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(env.path().join("containers/dup/rootfs/marker"), "old").unwrap();
+    let out = env.create("dup", &["--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!env.path().join("containers/dup/rootfs/marker").exists());
+}
+
+#[test]
+fn failed_create_leaves_nothing_and_the_next_create_works() {
+    if !require_root("failed_create_leaves_nothing_and_the_next_create_works") {
+        return;
+    }
+    let f = fixture();
+    let env = Env::new("fail");
+    // A signed image whose rootfs tries to escape with `../`.
+    let evil = env.path().join("evil.tar");
+    ok(Command::new("python3")
+        .args([
+            "-c",
+            "import tarfile,io,sys\nt=tarfile.open(sys.argv[1],'w',format=tarfile.PAX_FORMAT)\n\
+         for n,d in [('./bin/',None),('./../escaped','x')]:\n\
+         \ti=tarfile.TarInfo(n)\n\
+         \tif d is None: i.type=tarfile.DIRTYPE; t.addfile(i)\n\
+         \telse: b=d.encode(); i.size=len(b); t.addfile(i,io.BytesIO(b))\n\
+         t.close()",
+        ])
+        .arg(&evil));
+    let tree = env.path().join("tree");
+    let mut c = davit();
+    ok(c.arg("publish")
+        .arg(&evil)
+        .args([
+            "--dist",
+            "evil",
+            "--release",
+            "1",
+            "--arch",
+            "amd64",
+            "--key",
+            &f.key.fpr,
+            "--gnupg-home",
+            f.key.home.to_str().unwrap(),
+            "--to",
+        ])
+        .arg(&tree));
+    let mut c = env.davit();
+    c.args([
+        "create",
+        "bad",
+        "evil",
+        "1",
+        "amd64",
+        "--network",
+        "none",
+        "--server",
+        &format!("file://{}", tree.display()),
+        "--keyring",
+    ])
+    .arg(&f.key.public);
+    let out = run(&mut c);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("escaped") || stderr(&out).contains(".."),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !env.path().join("escaped").exists() && !env.path().join("containers/escaped").exists()
+    );
+    let left: Vec<_> = std::fs::read_dir(env.path().join("containers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| !n.to_string_lossy().ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "a failed create left {left:?}");
+    assert!(env.create("bad", &[]).status.success());
+}
+
+#[test]
+fn unpack_command_shifts_ids_and_reports_json() {
+    if !require_root("unpack_command_shifts_ids_and_reports_json") {
+        return;
+    }
+    let f = fixture();
+    let env = Env::new("unpack");
+    let tarball = build_dir(&f.tree_a, BUILD_A).join("rootfs.tar.xz");
+    let dest = env.path().join("out");
+    let v = json(&ok(env
+        .davit()
+        .arg("unpack")
+        .arg(&tarball)
+        .arg(&dest)
+        .args(["--map", "b:0:2000000:65536", "--json"])));
+    assert!(v["entries"].as_u64().unwrap() > 300, "{v}");
+    let md = std::fs::symlink_metadata(dest.join("etc/passwd")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&md), 2000000);
+    // As root, device nodes are real.
+    let md = std::fs::symlink_metadata(dest.join("dev/null")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &md.file_type()
+    ));
+    // Not into a non-empty directory.
+    let out = run(env.davit().arg("unpack").arg(&tarball).arg(&dest));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn plain_user_lifecycle_through_newuidmap() {
+    if !require_root("plain_user_lifecycle_through_newuidmap") {
+        return;
+    }
+    let f = fixture();
+    let u = plain_user();
+    let t = tempfile::Builder::new()
+        .prefix("davit-it-user-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        t.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let tree = t.path().join("tree");
+    copy_tree(&f.tree_a, &tree);
+    ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&tree));
+    std::fs::copy(&f.key.public, t.path().join("key.asc")).unwrap();
+    let home = t.path().join("home");
+    let server = format!("file://{}", tree.display());
+    let key = t.path().join("key.asc");
+    let d = |args: &[&str]| {
+        let mut c = u.davit(&home);
+        c.args(args);
+        c
+    };
+    let out = run(d(&[
+        "create",
+        "u1",
+        "busybox",
+        "1.36",
+        "amd64",
+        "--network",
+        "none",
+        "--server",
+        &server,
+        "--keyring",
+        key.to_str().unwrap(),
+    ])
+    .arg("--json"));
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let v = json(&out);
+    // Device nodes cannot be made unprivileged: skipped and reported.
+    assert!(
+        v["unpack"]["skipped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["path"].as_str().unwrap().contains("dev/null")),
+        "{v}"
+    );
+    let rootfs = home.join("data/davit/containers/u1/rootfs");
+    let md = std::fs::symlink_metadata(rootfs.join("bin/busybox")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&md),
+        u.subuid,
+        "owned by the user's subordinate root"
+    );
+    let out = ok(&mut d(&["start", "-d", "u1"]));
+    assert!(
+        stderr(&out).contains("without resource limits"),
+        "the user is told why there are no limits: {}",
+        stderr(&out)
+    );
+    let v = json(&ok(&mut d(&["info", "u1", "--json"])));
+    assert_eq!(v["state"], "RUNNING");
+    let pid = v["pid"].as_i64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:")
+            && l.split_whitespace().nth(1) == Some(u.subuid.to_string().as_str())),
+        "{status}"
+    );
+    assert_eq!(
+        stdout(&ok(&mut d(&["attach", "u1", "--", "id", "-u"]))).trim(),
+        "0"
+    );
+    assert_eq!(
+        stdout(&ok(&mut d(&[
+            "attach",
+            "u1",
+            "--",
+            "cat",
+            "/proc/self/uid_map"
+        ])))
+        .split_whitespace()
+        .collect::<Vec<_>>(),
+        ["0", u.subuid.to_string().as_str(), "65536"]
+    );
+    ok(&mut d(&["stop", "u1", "-t", "5"]));
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    ok(&mut d(&["destroy", "u1"]));
+    assert!(
+        !rootfs.exists(),
+        "the shifted rootfs was removed inside the user namespace"
+    );
+}
