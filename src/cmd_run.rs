@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use clap::Args;
 use davit_run::cgroup::Layout;
-use davit_run::monitor::{spawn_monitor, MonitorArgs};
+use std::io::IsTerminal;
+
+use davit_run::monitor::{spawn_monitor_on, MonitorArgs};
 use davit_run::state::Status;
 use davit_run::{ContainerConfig, ErrorKind};
+use nix::sys::signal::{SigSet, Signal};
 use serde_json::json;
 
 use crate::{exit, paths, Ctx, Failure};
@@ -116,7 +119,43 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
     if let Ok(p) = std::env::var("DAVIT_CGROUP_PREFIX") {
         args.cgroup_prefix = p;
     }
-    let mut h = spawn_monitor(&exe()?, &args, a.daemon)?;
+    // Terminal and termination signals are the container's: block them
+    // here before any thread exists, and pass them on to init below.
+    let mut sigs = SigSet::empty();
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+    ] {
+        sigs.add(sig);
+    }
+    if !a.daemon {
+        let _ = sigs.thread_block();
+    }
+    // In the foreground on a terminal, init gets a pseudo-terminal of its own.
+    let stdin = std::io::stdin();
+    let pty = if !a.daemon && stdin.is_terminal() && std::io::stdout().is_terminal() {
+        let ws = rustix::termios::tcgetwinsize(&stdin)
+            .ok()
+            .map(|w| nix::pty::Winsize {
+                ws_row: w.ws_row,
+                ws_col: w.ws_col,
+                ws_xpixel: w.ws_xpixel,
+                ws_ypixel: w.ws_ypixel,
+            });
+        Some(
+            nix::pty::openpty(ws.as_ref(), None)
+                .map_err(|e| Failure::io(anyhow::anyhow!(e).context("openpty")))?,
+        )
+    } else {
+        None
+    };
+    let (master, slave) = match pty {
+        Some(p) => (Some(p.master), Some(p.slave)),
+        None => (None, None),
+    };
+    let mut h = spawn_monitor_on(&exe()?, &args, a.daemon, slave)?;
     let pid = match h.wait_ready() {
         Ok(pid) => pid,
         Err(e) => {
@@ -143,7 +182,31 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
         }
         return Ok(());
     }
+    // Ctrl-C, `kill`, a hang-up: passed to init (pid 1 passes them to CMD).
+    std::thread::spawn(move || loop {
+        if let Ok(sig) = sigs.wait() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        }
+    });
+    let relay = master.map(|m| {
+        let raw = RawMode::enter();
+        let m = std::fs::File::from(m);
+        let mut to_pty = m.try_clone().expect("dup of the pty master");
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to_pty);
+        });
+        let mut from_pty = m;
+        let out = std::thread::spawn(move || {
+            // EIO once the container side is closed.
+            let _ = std::io::copy(&mut from_pty, &mut std::io::stdout().lock());
+        });
+        (raw, out)
+    });
     let status = h.child.wait().map_err(|e| Failure::io(e.into()))?;
+    if let Some((raw, out)) = relay {
+        let _ = out.join();
+        drop(raw);
+    }
     let code = status.code().unwrap_or(1);
     if code == 0 {
         Ok(())
@@ -153,6 +216,35 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
             anyhow::anyhow!("{} exited with status {code}", c.name),
         )
         .silent())
+    }
+}
+
+/// The host terminal in raw mode while a container owns it; restored on drop.
+struct RawMode(Option<nix::sys::termios::Termios>);
+
+impl RawMode {
+    fn enter() -> RawMode {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok();
+        if let Some(t) = &saved {
+            let mut raw = t.clone();
+            cfmakeraw(&mut raw);
+            let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
+        }
+        RawMode(saved)
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
+        }
     }
 }
 

@@ -522,3 +522,92 @@ fn plain_user_lifecycle_through_newuidmap() {
         "the shifted rootfs was removed inside the user namespace"
     );
 }
+
+#[test]
+fn foreground_start_passes_signals_and_exit_codes() {
+    if !require_root("foreground_start_passes_signals_and_exit_codes") {
+        return;
+    }
+    let env = Env::new("fg");
+    assert!(env.create("fg", &[]).status.success());
+    // Off a terminal: `kill -INT davit` reaches CMD (pid 2 under davit's pid 1).
+    for (sig, script, want) in [
+        (
+            nix::sys::signal::Signal::SIGINT,
+            "trap 'exit 42' INT; echo ready; while :; do sleep 0.1; done",
+            42,
+        ),
+        (
+            nix::sys::signal::Signal::SIGTERM,
+            "echo ready; exec sleep 60",
+            143,
+        ),
+    ] {
+        let mut child = env
+            .davit()
+            .args(["start", "fg", "--", "/bin/sh", "-c", script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+        let st = child.wait().unwrap();
+        assert_eq!(st.code(), Some(want), "{sig:?}");
+    }
+    // On a terminal: a pseudo-terminal of its own, Ctrl-C interrupts the
+    // foreground job, and the shell's exit code comes back.
+    let driver = env.path().join("tty_driver.py");
+    std::fs::write(
+        &driver,
+        r#"import os, pty, sys, time, select
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+out = b''
+def pump(t):
+    global out
+    end = time.time() + t
+    while time.time() < end:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            try: out += os.read(fd, 4096)
+            except OSError: return
+pump(1.5)
+os.write(fd, b'[ -t 0 ] && echo "tty""-yes"\n'); pump(1)
+os.write(fd, b'sleep 30\n'); pump(0.5)
+os.write(fd, b'\x03'); pump(1)
+os.write(fd, b'echo "after""-ctrl-c"; exit 5\n'); pump(2)
+for _ in range(50):
+    p, st = os.waitpid(pid, os.WNOHANG)
+    if p:
+        sys.stdout.write(out.decode(errors='replace')); print("EXIT", os.waitstatus_to_exitcode(st)); sys.exit(0)
+    time.sleep(0.1)
+os.kill(pid, 9); sys.stdout.write(out.decode(errors='replace')); print("EXIT hung"); sys.exit(1)
+"#,
+    )
+    .unwrap();
+    let mut c = Command::new("python3");
+    c.arg(&driver)
+        .arg(davit_bin())
+        .args(["start", "fg", "--", "/bin/sh"]);
+    for (k, v) in env.davit().get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    let out = run(&mut c);
+    let text = stdout(&out);
+    assert!(
+        text.contains("tty-yes") && text.contains("after-ctrl-c"),
+        "{text}\n{}",
+        stderr(&out)
+    );
+    assert!(text.trim_end().ends_with("EXIT 5"), "{text}");
+    assert!(env.cgroups().is_empty());
+}

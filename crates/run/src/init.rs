@@ -72,6 +72,9 @@ pub(crate) struct Plan<'a> {
     /// Mount the v1 `name=systemd` hierarchy read-write (its leaf was
     /// chowned to container root): systemd's own tree on a hybrid host.
     pub systemd_v1_rw: bool,
+    /// Run the command as pid 2 under a small pid-1 shim that forwards
+    /// signals and reaps orphans (a command, not an init, is being run).
+    pub shim: bool,
 }
 
 type StepResult<T> = std::result::Result<T, (InitStep, Error)>;
@@ -175,8 +178,71 @@ fn setup(chan: &mut Channel, plan: &Plan<'_>) -> StepResult<Infallible> {
         .at(InitStep::CloseFds)?;
     chan.send(Msg::Ready).at(InitStep::Sync)?;
     chan.expect_start().at(InitStep::Sync)?;
+    if plan.shim {
+        shim(&exe, plan, chan);
+    }
     let e = nix::unistd::execve(&exe, &plan.argv, &plan.envp).unwrap_err();
     Err((InitStep::Exec, Error::sys(format!("execve({exe:?}, …)"), e)))
+}
+
+/// Signals pid 1 passes on to the command.
+const FORWARDED: [nix::sys::signal::Signal; 9] = {
+    use nix::sys::signal::Signal::*;
+    [
+        SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGPWR, SIGWINCH, SIGCONT,
+    ]
+};
+
+/// `davit start NAME -- CMD`: like `lxc-execute`'s lxc-init, pid 1 stays a
+/// tiny reaper that forwards signals, and CMD runs as pid 2 in its own
+/// session with the terminal (if any) as its controlling tty. A command as
+/// pid 1 would ignore every signal it has no handler for, so Ctrl-C and
+/// `kill` would do nothing. Exits with CMD's status (128 + signal).
+fn shim(exe: &std::ffi::CStr, plan: &Plan<'_>, chan: &Channel) -> ! {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(s);
+    }
+    set.add(Signal::SIGCHLD);
+    // Blocked before the fork: no signal or exit can slip past the wait below.
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+    let child = match sys::fork_process() {
+        Ok(Some(pid)) => pid,
+        Ok(None) => {
+            let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
+            let _ = nix::unistd::setsid();
+            if nix::unistd::isatty(0).unwrap_or(false) {
+                let _ = sys::set_controlling_tty(0);
+            }
+            let _ = nix::unistd::execve(exe, &plan.argv, &plan.envp);
+            sys::exit_now(127)
+        }
+        Err(_) => sys::exit_now(126),
+    };
+    // The monitor waits for end of file on the sync socket, which an exec
+    // would give it; pid 1 never execs, so end the conversation here.
+    chan.shutdown();
+    loop {
+        let Ok(sig) = set.wait() else { continue };
+        if sig != Signal::SIGCHLD {
+            // To CMD's whole process group, as a terminal would.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-child.as_raw()), sig);
+            continue;
+        }
+        // Reap every zombie (orphans reparent to us); leave when CMD is gone.
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == child => sys::exit_now(code),
+                Ok(WaitStatus::Signaled(pid, s, _)) if pid == child => {
+                    sys::exit_now(128 + s as i32)
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    }
 }
 
 fn fd_path(fd: BorrowedFd<'_>) -> String {

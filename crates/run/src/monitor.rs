@@ -6,6 +6,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::OwnedFd;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -447,13 +448,37 @@ pub struct MonitorHandle {
 /// # Errors
 /// [`Error::Spawn`] if the process cannot be started.
 pub fn spawn_monitor(exe: &Path, args: &MonitorArgs, detach: bool) -> Result<MonitorHandle> {
+    spawn_monitor_on(exe, args, detach, None)
+}
+
+/// Like [`spawn_monitor`], with `tty` (a pseudo-terminal's slave) as the
+/// monitor's, and so init's, standard input, output and error.
+///
+/// # Errors
+/// [`Error::Spawn`] if the process cannot be started.
+pub fn spawn_monitor_on(
+    exe: &Path,
+    args: &MonitorArgs,
+    detach: bool,
+    tty: Option<OwnedFd>,
+) -> Result<MonitorHandle> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::sys("pipe2(O_CLOEXEC)", e))?;
     let mut args = args.clone();
     args.ready_fd = true;
     let mut cmd = Command::new(exe);
     cmd.arg(MONITOR_ARG).args(args.to_args());
-    if detach {
+    if let Some(t) = tty {
+        let dup = |t: &OwnedFd| {
+            t.try_clone().map_err(|source| Error::Spawn {
+                program: "dup(tty)".into(),
+                source,
+            })
+        };
+        cmd.stdin(Stdio::from(dup(&t)?))
+            .stdout(Stdio::from(dup(&t)?))
+            .stderr(Stdio::from(t));
+    } else if detach {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

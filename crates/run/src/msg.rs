@@ -87,6 +87,12 @@ impl Channel {
         Ok((Channel { sock: a }, Channel { sock: b }))
     }
 
+    /// Ends the conversation for both holders of this end (a forked copy
+    /// included): the peer reads end of file, as after an exec.
+    pub(crate) fn shutdown(&self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+    }
+
     pub(crate) fn send(&mut self, m: Msg) -> Result<()> {
         self.sock.write_all(&m.encode()).map_err(|e| {
             Error::sys(

@@ -130,6 +130,7 @@ pub fn spawn_init(
         layout: spec.layout,
         cgroup2_rw: false,
         systemd_v1_rw: false,
+        shim: !spec.command.is_empty(),
     };
     let mut plan = plan;
 

@@ -205,6 +205,24 @@ pub fn fork_checked(_proof: &SingleThreaded) -> Result<Cloned, Errno> {
     }
 }
 
+/// `fork()`: `Some(child)` in the parent, `None` in the child. For the
+/// container's pid-1 shim only.
+pub fn fork_process() -> Result<Option<Pid>, Errno> {
+    // SAFETY: called only in the container's init, a single-threaded
+    // process (a fresh clone), so the child may run any code.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Some(child)),
+        nix::unistd::ForkResult::Child => Ok(None),
+    }
+}
+
+/// `ioctl(fd, TIOCSCTTY, 0)`: make the terminal on `fd` the caller's
+/// controlling terminal (after `setsid`).
+pub fn set_controlling_tty(fd: RawFd) -> Result<(), Errno> {
+    // SAFETY: TIOCSCTTY takes an integer argument; a bad fd is an error.
+    Errno::result(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) }).map(drop)
+}
+
 /// `_exit(code)`: leave a forked child without running atexit handlers or
 /// flushing buffers shared with the parent.
 pub fn exit_now(code: i32) -> ! {
