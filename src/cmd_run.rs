@@ -478,7 +478,23 @@ pub fn stop(ctx: &Ctx, a: StopArgs) -> Result<(), Failure> {
 }
 
 pub fn check(ctx: &Ctx) -> Result<(), Failure> {
-    let items = davit_run::check::check();
+    let mut items = davit_run::check::check();
+    // Signatures are checked by gpg through gpgme.
+    let gpg = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("gpg"))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or(None);
+    items.push(davit_run::check::CheckItem {
+        item: "gpg (signature checks)".into(),
+        ok: gpg.is_some(),
+        detail: gpg
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "not found".into()),
+        fix: Some("apt-get install gnupg".into()),
+    });
     if ctx.json {
         let v: Vec<serde_json::Value> = items
             .iter()

@@ -611,3 +611,42 @@ os.kill(pid, 9); sys.stdout.write(out.decode(errors='replace')); print("EXIT hun
     assert!(text.trim_end().ends_with("EXIT 5"), "{text}");
     assert!(env.cgroups().is_empty());
 }
+
+#[test]
+fn check_reports_every_item_and_how_to_fix_what_is_missing() {
+    let env = Env::new("check");
+    let v = json(&ok(env.davit().args(["check", "--json"])));
+    let items = v.as_array().unwrap();
+    let names: Vec<&str> = items.iter().map(|i| i["item"].as_str().unwrap()).collect();
+    for want in [
+        "namespace: user",
+        "namespace: cgroup",
+        "cgroup version",
+        "newuidmap",
+        "newgidmap",
+        "clone3",
+        "openat2",
+        "pidfd",
+        "idmapped mounts",
+        "gpg (signature checks)",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(want)),
+            "{want} missing from {names:?}"
+        );
+    }
+    for i in items {
+        if i["ok"] == false {
+            assert!(
+                i["fix"].as_str().is_some_and(|f| !f.is_empty()),
+                "a missing item says how to fix it: {i}"
+            );
+        }
+    }
+    let text = stdout(&ok(env.davit().arg("check")));
+    assert!(
+        text.lines()
+            .all(|l| l.contains(" OK ") || l.contains("MISSING") || l.contains("fix:")),
+        "{text}"
+    );
+}

@@ -84,3 +84,52 @@ pub fn apply(
     }
     Ok(changed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> Vec<(String, String)> {
+        vec![("LXC_NAME".to_string(), "web".to_string())]
+    }
+
+    #[test]
+    fn substitutes_inside_and_never_follows_a_link_out() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("rootfs");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/hosts"), "127.0.1.1\tLXC_NAME\n").unwrap();
+        // A hostile image points a template at a host file.
+        let victim = t.path().join("victim");
+        std::fs::write(&victim, "LXC_NAME stays\n").unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("etc/hostname")).unwrap();
+        std::os::unix::fs::symlink("../../victim", root.join("etc/mailname")).unwrap();
+        let changed = apply(
+            &root,
+            &[
+                "/etc/hosts".into(),
+                "/etc/hostname".into(),
+                "/etc/mailname".into(),
+                "/etc/missing".into(),
+                "/etc".into(),
+            ],
+            &vars(),
+        )
+        .unwrap();
+        assert_eq!(changed, vec!["/etc/hosts".to_string()]);
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/hosts")).unwrap(),
+            "127.0.1.1\tweb\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "LXC_NAME stays\n",
+            "a host file was rewritten"
+        );
+        // A link that stays inside the rootfs is followed there.
+        std::fs::write(root.join("name"), "LXC_NAME\n").unwrap();
+        std::os::unix::fs::symlink("/name", root.join("etc/alias")).unwrap();
+        apply(&root, &["/etc/alias".into()], &vars()).unwrap();
+        assert_eq!(std::fs::read_to_string(root.join("name")).unwrap(), "web\n");
+    }
+}

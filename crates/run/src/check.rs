@@ -89,6 +89,17 @@ pub fn check() -> Vec<CheckItem> {
         format!("user.max_user_namespaces = {max_userns}"),
         Some("sysctl -w user.max_user_namespaces=15000"),
     ));
+    // Debian and Ubuntu kernels carry a switch that stops plain users from
+    // making user namespaces, whatever max_user_namespaces says.
+    if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone") {
+        let on = v.trim() != "0";
+        out.push(item(
+            "unprivileged user namespaces",
+            on,
+            format!("kernel.unprivileged_userns_clone = {}", v.trim()),
+            Some("sysctl -w kernel.unprivileged_userns_clone=1 (plain users cannot start containers without it)"),
+        ));
+    }
 
     match Layout::detect() {
         Ok(l) => {
