@@ -85,9 +85,26 @@ pub struct StartArgs {
     /// Return once init is running.
     #[arg(short, long)]
     pub daemon: bool,
+    /// Memory limit for this run, e.g. 512M (overrides config.toml).
+    #[arg(long, value_parser = crate::cmd_publish::parse_size)]
+    pub memory: Option<u64>,
+    /// Task limit for this run (overrides config.toml).
+    #[arg(long)]
+    pub pids: Option<u64>,
+    /// CPU limit for this run, e.g. 1.5 (overrides config.toml).
+    #[arg(long)]
+    pub cpus: Option<f64>,
     /// Run CMD in place of the configured init.
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+/// The monitor binary: `davit-monitor` beside `davit` when it is there
+/// (much smaller to seal and exec), else `davit` itself.
+fn monitor_exe() -> Result<PathBuf, Failure> {
+    let me = exe()?;
+    let small = me.with_file_name("davit-monitor");
+    Ok(if small.is_file() { small } else { me })
 }
 
 fn exe() -> Result<PathBuf, Failure> {
@@ -104,7 +121,7 @@ pub fn net_config_path() -> PathBuf {
 
 pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
     let c = container(&a.name)?;
-    let cfg = load(&c)?;
+    let mut cfg = load(&c)?;
     let host = davit_run::net::HostNet::load(&net_config_path())?;
     if let (_, Some(hint)) = davit_run::net::plan(&host, &cfg, nix::unistd::geteuid().as_raw()) {
         ctx.term.warning(&format!("{}: {hint}", c.name));
@@ -113,7 +130,21 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
     std::fs::create_dir_all(&runtime).map_err(|e| {
         Failure::io(anyhow::anyhow!(e).context(format!("cannot create {}", runtime.display())))
     })?;
-    let mut args = MonitorArgs::new(c.config_path(), &runtime);
+    // Limits given on the command line apply to this run only: the monitor
+    // reads a copy of the config with them, config.toml stays as it is.
+    let config_path = if a.memory.is_some() || a.pids.is_some() || a.cpus.is_some() {
+        cfg.limits.memory = a.memory.or(cfg.limits.memory);
+        cfg.limits.pids = a.pids.or(cfg.limits.pids);
+        cfg.limits.cpus = a.cpus.or(cfg.limits.cpus);
+        let p = runtime.join(format!(".{}.config.toml", c.name));
+        std::fs::write(&p, cfg.to_toml()?).map_err(|e| {
+            Failure::io(anyhow::anyhow!(e).context(format!("cannot write {}", p.display())))
+        })?;
+        p
+    } else {
+        c.config_path()
+    };
+    let mut args = MonitorArgs::new(&config_path, &runtime);
     args.net_config = std::env::var_os("DAVIT_NET_CONFIG").map(PathBuf::from);
     args.command = a.command;
     if let Ok(p) = std::env::var("DAVIT_CGROUP_PREFIX") {
@@ -155,7 +186,7 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
         Some(p) => (Some(p.master), Some(p.slave)),
         None => (None, None),
     };
-    let mut h = spawn_monitor_on(&exe()?, &args, a.daemon, slave)?;
+    let mut h = spawn_monitor_on(&monitor_exe()?, &args, a.daemon, slave)?;
     let pid = match h.wait_ready() {
         Ok(pid) => pid,
         Err(e) => {
@@ -258,6 +289,10 @@ pub struct AttachArgs {
 
 pub fn attach(_ctx: &Ctx, a: AttachArgs) -> Result<(), Failure> {
     let c = container(&a.name)?;
+    // Processes of this attach pass through the container's pid namespace
+    // before they exec: run from a sealed copy so none can reach and
+    // rewrite the davit binary through /proc/PID/exe (CVE-2019-5736).
+    davit_run::monitor::ensure_sealed()?;
     let command = if a.command.is_empty() {
         vec!["/bin/sh".into(), "-l".into()]
     } else {

@@ -9,10 +9,9 @@
 # ids 100000-165535; every runtime uses it with the map 0 -> 100000 (65536)
 # and new user, mount, pid, uts, ipc and net namespaces.
 #
-# davit is the run crate's `ctl` example for now (CTL=..., default the release
-# build in /work/targets/deb: `cargo build --release -p davit-run --examples`);
-# set DAVIT_START='davit start NAME' style commands later via DAVIT_CMD, a
-# command line that gets `-- /bin/true` appended.
+# davit is `davit start NAME -- /bin/true` with the release build of the CLI
+# (`cargo build --release`; DAVIT=path overrides it); DAVIT_CMD replaces the
+# whole command line (it gets `-- /bin/true` appended).
 #
 # Debian's crun 1.8 refuses this hybrid host ("cgroups in hybrid mode not
 # supported") because the v2 hierarchy lists hugetlb, so everything runs in a
@@ -49,7 +48,6 @@ fi
 
 rootfs=$(readlink -f "${1:?usage: run.sh ROOTFS [N]}")
 n=${2:-30}
-ctl=${CTL:-/work/targets/deb/release/examples/ctl}
 [ "$(id -u)" = 0 ] || { echo "run.sh: run as root" >&2; exit 1; }
 for tool in crun lxc-execute unshare python3; do
   command -v "$tool" >/dev/null || { echo "run.sh: $tool is missing (apt-get install crun lxc)" >&2; exit 1; }
@@ -65,7 +63,7 @@ cleanup() {
   # LXC's monitor leaves an empty lxc.pivot cgroup in each hierarchy.
   rmdir /sys/fs/cgroup/*/lxc.pivot 2>/dev/null || true
   rmdir /sys/fs/cgroup/*/"$prefix" 2>/dev/null || true
-  rm -rf --one-file-system "$work"
+  rm -rf --one-file-system "$work" "/run/davit-bench-$$"
 }
 trap cleanup EXIT
 : >"$work/empty"
@@ -84,7 +82,14 @@ container = 0
 host = 100000
 len = 65536
 EOF
-davit_cmd=${DAVIT_CMD:-"$ctl start $work/config.toml $work/run --prefix $prefix"}
+# `davit start NAME` with the CLI (DAVIT=path, default the release build),
+# or the run crate's ctl example with DAVIT_CMD.
+mkdir -p "$work/containers/$name"
+cp "$work/config.toml" "$work/containers/$name/config.toml"
+davit_bin=${DAVIT:-$(cd "$(dirname "$0")/../.." && pwd)/target/release/davit}
+# Runtime state on tmpfs, as /run/davit is on a normal host.
+rundir=/run/davit-bench-$$
+davit_cmd=${DAVIT_CMD:-"env DAVIT_CONTAINERS_DIR=$work/containers DAVIT_RUNTIME_DIR=$rundir DAVIT_CGROUP_PREFIX=$prefix $davit_bin start $name"}
 
 # crun: the default spec, on our rootfs, with a user namespace and the map.
 mkdir -p "$work/bundle"
@@ -135,6 +140,6 @@ echo "$(uname -r), $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%MZ), medians of $n, in
 echo
 echo "| tool | median | vs crun |"
 echo "|---|---|---|"
-echo "| davit (\`${davit_cmd%% *} start\`) | $(ms "$d") | $(ratio "$d" "$c") |"
+echo "| davit (\`davit start NAME -- /bin/true\`) | $(ms "$d") | $(ratio "$d" "$c") |"
 echo "| crun $(crun --version | awk 'NR==1 {print $3}') run | $(ms "$c") | 1.00 |"
 echo "| lxc-execute $(lxc-execute --version) | $(ms "$l") | $(ratio "$l" "$c") |"

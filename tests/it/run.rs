@@ -294,6 +294,14 @@ fn root_limits_are_enforced_and_destroy_f_stops_first() {
         Command::new("/bin/true").status().unwrap().success(),
         "the host can still fork"
     );
+    // Limits on `start` apply to that run only.
+    ok(env.davit().args(["stop", "-k", "lim"]));
+    ok(env.davit().args(["start", "-d", "lim", "--pids", "12"]));
+    let leaf = Path::new("/sys/fs/cgroup/pids")
+        .join(&env.prefix)
+        .join("lim");
+    assert_eq!(read_to_string(&leaf.join("pids.max")).trim(), "12");
+    assert!(read_to_string(&env.path().join("containers/lim/config.toml")).contains("pids = 32"));
     ok(env.davit().args(["destroy", "-f", "lim"]));
     assert!(env.cgroups().is_empty(), "{:?}", env.cgroups());
     assert!(!env.path().join("containers/lim").exists());

@@ -224,6 +224,12 @@ fn shim(exe: &std::ffi::CStr, plan: &Plan<'_>, chan: &Channel) -> ! {
     // The monitor waits for end of file on the sync socket, which an exec
     // would give it; pid 1 never execs, so end the conversation here.
     chan.shutdown();
+    // What exec would have done for pid 1: drop every descriptor but stdio
+    // (CVE-2024-21626), then become dumpable again (CVE-2016-9962 is about
+    // the window before exec, now closed), so a plain user's attach can
+    // open /proc/1/ns/* as it can for an exec'd init.
+    let _ = sys::close_from(3);
+    let _ = nix::sys::prctl::set_dumpable(true);
     loop {
         let Ok(sig) = set.wait() else { continue };
         if sig != Signal::SIGCHLD {

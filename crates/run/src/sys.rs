@@ -339,6 +339,18 @@ pub fn cloexec_from(first: u32) -> Result<(), Errno> {
     }
 }
 
+/// `close_range(first, ~0U, 0)`: close every descriptor from `first` on.
+pub fn close_from(first: u32) -> Result<(), Errno> {
+    // SAFETY: integer arguments only. Callers (the pid-1 shim) own no Rust
+    // object that wraps a descriptor past stdio once this runs.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
 /// `open_tree(dirfd, path, OPEN_TREE_CLONE | AT_RECURSIVE | OPEN_TREE_CLOEXEC)`:
 /// a detached recursive copy of the mount tree at `path`.
 pub fn open_tree_clone(dirfd: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, Errno> {

@@ -228,7 +228,8 @@ fn inside_view_pid1_root_hostname_mounts_caps_fds() {
         "stdout: {o}\nstderr: {}",
         text(&out.stderr)
     );
-    assert!(o.contains("pid=1\n"), "{o}");
+    // A command (not an init) runs as pid 2 under davit's pid-1 shim.
+    assert!(o.contains("pid=2\n"), "{o}");
     assert!(o.contains("uid=0\n"), "{o}");
     assert!(o.contains(&format!("host={}\n", ct.name)), "{o}");
     assert!(o.contains("map=0 100000 65536\n"), "{o}");
@@ -320,7 +321,7 @@ fn detached_attach_and_stop_leave_nothing() {
     let ct = Ct::new("det", "[limits]\npids = 100\nmemory = 268435456\n");
     let mut h = spawn_monitor(
         &driver(),
-        &ct.args(&["/bin/sh", "-c", "while true; do sleep 1; done"]),
+        &ct.args(&["/bin/sh", "-c", "trap '' PWR; while true; do sleep 1; done"]),
         true,
     )
     .unwrap();
@@ -372,11 +373,12 @@ fn detached_attach_and_stop_leave_nothing() {
         "{s}\n{}",
         text(&o.stderr)
     );
-    assert!(s.contains("/bin/sh -c while true"), "{s}");
+    // pid 1 is davit's shim, running the command as pid 2.
+    assert!(s.contains("while true; do sleep 1; done"), "{s}");
     let lines: Vec<&str> = s.lines().collect();
-    // header + init + sleep + our sh + ps (+wc): a handful, never the host's.
+    // header + shim + command + sleep + our sh + ps (+wc): a handful, never the host's.
     let n: usize = lines[2].trim().parse().unwrap();
-    assert!(n <= 7, "ps inside sees {n} lines: {s}");
+    assert!(n <= 8, "ps inside sees {n} lines: {s}");
     assert!(s.contains("NoNewPrivs:\t1"), "{s}");
     let o = ct.attach(&["/bin/sh", "-c", "exit 5"]);
     assert_eq!(o.status.code(), Some(5));
@@ -390,7 +392,7 @@ fn detached_attach_and_stop_leave_nothing() {
         },
     )
     .unwrap();
-    // sh as pid 1 has no SIGPWR handler: the kernel drops it; then SIGKILL.
+    // The command ignores SIGPWR (pid 1 passes it on): then SIGKILL.
     assert_eq!(outcome, StopOutcome::Killed);
     let _ = h.child.wait();
     assert!(

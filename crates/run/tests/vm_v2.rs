@@ -232,7 +232,7 @@ fn lifecycle_limits_info_attach_stop() {
         &ct.args(&[
             "/bin/sh",
             "-c",
-            "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; while true; do sleep 1; done",
+            "trap '' PWR; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; while true; do sleep 1; done",
         ]),
         true,
     )
@@ -310,7 +310,7 @@ fn lifecycle_limits_info_attach_stop() {
     let o = ct.attach(&["/bin/sh", "-c", "exit 5"]);
     assert_eq!(o.status.code(), Some(5));
 
-    // stop: sh as pid 1 ignores SIGPWR; killed after the timeout.
+    // stop: the command ignores SIGPWR (pid 1 passes it on); killed after the timeout.
     assert_eq!(ct.stop(false), StopOutcome::Killed);
     let _ = h.child.wait();
     assert!(
@@ -329,11 +329,23 @@ fn memory_limit_oom_kills_inside_and_the_vm_stays_up() {
         return;
     }
     let ct = Ct::new("mem", "memory = 33554432\n");
-    let out = ct.run(&[
-        "/bin/sh",
-        "-c",
-        "/bin/sh /test/eat.sh; echo child=$?; cat /sys/fs/cgroup/memory.events",
-    ]);
+    // The command runs as pid 2, so it is an OOM candidate too: when the
+    // OOM reaper lags, a second OOM can pick it right after the eater. That
+    // is the kernel's choice, not a leak; try again (at most 3 times).
+    let mut out = None;
+    for _ in 0..3 {
+        let o = ct.run(&[
+            "/bin/sh",
+            "-c",
+            "/bin/sh /test/eat.sh; echo child=$?; cat /sys/fs/cgroup/memory.events",
+        ]);
+        let done = o.status.code() == Some(0);
+        out = Some(o);
+        if done {
+            break;
+        }
+    }
+    let out = out.unwrap();
     let o = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{o}{}", text(&out.stderr));
     assert!(
@@ -513,18 +525,28 @@ fn nested_cgroups_made_inside_are_removed_at_stop() {
     let mut moved = false;
     for _ in 0..if is_root() { 50 } else { 10 } {
         std::thread::sleep(Duration::from_millis(100));
+        // The command (pid 2 under davit's pid-1 shim) moves itself.
         moved = std::fs::read_to_string(inner.join("cgroup.procs"))
-            .map(|s| s.lines().any(|l| l == pid.to_string()))
+            .map(|s| s.lines().any(|l| !l.is_empty()))
             .unwrap_or(false);
         if moved {
             break;
         }
     }
     if is_root() {
-        assert!(moved, "init did not move itself into {}", inner.display());
+        assert!(
+            moved,
+            "the command did not move itself into {}",
+            inner.display()
+        );
         assert!(leaf.join("inner2").is_dir());
+        // Only pid 1, the shim, stays in the leaf.
         let procs = read(&leaf.join("cgroup.procs"));
-        assert!(!procs.lines().any(|l| l == pid.to_string()), "{procs}");
+        assert_eq!(
+            procs.lines().collect::<Vec<_>>(),
+            [pid.to_string()],
+            "{procs}"
+        );
     } else {
         assert!(!moved && !inner.exists());
     }
