@@ -651,3 +651,9 @@ pub fn read_to_string(p: &Path) -> String {
         .unwrap();
     s
 }
+
+/// stdout parsed as JSON, or a failure that shows both streams.
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(out), stderr(out)))
+}

@@ -28,11 +28,6 @@ fn entry(cache: &Path) -> PathBuf {
     cache.join("v1/download/busybox/1.36/amd64/default")
 }
 
-fn json(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
-}
-
 #[test]
 fn fetch_from_file_server_caches_exact_files() {
     let f = fixture();

@@ -35,11 +35,6 @@ fn mirror_cmd(from: &str, to: &Path, key: &Path, extra: &[&str]) -> Command {
     c
 }
 
-fn json(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
-}
-
 /// An upstream with two images: busybox 1.36 default and tiny, build A.
 fn two_image_upstream(dir: &Path) -> PathBuf {
     let f = fixture();

@@ -117,11 +117,6 @@ impl Drop for Env {
     }
 }
 
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(out), stderr(out)))
-}
-
 fn attach(env: &Env, name: &str, cmd: &[&str]) -> Output {
     let mut c = env.davit();
     c.args(["attach", name, "--"]).args(cmd);

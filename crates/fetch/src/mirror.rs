@@ -271,14 +271,7 @@ impl Client {
         let named: BTreeSet<String> = wanted.iter().map(tag).collect();
         let tuples: BTreeSet<PathBuf> = wanted.iter().map(|i| image_dir(&o.to, i)).collect();
         for dir in tuples {
-            let mut builds: Vec<String> = fs::read_dir(&dir)
-                .map_err(|e| Error::io("read", &dir, e))?
-                .flatten()
-                .filter(|e| e.path().is_dir())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with('.'))
-                .collect();
-            builds.sort();
+            let builds = crate::publish::build_dirs(&dir)?;
             let rel = dir
                 .strip_prefix(o.to.join("images"))
                 .unwrap_or(&dir)

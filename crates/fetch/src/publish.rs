@@ -371,6 +371,20 @@ fn check_name(what: &str, v: &str) -> Result<()> {
     }
 }
 
+/// The build directories of one image (`images/D/R/A/V/`), oldest first;
+/// dot-names (builds in progress) left out.
+pub(crate) fn build_dirs(img_dir: &Path) -> Result<Vec<String>> {
+    let mut builds: Vec<String> = fs::read_dir(img_dir)
+        .map_err(|e| Error::io("read", img_dir, e))?
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    builds.sort();
+    Ok(builds)
+}
+
 /// Publishes one build and updates both indexes.
 ///
 /// # Errors
@@ -517,19 +531,11 @@ pub fn publish(o: &PublishOptions, signer: &mut Signer, rep: &dyn Reporter) -> R
     )
     .map_err(|e| Error::io("chmod", &final_dir, e))?;
 
-    // Prune old builds.
-    let mut builds: Vec<String> = fs::read_dir(&img_dir)
-        .map_err(|e| Error::io("read", &img_dir, e))?
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    builds.sort();
-    let mut pruned = Vec::new();
+    let mut builds = build_dirs(&img_dir)?;
     let newest = builds.last().cloned().unwrap_or_else(|| build.clone());
-    while builds.len() > o.keep.max(1) {
-        let old = builds.remove(0);
+    let excess = builds.len().saturating_sub(o.keep.max(1));
+    let mut pruned = Vec::new();
+    for old in builds.drain(..excess) {
         fs::remove_dir_all(img_dir.join(&old))
             .map_err(|e| Error::io("prune", img_dir.join(&old), e))?;
         pruned.push(old);
