@@ -653,3 +653,131 @@ fn check_reports_every_item_and_how_to_fix_what_is_missing() {
         "{text}"
     );
 }
+
+/// A test-only bridge and subnet for `--network bridge`; deleted on drop.
+struct TestBridge {
+    name: String,
+    config: PathBuf,
+}
+
+impl TestBridge {
+    fn new(env: &Env) -> TestBridge {
+        let routes = stdout(&ok(
+            Command::new("ip").args(["-4", "route", "show", "table", "all"])
+        ));
+        let third = (20..250)
+            .find(|t| !routes.contains(&format!("10.214.{t}.")))
+            .expect("a free test subnet");
+        let name = format!("dvtc{:06x}", std::process::id() & 0xff_ffff);
+        let config = env.path().join("net.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[network]\nbridge = \"{name}\"\nsubnet = \"10.214.{third}.0/24\"\nlease_dir = \"{}\"\nnameservers = [\"10.214.{third}.1\"]\n",
+                env.path().join("leases").display()
+            ),
+        )
+        .unwrap();
+        TestBridge { name, config }
+    }
+}
+
+impl Drop for TestBridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.name])
+            .output();
+    }
+}
+
+#[test]
+fn bridge_network_through_the_cli() {
+    if !require_root("bridge_network_through_the_cli") {
+        return;
+    }
+    let env = Env::new("net");
+    let br = TestBridge::new(&env);
+    let d = |args: &[&str]| {
+        let mut c = env.davit();
+        c.env("DAVIT_NET_CONFIG", &br.config).args(args);
+        c
+    };
+    let f = fixture();
+    for n in ["na", "nb"] {
+        let mut c = d(&[
+            "create",
+            n,
+            "busybox",
+            "1.36",
+            "amd64",
+            "--network",
+            "bridge",
+            "--server",
+            &format!("file://{}", f.tree_a.display()),
+            "--keyring",
+        ]);
+        ok(c.arg(&f.key.public));
+        ok(&mut d(&["start", "-d", n]));
+    }
+    let info = |n: &str| json(&ok(&mut d(&["info", n, "--json"])));
+    let a = info("na");
+    let ip_a = a["ips"][0].as_str().expect("an address").to_string();
+    assert!(ip_a.starts_with("10.214."), "{a}");
+    let link = a["link"].as_str().unwrap().to_string();
+    assert!(link.starts_with("veth"), "{a}");
+    let master = stdout(&ok(Command::new("ip").args(["-o", "link", "show", &link])));
+    assert!(master.contains(&format!("master {}", br.name)), "{master}");
+    // B talks TCP to A with busybox nc; the host reaches A too.
+    ok(&mut d(&["attach", "na", "--", "sh", "-c", "nc -l -p 5000 >/tmp/from-b 2>/dev/null </dev/null & nc -l -p 5001 >/tmp/from-host 2>/dev/null </dev/null & sleep 0.3"]));
+    ok(&mut d(&[
+        "attach",
+        "nb",
+        "--",
+        "sh",
+        "-c",
+        &format!("echo hello-from-b | nc -w 2 {ip_a} 5000"),
+    ]));
+    ok(Command::new("bash").args([
+        "-c",
+        &format!("echo hello-from-host > /dev/tcp/{ip_a}/5001"),
+    ]));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        stdout(&ok(&mut d(&["attach", "na", "--", "cat", "/tmp/from-b"]))).trim(),
+        "hello-from-b"
+    );
+    assert_eq!(
+        stdout(&ok(&mut d(&[
+            "attach",
+            "na",
+            "--",
+            "cat",
+            "/tmp/from-host"
+        ])))
+        .trim(),
+        "hello-from-host"
+    );
+    let a2 = info("na");
+    assert!(
+        a2["rx_bytes"].as_u64().unwrap() > 0 && a2["tx_bytes"].as_u64().unwrap() > 0,
+        "{a2}"
+    );
+    let text = stdout(&ok(&mut d(&["info", "na"])));
+    assert!(
+        text.contains(&format!("IP:         {ip_a}"))
+            && text.contains(&format!("Link:       {link}")),
+        "{text}"
+    );
+    let list = stdout(&ok(&mut d(&["list"])));
+    assert!(list.contains(&ip_a), "{list}");
+    for n in ["na", "nb"] {
+        ok(&mut d(&["stop", n, "-k"]));
+        ok(&mut d(&["destroy", n]));
+    }
+    let links = stdout(&ok(Command::new("ip").args(["-o", "link", "show"])));
+    assert!(!links.contains(&link), "veth left after stop: {links}");
+    let ports = stdout(&ok(
+        Command::new("ip").args(["-o", "link", "show", "master", &br.name])
+    ));
+    assert!(ports.trim().is_empty(), "bridge ports left: {ports}");
+}
