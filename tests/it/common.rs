@@ -147,6 +147,29 @@ pub struct Fixture {
     pub tree_b: PathBuf,
 }
 
+/// A static is never dropped, so the fixture's GnuPG agents (started by
+/// signing) and its directory would outlive the test run. A small watcher
+/// process waits for this process to exit, then stops the agents and
+/// removes the directory.
+fn watch_until_exit(dir: &Path, homes: &[&Path]) {
+    let kills: String = homes
+        .iter()
+        .map(|h| format!("GNUPGHOME='{}' gpgconf --kill all; ", h.display()))
+        .collect();
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {kills}rm -rf '{}'",
+        dir.display(),
+        pid = std::process::id()
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the fixture watcher");
+}
+
 pub const BUILD_A: &str = "20261101_00:00";
 pub const BUILD_B: &str = "20261102_00:00";
 
@@ -164,6 +187,7 @@ pub fn fixture() -> &'static Fixture {
         let tree_b = dir.path().join("tree-b");
         copy_tree(&tree_a, &tree_b);
         publish_busybox(&tree_b, &key, BUILD_B, &[]);
+        watch_until_exit(dir.path(), &[&key.home, &other.home]);
         Fixture {
             dir,
             key,

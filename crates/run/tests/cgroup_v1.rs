@@ -1,6 +1,8 @@
 //! Real cgroup tests on this host's hierarchy (v1 or hybrid here): create
 //! under a `davit-test-*` prefix, move a process in, check enforcement,
 //! and always clean up through a Drop guard.
+mod common;
+use common::have_root;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -8,17 +10,6 @@ use std::time::Duration;
 
 use davit_run::cgroup::{Cgroup, Layout, Version};
 use davit_run::config::Limits;
-
-fn have_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("this test needs root and CI=true: failing instead of skipping");
-    }
-    eprintln!("!!! SKIPPED: this test needs root (run as root, or CI=true to make it fail)");
-    false
-}
 
 /// Removes the cgroup (killing what is inside) even when the test fails.
 struct Guard {

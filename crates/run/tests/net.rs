@@ -3,6 +3,8 @@
 //! /24 from 10.213.0.0/16 that overlaps no host route, and traffic goes only
 //! to those addresses or to 127.0.0.1. Under `CI=true` a missing privilege
 //! fails instead of skipping.
+mod common;
+use common::{driver, have_root, text, HOST_BASE};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
@@ -20,43 +22,11 @@ use davit_run::net::{net_info, Subnet};
 use davit_run::stop::{stop, StopOptions};
 use davit_run::ErrorKind;
 
-const HOST_BASE: u32 = 100_000;
 /// The plain test user and its subordinate range (added idempotently).
 const NET_USER: &str = "davit-net";
 const NET_USER_BASE: u32 = 700_000;
 
-fn have_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("this test needs root and CI=true: failing instead of skipping");
-    }
-    eprintln!("!!! SKIPPED: this test needs root (run as root, or CI=true to make it fail)");
-    false
-}
-
-fn driver() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/driver");
-    assert!(
-        p.exists(),
-        "build the example driver first: {}",
-        p.display()
-    );
-    p
-}
-
 static N: AtomicUsize = AtomicUsize::new(0);
-
-fn text(o: &[u8]) -> String {
-    String::from_utf8_lossy(o).into_owned()
-}
 
 /// A test-only bridge and subnet with a host config pointing at them;
 /// the bridge, its leftover ports and the lease dir go on drop.

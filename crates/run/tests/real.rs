@@ -1,6 +1,8 @@
 //! End-to-end container tests, for real, as root on this host: a busybox
 //! rootfs owned by the shifted ids, started through the example driver
 //! re-executed as the monitor. Under `CI=true` a missing privilege fails.
+mod common;
+use common::{driver, have_root, text, HOST_BASE};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -11,35 +13,6 @@ use davit_run::monitor::{spawn_monitor, MonitorArgs};
 use davit_run::state::StateStore;
 use davit_run::stop::{stop, StopOptions, StopOutcome};
 use davit_run::ErrorKind;
-
-const HOST_BASE: u32 = 100_000;
-
-fn have_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("this test needs root and CI=true: failing instead of skipping");
-    }
-    eprintln!("!!! SKIPPED: this test needs root (run as root, or CI=true to make it fail)");
-    false
-}
-
-fn driver() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/driver");
-    assert!(
-        p.exists(),
-        "build the example driver first: {}",
-        p.display()
-    );
-    p
-}
 
 static N: AtomicUsize = AtomicUsize::new(0);
 
@@ -188,10 +161,6 @@ impl Drop for Ct {
             let _ = std::fs::remove_dir(&d);
         }
     }
-}
-
-fn text(o: &[u8]) -> String {
-    String::from_utf8_lossy(o).into_owned()
 }
 
 #[test]

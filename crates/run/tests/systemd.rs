@@ -9,6 +9,8 @@
 //! hash of the recipe, and builds it (mmdebstrap, a few minutes, apt mirror
 //! needed) when missing. The test unpacks it and shifts the ids to
 //! 100000-165535 itself. Under `CI=true` a missing privilege fails.
+mod common;
+use common::{driver, have_root, text, HOST_BASE};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -17,39 +19,6 @@ use std::time::{Duration, Instant};
 use davit_run::monitor::{spawn_monitor, MonitorArgs};
 use davit_run::state::StateStore;
 use davit_run::stop::{stop, StopOptions, StopOutcome};
-
-const HOST_BASE: u32 = 100_000;
-
-fn have_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("this test needs root and CI=true: failing instead of skipping");
-    }
-    eprintln!("!!! SKIPPED: this test needs root (run as root, or CI=true to make it fail)");
-    false
-}
-
-fn driver() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/driver");
-    assert!(
-        p.exists(),
-        "build the example driver first: {}",
-        p.display()
-    );
-    p
-}
-
-fn text(o: &[u8]) -> String {
-    String::from_utf8_lossy(o).into_owned()
-}
 
 /// Unpack the cached Debian tarball (building it first when the cache has
 /// none for this recipe) into `dest`, owned by real root.

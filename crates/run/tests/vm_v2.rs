@@ -16,6 +16,8 @@
 //! | `DAVIT_VM_IDBASE` | the first host id of the container's map (root: 100000, the user: its subuid start) |
 //! | `DAVIT_VM_DELEGATED` | as the user: the delegated subtree (relative to `/sys/fs/cgroup`) davit must pick |
 //! | `DAVIT_VM_FLAT` | as the user: another delegated cgroup, with no leaf and no controllers enabled |
+mod common;
+use common::{driver, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,22 +44,6 @@ fn env_or(var: &str, default: &str) -> String {
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
-}
-
-fn driver() -> PathBuf {
-    if let Ok(p) = std::env::var("DAVIT_VM_DRIVER") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/driver")
-}
-
-fn text(o: &[u8]) -> String {
-    String::from_utf8_lossy(o).into_owned()
 }
 
 fn read(p: &Path) -> String {
