@@ -151,6 +151,8 @@ pub struct Fixture {
 /// signing) and its directory would outlive the test run. A small watcher
 /// process waits for this process to exit, then stops the agents and
 /// removes the directory.
+// The watcher must outlive this process, so it is never waited for.
+#[allow(clippy::zombie_processes)]
 fn watch_until_exit(dir: &Path, homes: &[&Path]) {
     let kills: String = homes
         .iter()
