@@ -683,3 +683,41 @@ pub fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(out), stderr(out)))
 }
+
+/// `davit fetch busybox 1.36 amd64` from `server` into `cache`, trusting `key`.
+pub fn fetch_busybox(server: &str, cache: &Path, key: &Path, extra: &[&str]) -> Command {
+    let mut c = davit();
+    c.args([
+        "fetch",
+        "busybox",
+        "1.36",
+        "amd64",
+        "--server",
+        server,
+        "--cache-dir",
+    ])
+    .arg(cache)
+    .arg("--keyring")
+    .arg(key)
+    .args(extra);
+    c
+}
+
+/// A directory a plain user can read: a copy of tree A (`tree`) and the
+/// fixture's public key (`key.asc`). Removed on drop.
+pub fn user_readable_tree(tag: &str) -> tempfile::TempDir {
+    let f = fixture();
+    let t = tempfile::Builder::new()
+        .prefix(&format!("davit-it-{tag}-"))
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        t.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    copy_tree(&f.tree_a, &t.path().join("tree"));
+    std::fs::copy(&f.key.public, t.path().join("key.asc")).unwrap();
+    ok(Command::new("chmod").args(["-R", "a+rX"]).arg(t.path()));
+    t
+}

@@ -8,20 +8,7 @@ use std::time::Duration;
 use crate::common::*;
 
 fn fetch_cmd(server: &str, cache: &Path, key: &Key) -> Command {
-    let mut c = davit();
-    c.args([
-        "fetch",
-        "busybox",
-        "1.36",
-        "amd64",
-        "--server",
-        server,
-        "--cache-dir",
-    ])
-    .arg(cache)
-    .arg("--keyring")
-    .arg(&key.public);
-    c
+    fetch_busybox(server, cache, &key.public, &[])
 }
 
 fn entry(cache: &Path) -> PathBuf {
@@ -754,20 +741,10 @@ fn plain_user_reads_index_user_and_its_own_cache() {
     }
     let f = fixture();
     let u = plain_user();
-    let t = tempfile::Builder::new()
-        .prefix("davit-it-user-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    std::fs::set_permissions(
-        t.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let t = user_readable_tree("user");
     let tree = t.path().join("tree");
-    copy_tree(&f.tree_a, &tree);
     publish_busybox(&tree, &f.key, BUILD_A, &["--variant", "tiny", "--no-user"]);
-    ok(Command::new("chmod").args(["-R", "a+rX"]).arg(t.path()));
-    std::fs::copy(&f.key.public, t.path().join("key.asc")).unwrap();
+    ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&tree));
     let home = t.path().join("home");
     let server = format!("file://{}", tree.display());
     let out = ok(u
@@ -872,21 +849,11 @@ fn keys_directory_and_bad_keyring_files() {
     // A plain user's $XDG_CONFIG_HOME/davit/keys is trusted.
     if nix::unistd::geteuid().is_root() {
         let u = plain_user();
-        let t = tempfile::Builder::new()
-            .prefix("davit-it-keys-")
-            .tempdir_in("/tmp")
-            .unwrap();
-        std::fs::set_permissions(
-            t.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
+        let t = user_readable_tree("keys");
         let home = t.path().join("home");
         std::fs::create_dir_all(home.join("config/davit/keys")).unwrap();
         std::fs::copy(&f.key.public, home.join("config/davit/keys/test.asc")).unwrap();
         let tree = t.path().join("tree");
-        copy_tree(&f.tree_a, &tree);
-        ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&tree));
         ok(u.davit(&home).args([
             "fetch",
             "busybox",

@@ -7,24 +7,6 @@ use std::time::Duration;
 
 use crate::common::*;
 
-fn fetch_from(server: &str, cache: &Path, key: &Path, extra: &[&str]) -> Command {
-    let mut c = davit();
-    c.args([
-        "fetch",
-        "busybox",
-        "1.36",
-        "amd64",
-        "--server",
-        server,
-        "--cache-dir",
-    ])
-    .arg(cache)
-    .arg("--keyring")
-    .arg(key)
-    .args(extra);
-    c
-}
-
 fn mirror_cmd(from: &str, to: &Path, key: &Path, extra: &[&str]) -> Command {
     let mut c = davit();
     c.args(["mirror", "--from", from, "--to"])
@@ -80,13 +62,13 @@ fn mirror_is_verified_incremental_and_pruned() {
     ] {
         assert!(build_dir(&m, BUILD_A).join(n).is_file(), "{n}");
     }
-    ok(&mut fetch_from(
+    ok(&mut fetch_busybox(
         &format!("file://{}", m.display()),
         &t.path().join("c1"),
         &f.key.public,
         &[],
     ));
-    ok(&mut fetch_from(
+    ok(&mut fetch_busybox(
         &format!("file://{}", m.display()),
         &t.path().join("c1"),
         &f.key.public,
@@ -119,7 +101,7 @@ fn mirror_is_verified_incremental_and_pruned() {
         serde_json::json!([format!("busybox/1.36/amd64/default/{BUILD_A}")])
     );
     assert!(!build_dir(&m, BUILD_A).exists());
-    let v = json(&ok(&mut fetch_from(
+    let v = json(&ok(&mut fetch_busybox(
         &format!("file://{}", m.display()),
         &t.path().join("c1"),
         &f.key.public,
@@ -142,7 +124,7 @@ fn filtered_mirror_says_not_mirrored_and_can_resign() {
         &["--variant", "tiny"],
     ));
     // Upstream's index still lists the default variant, which is not here.
-    let out = run(&mut fetch_from(
+    let out = run(&mut fetch_busybox(
         &format!("file://{}", m.display()),
         &t.path().join("c"),
         &f.key.public,
@@ -154,7 +136,7 @@ fn filtered_mirror_says_not_mirrored_and_can_resign() {
         "{}",
         stderr(&out)
     );
-    ok(&mut fetch_from(
+    ok(&mut fetch_busybox(
         &format!("file://{}", m.display()),
         &t.path().join("c"),
         &f.key.public,
@@ -180,13 +162,13 @@ fn filtered_mirror_says_not_mirrored_and_can_resign() {
     let idx = read_to_string(&m2.join("meta/1.0/index-system"));
     assert_eq!(idx.lines().count(), 1, "{idx}");
     assert!(idx.contains(";tiny;"), "{idx}");
-    ok(&mut fetch_from(
+    ok(&mut fetch_busybox(
         &format!("file://{}", m2.display()),
         &t.path().join("c2"),
         &other.public,
         &["--variant", "tiny"],
     ));
-    let out = run(&mut fetch_from(
+    let out = run(&mut fetch_busybox(
         &format!("file://{}", m2.display()),
         &t.path().join("c3"),
         &f.key.public,
@@ -264,7 +246,7 @@ fn killed_mirror_leaves_a_consistent_tree() {
         }
         child.wait().unwrap();
         // Whatever the moment, a client sees a complete, verifiable tree.
-        let out = run(&mut fetch_from(
+        let out = run(&mut fetch_busybox(
             &format!("file://{}", m.display()),
             &t.path().join(format!("c{round}")),
             &f.key.public,
@@ -304,7 +286,7 @@ fn export_bundle_round_trip_and_tamper() {
     let f = fixture();
     let t = tempfile::tempdir().unwrap();
     let c1 = t.path().join("c1");
-    ok(&mut fetch_from(
+    ok(&mut fetch_busybox(
         &format!("file://{}", f.tree_a.display()),
         &c1,
         &f.key.public,
@@ -340,7 +322,7 @@ fn export_bundle_round_trip_and_tamper() {
         std::fs::read(e1.join("rootfs.tar.xz")).unwrap(),
         std::fs::read(e2.join("rootfs.tar.xz")).unwrap()
     );
-    ok(&mut fetch_from(
+    ok(&mut fetch_busybox(
         "https://127.0.0.1:9",
         &c2,
         &f.key.public,
@@ -451,8 +433,8 @@ fn cache_list_and_prune() {
     let cache = t.path().join("c");
     let up = two_image_upstream(t.path());
     let server = format!("file://{}", up.display());
-    ok(&mut fetch_from(&server, &cache, &f.key.public, &[]));
-    ok(&mut fetch_from(
+    ok(&mut fetch_busybox(&server, &cache, &f.key.public, &[]));
+    ok(&mut fetch_busybox(
         &server,
         &cache,
         &f.key.public,
@@ -710,7 +692,7 @@ fn real_lxc_creates_from_davit_serve_mirror_and_nginx() {
     let d3 = t.path().join("n");
     let out = lxc_create(&d3, "from-nginx", &addr, Some(&tls.ca), &[]);
     check_lxc_container(&d3, "from-nginx", &out);
-    ok(&mut fetch_from(
+    ok(&mut fetch_busybox(
         &format!("https://{addr}"),
         &t.path().join("c"),
         &f.key.public,
@@ -732,7 +714,7 @@ fn lxc_cache_seed_works_with_the_server_stopped() {
     let t = tempfile::tempdir().unwrap();
     let mut srv = Served::start(&f.tree_a, None, &t.path().join("serve.log"));
     let lxc_cache = t.path().join("lxc-cache");
-    let v = json(&ok(&mut fetch_from(
+    let v = json(&ok(&mut fetch_busybox(
         &srv.url,
         &t.path().join("c"),
         &f.key.public,

@@ -431,21 +431,9 @@ fn plain_user_lifecycle_through_newuidmap() {
     if !require_root("plain_user_lifecycle_through_newuidmap") {
         return;
     }
-    let f = fixture();
     let u = plain_user();
-    let t = tempfile::Builder::new()
-        .prefix("davit-it-user-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    std::fs::set_permissions(
-        t.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let t = user_readable_tree("user");
     let tree = t.path().join("tree");
-    copy_tree(&f.tree_a, &tree);
-    ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&tree));
-    std::fs::copy(&f.key.public, t.path().join("key.asc")).unwrap();
     let home = t.path().join("home");
     let server = format!("file://{}", tree.display());
     let key = t.path().join("key.asc");
