@@ -729,22 +729,20 @@ fn bridge_network_through_the_cli() {
         "-c",
         &format!("echo hello-from-host > /dev/tcp/{ip_a}/5001"),
     ]));
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(
-        stdout(&ok(&mut d(&["attach", "na", "--", "cat", "/tmp/from-b"]))).trim(),
-        "hello-from-b"
-    );
-    assert_eq!(
-        stdout(&ok(&mut d(&[
-            "attach",
-            "na",
-            "--",
-            "cat",
-            "/tmp/from-host"
-        ])))
-        .trim(),
-        "hello-from-host"
-    );
+    // nc writes its file when the connection closes: poll, under load too.
+    for (file, want) in [
+        ("/tmp/from-b", "hello-from-b"),
+        ("/tmp/from-host", "hello-from-host"),
+    ] {
+        let mut got = String::new();
+        let arrived = wait_for(std::time::Duration::from_secs(10), || {
+            got = stdout(&run(&mut d(&["attach", "na", "--", "cat", file])))
+                .trim()
+                .to_string();
+            got == want
+        });
+        assert!(arrived, "{file}: {got:?}");
+    }
     let a2 = info("na");
     assert!(
         a2["rx_bytes"].as_u64().unwrap() > 0 && a2["tx_bytes"].as_u64().unwrap() > 0,
