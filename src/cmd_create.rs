@@ -7,14 +7,16 @@ use clap::Args;
 use davit_rootfs::idmap::IdMaps;
 use davit_rootfs::meta::{self, LxcConfig};
 use davit_rootfs::{subid, UnpackOptions};
-use davit_run::config::{IdMap, IdRange, ImageRef, Limits, MountEntry};
+use davit_run::config::{ImageRef, Limits, MountEntry};
 use davit_run::ContainerConfig;
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::json;
 
 use crate::cmd_fetch::{wanted, SourceArgs};
 use crate::cmd_run::{check_name, stop_container, Container};
+use crate::storage::{self, StorageArg};
 use crate::{exit, paths, Ctx, Failure};
+use davit_run::config::{Backend, Storage};
 
 impl From<davit_rootfs::Error> for Failure {
     fn from(e: davit_rootfs::Error) -> Self {
@@ -112,6 +114,9 @@ pub struct CreateArgs {
     /// Static IPv4 address on the bridge (bridge mode).
     #[arg(long)]
     pub address: Option<String>,
+    /// Storage backend [default: overlay where the kernel allows it, else dir].
+    #[arg(long, value_enum)]
+    pub storage: Option<StorageArg>,
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -123,21 +128,7 @@ pub enum NetArg {
     User,
 }
 
-fn to_run_map(m: &IdMaps) -> IdMap {
-    let conv = |v: &Vec<davit_rootfs::IdMapping>| {
-        v.iter()
-            .map(|r| IdRange {
-                container: r.container,
-                host: r.host,
-                len: r.len,
-            })
-            .collect()
-    };
-    IdMap {
-        uid: conv(&m.uid),
-        gid: conv(&m.gid),
-    }
-}
+use crate::storage::to_run_map;
 
 fn read_lines(p: Option<PathBuf>) -> Vec<String> {
     p.and_then(|p| fs::read_to_string(p).ok())
@@ -185,10 +176,28 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
         destroy_container(&a.name, &dir)?;
     }
 
-    let client = a.source.client(ctx)?;
-    let want = wanted(ctx, &client, a.dist, a.release, a.arch, &a.variant)?;
-    let got = client.fetch(&want, &ctx.term)?;
-    let entry = &got.entry;
+    let chosen = storage::choose(a.storage, a.privileged, maps.as_ref())?;
+    let overlay = chosen.backend == Backend::Overlay;
+    // The ids a base is shifted into: none for a raw (idmapped or
+    // privileged) base.
+    let shifted = if chosen.raw_base { None } else { maps.clone() };
+    let (entry, outcome) = match cached_with_base(ctx, &a, overlay, shifted.as_ref())? {
+        Some(e) => (e, json!("cached-base")),
+        None => {
+            let client = a.source.client(ctx)?;
+            let want = wanted(
+                ctx,
+                &client,
+                a.dist.clone(),
+                a.release.clone(),
+                a.arch.clone(),
+                &a.variant,
+            )?;
+            let got = client.fetch(&want, &ctx.term)?;
+            (got.entry, json!(got.outcome))
+        }
+    };
+    let entry = &entry;
     let user_mode = maps.is_some();
 
     let staging = tempfile::Builder::new()
@@ -216,22 +225,63 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
             "/usr/share/lxc/hooks".to_string(),
         ),
     ];
-    let opts = UnpackOptions {
-        maps: maps.clone(),
-        excludes: read_lines(entry.relevant_file("excludes", user_mode, None)),
-        skip_devices: user_mode,
-        threads: 0,
-        templates: read_lines(entry.relevant_file("templates", user_mode, None)),
-        template_vars: vars.clone(),
-    };
-    ctx.term.say("unpacking the rootfs");
-    let report = match unpack_any(&entry.rootfs(), &rootfs, &opts, ctx) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = remove_tree(staging.path(), maps.as_ref());
-            return Err(e);
+    let templates = read_lines(entry.relevant_file("templates", user_mode, None));
+    let mut storage_cfg = Storage::default();
+    let mut base_json = serde_json::Value::Null;
+    let report = if overlay {
+        let excludes = read_lines(entry.relevant_file("excludes", !chosen.raw_base, None));
+        let made = (|| -> Result<davit_rootfs::Report, Failure> {
+            let (base, lock, fresh) = storage::ensure_base(ctx, entry, shifted.as_ref(), excludes)?;
+            let ov = staging.path().join("overlay");
+            fs::create_dir(&ov).map_err(io(format!("cannot create {}", ov.display())))?;
+            let shift = if chosen.idmapped { maps.as_ref() } else { None };
+            storage::prepare_upper(
+                &base,
+                &ov.join("upper"),
+                &ov.join("work"),
+                &templates,
+                &vars,
+                shift,
+            )?;
+            storage::store().add_ref(&base, &dir, &lock)?;
+            storage_cfg = Storage {
+                backend: Backend::Overlay,
+                base: Some(base.rootfs()),
+                upper: Some(dir.join("overlay/upper")),
+                work: Some(dir.join("overlay/work")),
+                idmapped_lower: chosen.idmapped,
+            };
+            base_json = json!({"key": base.key, "dir": base.dir, "made": fresh, "digest": base.meta.digest, "idmapped": chosen.idmapped, "shifted": base.meta.shifted});
+            Ok(davit_rootfs::Report::default())
+        })();
+        match made {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = remove_tree(staging.path(), maps.as_ref());
+                return Err(e);
+            }
+        }
+    } else {
+        let opts = UnpackOptions {
+            maps: maps.clone(),
+            excludes: read_lines(entry.relevant_file("excludes", user_mode, None)),
+            skip_devices: user_mode,
+            threads: 0,
+            templates: templates.clone(),
+            template_vars: vars.clone(),
+        };
+        ctx.term.say("unpacking the rootfs");
+        match unpack_any(&entry.rootfs(), &rootfs, &opts, ctx) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = remove_tree(staging.path(), maps.as_ref());
+                return Err(e);
+            }
         }
     };
+    if let Some(n) = &chosen.note {
+        ctx.term.say(n);
+    }
 
     let lxc = entry
         .relevant_file("config", user_mode, None)
@@ -248,6 +298,7 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
         build: i.build.clone(),
     };
     cfg.privileged = a.privileged;
+    cfg.storage = storage_cfg;
     if let Some(m) = &maps {
         cfg.idmap = to_run_map(m);
     }
@@ -301,8 +352,9 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
         .and_then(|p| fs::read_to_string(p).ok());
     if ctx.json {
         ctx.print_json(&json!({
-            "name": a.name, "dir": dir, "image": entry.manifest.image, "fetch": got.outcome,
+            "name": a.name, "dir": dir, "image": entry.manifest.image, "fetch": outcome,
             "unprivileged": user_mode, "idmap": cfg.idmap, "unpack": report, "ignored_lxc_keys": ignored,
+            "storage": cfg.storage.backend.as_str(), "base": base_json, "note": chosen.note,
         }));
     } else if !ctx.quiet {
         if !ignored.is_empty() {
@@ -322,6 +374,44 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The warm path (as `lxc-create` with a cached image): with overlay
+/// storage, an unexpired cache entry whose base already exists is used
+/// without contacting the server. Its small files are re-hashed; the base
+/// carries its own integrity record (`davit cache verify`). `--flush-cache`
+/// and a missing DIST or RELEASE take the normal path.
+fn cached_with_base(
+    ctx: &Ctx,
+    a: &CreateArgs,
+    overlay: bool,
+    shifted: Option<&IdMaps>,
+) -> Result<Option<davit_fetch::Entry>, Failure> {
+    let (Some(d), Some(r)) = (&a.dist, &a.release) else {
+        return Ok(None);
+    };
+    if !overlay || a.source.flush_cache {
+        return Ok(None);
+    }
+    let cache_dir = a.source.cache_dir.clone().unwrap_or_else(paths::cache_dir);
+    let arch = a.arch.clone().unwrap_or_else(davit_fetch::host_arch);
+    let want = davit_fetch::Wanted::new(d, r, &arch, &a.variant);
+    let Some(entry) = davit_fetch::Cache::new(&cache_dir).find(&want) else {
+        return Ok(None);
+    };
+    let offline = a.source.offline;
+    if (entry.expired(storage::now()) && !offline) || entry.verify_meta().is_err() {
+        return Ok(None);
+    }
+    let key = davit_rootfs::base::BaseStore::key(&storage::base_image(&entry), shifted);
+    if storage::store().get(&key).is_none() {
+        return Ok(None);
+    }
+    ctx.term.say(&format!(
+        "using the cached build {} and its base (`davit fetch` checks the server for a newer one)",
+        entry.manifest.image.build
+    ));
+    Ok(Some(entry))
+}
+
 /// Stops (halt, then kill after 10 s) and removes a container: its rootfs,
 /// config, cgroups and state.
 fn destroy_container(name: &str, dir: &Path) -> Result<(), Failure> {
@@ -335,30 +425,15 @@ fn destroy_container(name: &str, dir: &Path) -> Result<(), Failure> {
         Err(e) if e.kind() == davit_run::ErrorKind::NotRunning => {}
         Err(e) => return Err(e.into()),
     }
-    let maps = cfg.filter(|c| !c.privileged).map(|c| IdMaps {
-        uid: c
-            .idmap
-            .uid
-            .iter()
-            .map(|r| davit_rootfs::IdMapping {
-                container: r.container,
-                host: r.host,
-                len: r.len,
-            })
-            .collect(),
-        gid: c
-            .idmap
-            .gid
-            .iter()
-            .map(|r| davit_rootfs::IdMapping {
-                container: r.container,
-                host: r.host,
-                len: r.len,
-            })
-            .collect(),
-    });
+    let maps = cfg.as_ref().and_then(storage::container_maps);
     remove_tree(&c.rootfs(), maps.as_ref())?;
+    // An overlay container's own layers; its base stays for the others
+    // (and for the next create) until `davit cache prune`.
+    remove_tree(&dir.join("overlay"), maps.as_ref())?;
     fs::remove_dir_all(dir).map_err(io(format!("cannot remove {}", dir.display())))?;
+    if let Some(base) = cfg.as_ref().and_then(|c| c.storage.base.as_ref()) {
+        storage::unref(base, dir)?;
+    }
     Ok(())
 }
 
@@ -389,6 +464,155 @@ pub fn destroy(ctx: &Ctx, a: DestroyArgs) -> Result<(), Failure> {
         ctx.print_json(&json!({"name": c.name, "destroyed": true}));
     } else {
         ctx.term.say(&format!("destroyed {}", c.name));
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct CopyArgs {
+    /// The container to clone (stopped).
+    pub name: String,
+    /// The new container's name.
+    pub new: String,
+    /// Require a cheap clone that shares the base and copies only the
+    /// overlay upper directory (as `lxc-copy -s`); refused for dir storage.
+    #[arg(short, long)]
+    pub snapshot: bool,
+}
+
+pub fn copy(ctx: &Ctx, a: CopyArgs) -> Result<(), Failure> {
+    let src = crate::cmd_run::container(&a.name)?;
+    check_name(&a.new)?;
+    let root = paths::containers_dir();
+    let lockp = root.join(format!(".{}.lock", a.new));
+    let lf = fs::File::create(&lockp).map_err(io(format!("cannot create {}", lockp.display())))?;
+    let _lock = Flock::lock(lf, FlockArg::LockExclusive).map_err(|(_, e)| {
+        Failure::io(anyhow::anyhow!(e).context(format!("cannot lock {}", lockp.display())))
+    })?;
+    let dir = root.join(&a.new);
+    if dir.exists() {
+        return Err(Failure::usage(format!(
+            "container {:?} already exists in {}; pick another name or `davit destroy {}`",
+            a.new,
+            root.display(),
+            a.new
+        )));
+    }
+    let info = davit_run::info::info(
+        &paths::runtime_dir(),
+        &src.name,
+        &davit_run::cgroup::Layout::detect()?,
+    )?;
+    if info.status != davit_run::state::Status::Stopped {
+        return Err(Failure::usage(format!(
+            "{} is {}: stop it first (`davit stop {}`), so the copy is consistent",
+            src.name,
+            info.status.as_str(),
+            src.name
+        )));
+    }
+    let mut cfg = ContainerConfig::load(&src.config_path())?;
+    let overlay = cfg.storage.backend == Backend::Overlay;
+    if a.snapshot && !overlay {
+        return Err(Failure::usage(format!(
+            "{} uses dir storage, so a snapshot would copy the whole rootfs; run `davit copy {} {}` without --snapshot for a full copy",
+            src.name, src.name, a.new
+        )));
+    }
+    let maps = storage::container_maps(&cfg);
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{}.creating-", a.new))
+        .tempdir_in(&root)
+        .map_err(io(format!(
+            "cannot create a staging directory in {}",
+            root.display()
+        )))?;
+    let started = std::time::Instant::now();
+    let copied = (|| -> Result<(), Failure> {
+        let exe = std::env::current_exe().map_err(io("cannot find the davit binary".into()))?;
+        let what = if overlay { "overlay" } else { "rootfs" };
+        let from = src.dir.join(what);
+        let to = staging.path().join(what);
+        // As lxc-copy does, /etc/hostname naming the old container is
+        // rewritten in the copy (the clone's own layer for overlay).
+        let tree = if overlay {
+            to.join("upper")
+        } else {
+            to.clone()
+        };
+        let rename = (cfg.name.clone(), a.new.clone());
+        match &maps {
+            Some(m) if !paths::is_root() => {
+                davit_rootfs::copy_in_userns(&exe, &from, &to, &tree, m, &rename)?
+            }
+            _ => {
+                davit_rootfs::base::copy_tree(&from, &to)?;
+                davit_rootfs::templates::rename_host(&tree, &rename.0, &rename.1)?;
+            }
+        }
+        if overlay {
+            let r = staging.path().join("rootfs");
+            fs::create_dir(&r).map_err(io(format!("cannot create {}", r.display())))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = copied {
+        let _ = remove_tree(staging.path(), maps.as_ref());
+        return Err(e);
+    }
+    let old = cfg.name.clone();
+    cfg.name = a.new.clone();
+    if cfg.hostname.as_deref().is_none_or(|h| h == old) {
+        cfg.hostname = Some(a.new.clone());
+    }
+    cfg.rootfs = dir.join("rootfs");
+    if overlay {
+        cfg.storage.upper = Some(dir.join("overlay/upper"));
+        cfg.storage.work = Some(dir.join("overlay/work"));
+    }
+    let mut notes = Vec::new();
+    if cfg.network.address.take().is_some() {
+        notes.push(format!("the static address was not copied (two containers cannot share one); set network.address in {}", dir.join("config.toml").display()));
+    }
+    cfg.network.veth = None;
+    cfg.network.hwaddr = None;
+    let cfgp = staging.path().join("config.toml");
+    fs::write(&cfgp, cfg.to_toml()?).map_err(io(format!("cannot write {}", cfgp.display())))?;
+    if let Some(base) = &cfg.storage.base {
+        let store = storage::store();
+        let b = store.find_by_rootfs(base).ok_or_else(|| {
+            Failure::new(
+                exit::NOT_FOUND,
+                anyhow::anyhow!("{}'s base {} is missing", src.name, base.display()),
+            )
+        });
+        let b = match b {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = remove_tree(staging.path(), maps.as_ref());
+                return Err(e);
+            }
+        };
+        let lock = store.lock(&b.key)?;
+        store.add_ref(&b, &dir, &lock)?;
+    }
+    let staged = staging.keep();
+    fs::rename(&staged, &dir).map_err(io(format!("cannot move the copy to {}", dir.display())))?;
+    if ctx.json {
+        ctx.print_json(&json!({"name": a.new, "from": src.name, "dir": dir, "storage": cfg.storage.backend.as_str(),
+            "base": cfg.storage.base, "seconds": started.elapsed().as_secs_f64(), "notes": notes}));
+    } else {
+        for n in &notes {
+            ctx.term.warning(n);
+        }
+        ctx.term.say(&format!(
+            "copied {} to {} ({} storage{}) in {:.2}s",
+            src.name,
+            a.new,
+            cfg.storage.backend.as_str(),
+            if overlay { ", sharing the base" } else { "" },
+            started.elapsed().as_secs_f64()
+        ));
     }
     Ok(())
 }

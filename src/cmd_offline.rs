@@ -204,8 +204,11 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<(), Failure> {
 pub enum CacheCmd {
     /// Show the cached images.
     List(CacheArgs),
-    /// Remove cached images (all, or those not seen on a server for a while).
+    /// Remove cached images (all, or those not seen on a server for a while)
+    /// and every base no container uses.
     Prune(PruneArgs),
+    /// Re-hash every cached image and every base against its record.
+    Verify(CacheArgs),
 }
 
 #[derive(Args)]
@@ -246,7 +249,13 @@ pub fn cache(ctx: &Ctx, c: CacheCmd) -> Result<(), Failure> {
                         "last_checked": e.last_checked, "expiry": e.expiry, "expired": e.expired(now())})
                     })
                     .collect();
-                ctx.print_json(&v);
+                let bases: Vec<serde_json::Value> = crate::storage::store()
+                    .list()
+                    .iter()
+                    .map(|b| json!({"key": b.key, "dir": b.dir, "image": b.meta.image, "digest": b.meta.digest,
+                        "entries": b.meta.entries, "bytes": b.meta.bytes, "shifted": b.meta.shifted, "users": b.refs()}))
+                    .collect();
+                ctx.print_json(&json!({"images": v, "bases": bases}));
             } else {
                 println!(
                     "{:<40} {:<16} {:>10}  {:<10}  SERVER",
@@ -264,16 +273,80 @@ pub fn cache(ctx: &Ctx, c: CacheCmd) -> Result<(), Failure> {
                         m.server
                     );
                 }
+                let bases = crate::storage::store().list();
+                if !bases.is_empty() {
+                    println!("\n{:<72} {:>10}  USERS", "BASE", "BYTES");
+                    for b in &bases {
+                        println!("{:<72} {:>10}  {}", b.key, b.meta.bytes, b.refs().len());
+                    }
+                }
+            }
+        }
+        CacheCmd::Verify(a) => {
+            let cache =
+                davit_fetch::Cache::new(a.cache_dir.unwrap_or_else(crate::paths::cache_dir));
+            let mut results = Vec::new();
+            let mut bad = 0;
+            for e in cache.list() {
+                let r = e.verify();
+                bad += usize::from(r.is_err());
+                results.push(json!({"kind": "image", "name": format!("{} {}", e.manifest.image.tuple(), e.manifest.image.build),
+                    "dir": e.dir, "ok": r.is_ok(), "error": r.err().map(|e| e.to_string())}));
+            }
+            for b in crate::storage::store().list() {
+                let r = crate::storage::verify_base(&b);
+                bad += usize::from(r.is_err());
+                results.push(
+                    json!({"kind": "base", "name": b.key, "dir": b.dir, "ok": r.is_ok(),
+                    "digest": b.meta.digest, "error": r.err().map(|e| format!("{:#}", e.err))}),
+                );
+            }
+            if ctx.json {
+                ctx.print_json(&results);
+            } else {
+                for r in &results {
+                    let ok = r["ok"].as_bool().unwrap_or(false);
+                    println!(
+                        "{:<6} {:<5} {}{}",
+                        r["kind"].as_str().unwrap_or(""),
+                        if ok { "OK" } else { "BAD" },
+                        r["name"].as_str().unwrap_or(""),
+                        r["error"]
+                            .as_str()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            if bad > 0 {
+                return Err(Failure::new(
+                    crate::exit::VERIFY,
+                    anyhow::anyhow!("{bad} of {} cached images and bases failed verification; `davit fetch --flush-cache` re-downloads an image, and `davit cache prune` removes an unused base so the next create unpacks it again", results.len()),
+                ));
             }
         }
         CacheCmd::Prune(a) => {
             let cache =
                 davit_fetch::Cache::new(a.cache.cache_dir.unwrap_or_else(crate::paths::cache_dir));
             let removed = cache.prune(a.older_than, now())?;
+            let bases = crate::storage::prune_bases()?;
             if ctx.json {
                 let v: Vec<&Image> = removed.iter().map(|e| &e.manifest.image).collect();
-                ctx.print_json(&json!({"removed": v}));
+                ctx.print_json(&json!({"removed": v, "bases": bases}));
             } else {
+                for k in &bases.removed {
+                    ctx.term.say(&format!("removed base {k}"));
+                }
+                for (k, users) in &bases.in_use {
+                    ctx.term.say(&format!(
+                        "kept base {k}: in use by {}",
+                        users
+                            .iter()
+                            .map(|u| u.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
                 for e in &removed {
                     ctx.term.say(&format!(
                         "removed {} build {}",

@@ -360,13 +360,33 @@ pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<(), Failure> {
     let c = container(&a.name)?;
     let layout = Layout::detect()?;
     let i = davit_run::info::info(&paths::runtime_dir(), &c.name, &layout)?;
+    let storage = load(&c).map(|cfg| cfg.storage).unwrap_or_default();
     if ctx.json {
-        ctx.print_json(&info_json(&i));
+        let mut v = info_json(&i);
+        v["storage"] = json!(storage.backend.as_str());
+        v["base"] = json!(storage.base);
+        v["upper"] = json!(storage.upper);
+        ctx.print_json(&v);
         return Ok(());
     }
     let mut rows = vec![
         ("Name", i.name.clone()),
         ("State", i.status.as_str().to_string()),
+        (
+            "Storage",
+            match &storage.base {
+                Some(b) => format!(
+                    "overlay on base {}{}",
+                    b.display(),
+                    if storage.idmapped_lower {
+                        " (idmapped)"
+                    } else {
+                        ""
+                    }
+                ),
+                None => "dir".to_string(),
+            },
+        ),
     ];
     if let Some(pid) = i.pid {
         rows.push(("PID", pid.to_string()));
@@ -512,8 +532,80 @@ pub fn stop(ctx: &Ctx, a: StopArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-pub fn check(ctx: &Ctx) -> Result<(), Failure> {
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    /// Prove that container NAME's base still matches the record made when
+    /// it was unpacked (exit 5 if not), instead of checking the host.
+    #[arg(long, value_name = "NAME")]
+    pub verify: Option<String>,
+}
+
+fn verify_container(ctx: &Ctx, name: &str) -> Result<(), Failure> {
+    let c = container(name)?;
+    let cfg = load(&c)?;
+    let Some(base_root) = cfg.storage.base.clone() else {
+        return Err(Failure::usage(format!(
+            "{name} uses dir storage: it has no shared base to verify (its rootfs is its own)"
+        )));
+    };
+    let Some(base) = crate::storage::store().find_by_rootfs(&base_root) else {
+        return Err(Failure::new(
+            exit::NOT_FOUND,
+            anyhow::anyhow!(
+                "{name}'s base {} is missing from {} (its record is gone); recreate the container",
+                base_root.display(),
+                paths::bases_dir().display()
+            ),
+        ));
+    };
+    let fresh = crate::storage::verify_base(&base)?;
+    if ctx.json {
+        ctx.print_json(&json!({"name": name, "base": base.key, "ok": true, "digest": fresh.digest, "entries": fresh.entries}));
+    } else {
+        println!(
+            "{name}: base {} matches its record ({} entries, sha256 {})",
+            base.key, fresh.entries, fresh.digest
+        );
+    }
+    Ok(())
+}
+
+pub fn check(ctx: &Ctx, a: CheckArgs) -> Result<(), Failure> {
+    if let Some(name) = &a.verify {
+        return verify_container(ctx, name);
+    }
     let mut items = davit_run::check::check();
+    // Storage: what `davit create` would pick here.
+    let maps = crate::cmd_create::default_maps().ok();
+    let probe = davit_run::storage::probe(
+        paths::is_root(),
+        &paths::bases_dir(),
+        maps.as_ref()
+            .filter(|_| paths::is_root())
+            .map(crate::storage::to_run_map)
+            .as_ref(),
+    );
+    items.push(davit_run::check::CheckItem {
+        item: "storage".into(),
+        ok: probe.overlay.is_some(),
+        detail: match &probe.overlay {
+            Some(davit_run::storage::OverlayMethod::IdmappedBase) => {
+                "overlay, one base per build attached as an idmapped lower layer".into()
+            }
+            Some(davit_run::storage::OverlayMethod::ShiftedBase) => format!(
+                "overlay, one base per build and id range{}",
+                if probe.notes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", probe.notes.join("; "))
+                }
+            ),
+            None => format!("dir only: {}", probe.notes.join("; ")),
+        },
+        fix: Some(
+            "load overlayfs (modprobe overlay) on Linux 5.11+; idmapped bases need 5.19+".into(),
+        ),
+    });
     // Signatures are checked by gpg through gpgme.
     let gpg = std::env::var_os("PATH")
         .map(|p| {

@@ -14,6 +14,7 @@ mod cmd_run;
 mod cmd_serve;
 mod paths;
 mod report;
+mod storage;
 
 /// Exit codes, documented in the README.
 pub mod exit {
@@ -73,6 +74,9 @@ enum Cmd {
     Create(cmd_create::CreateArgs),
     /// Remove a container: rootfs, config, cgroups and state.
     Destroy(cmd_create::DestroyArgs),
+    /// Clone a stopped container (like lxc-copy); with overlay the clone
+    /// shares the base and copies only the upper directory.
+    Copy(cmd_create::CopyArgs),
     /// Unpack a rootfs tarball with shifted ids, for other runtimes.
     Unpack(cmd_create::UnpackArgs),
     /// Boot a container's init (or run CMD in its place).
@@ -86,7 +90,7 @@ enum Cmd {
     /// Halt a container, killing it after the timeout (exit 2: not running).
     Stop(cmd_run::StopArgs),
     /// Host readiness: namespaces, cgroups, id ranges, helpers (like lxc-checkconfig).
-    Check,
+    Check(cmd_run::CheckArgs),
 }
 
 /// An error with the exit code it maps to.
@@ -180,7 +184,8 @@ fn main() -> ExitCode {
         Cmd::Info(a) => cmd_run::info(&ctx, a),
         Cmd::List => cmd_run::list(&ctx),
         Cmd::Stop(a) => cmd_run::stop(&ctx, a),
-        Cmd::Check => cmd_run::check(&ctx),
+        Cmd::Check(a) => cmd_run::check(&ctx, a),
+        Cmd::Copy(a) => cmd_create::copy(&ctx, a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -52,6 +52,17 @@ pub fn containers_dir() -> PathBuf {
     }
 }
 
+/// Where bases (shared read-only rootfs trees) live: `bases` beside the
+/// containers directory (`/var/lib/davit/bases`,
+/// `$XDG_DATA_HOME/davit/bases`); `DAVIT_BASES_DIR` overrides it.
+pub fn bases_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("DAVIT_BASES_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let c = containers_dir();
+    c.parent().unwrap_or(&c).join("bases")
+}
+
 /// `/run/davit` or `$XDG_RUNTIME_DIR/davit`; `DAVIT_RUNTIME_DIR` overrides it.
 pub fn runtime_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("DAVIT_RUNTIME_DIR").filter(|d| !d.is_empty()) {

@@ -211,8 +211,29 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A base (a shared read-only rootfs) could not be read or written.
+    #[error("{what} {path}")]
+    Base {
+        /// What was being done, e.g. `cannot write`.
+        what: String,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A base no longer matches the digest recorded when it was made.
+    #[error("the base {path} was modified since it was unpacked: {}{}", changes.join("; "), if *more > 0 { format!(" (and {more} more)") } else { String::new() })]
+    Tampered {
+        /// The base's tree.
+        path: PathBuf,
+        /// The first differences, one per path.
+        changes: Vec<String>,
+        /// How many more differences there are.
+        more: usize,
+    },
     /// The user-namespace child reported an error (its message, full chain).
-    #[error("unpack in user namespace failed: {message}")]
+    #[error("the user namespace child failed: {message}")]
     Child {
         /// The child's error kind.
         kind: ErrorKind,
@@ -229,7 +250,9 @@ impl Error {
             | Error::OpenDest { .. }
             | Error::Write { .. }
             | Error::Template { .. }
-            | Error::Remove { .. } => ErrorKind::Io,
+            | Error::Remove { .. }
+            | Error::Base { .. } => ErrorKind::Io,
+            Error::Tampered { .. } => ErrorKind::Corrupt,
             Error::DestNotEmpty { .. } => ErrorKind::Unsafe,
             Error::Read { source, .. } => match source.kind() {
                 io::ErrorKind::InvalidData

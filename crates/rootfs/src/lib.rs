@@ -41,7 +41,9 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod base;
 mod decode;
+pub mod digest;
 mod error;
 mod exclude;
 pub mod idmap;
@@ -56,7 +58,10 @@ mod xzpar;
 pub use error::{Error, ErrorKind, Result};
 pub use idmap::subid;
 pub use idmap::{IdMapping, IdMaps};
-pub use userns::{remove_in_userns, unpack_in_userns, userns_child_main, CHILD_ARG};
+pub use userns::{
+    copy_in_userns, digest_in_userns, prepare_upper_in_userns, remove_in_userns, unpack_in_userns,
+    userns_child_main, CHILD_ARG,
+};
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;

@@ -406,3 +406,9 @@ pub fn userns_pre_exec(cmd: &mut Command, pid_w: RawFd, go_r: RawFd, close_in_ch
         cmd.pre_exec(hook);
     }
 }
+
+/// `flock(fd, LOCK_EX)`: waits for an exclusive lock, held until `fd` closes.
+pub fn flock_exclusive(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: `fd` is a live descriptor; flock takes integers only.
+    retry(|| unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) }).map(drop)
+}

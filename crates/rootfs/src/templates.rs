@@ -85,6 +85,183 @@ pub fn apply(
     Ok(changed)
 }
 
+/// For a copied container: if `/etc/hostname` (resolved inside `root`) is
+/// a regular file holding just `old`, it is rewritten to `new`, keeping its
+/// owner and mode. A missing file is fine. Returns whether it changed.
+///
+/// # Errors
+/// [`Error::Template`] when it exists and cannot be read or rewritten.
+pub fn rename_host(root: &Path, old: &str, new: &str) -> Result<bool> {
+    let fail = |source: std::io::Error| Error::Template {
+        path: "/etc/hostname".into(),
+        source,
+    };
+    let root_c = CString::new(root.as_os_str().as_encoded_bytes())
+        .map_err(|_| fail(std::io::ErrorKind::InvalidInput.into()))?;
+    let dir = match sys::open(&root_c, libc::O_DIRECTORY | libc::O_PATH) {
+        Ok(d) => d,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(false),
+        Err(e) => return Err(fail(e)),
+    };
+    let c = CString::new("etc/hostname").expect("no NUL");
+    let fd = match sys::openat2(
+        dir.as_fd(),
+        &c,
+        libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK,
+        0,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    ) {
+        Ok(fd) => fd,
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT) | Some(libc::EISDIR) | Some(libc::ENXIO) | Some(libc::ELOOP)
+            ) =>
+        {
+            return Ok(false)
+        }
+        Err(e) => return Err(fail(e)),
+    };
+    let mut f = std::fs::File::from(fd);
+    if !f.metadata().map_err(fail)?.is_file() {
+        return Ok(false);
+    }
+    let mut text = String::new();
+    if f.read_to_string(&mut text).is_err() || text.trim() != old {
+        return Ok(false);
+    }
+    f.set_len(0)
+        .and_then(|_| f.rewind())
+        .and_then(|_| f.write_all(format!("{new}\n").as_bytes()))
+        .map_err(fail)?;
+    Ok(true)
+}
+
+/// For an overlay container: substitutes `vars` in each listed file of the
+/// read-only `base` and writes the result into `upper` at the same (fully
+/// resolved) path, so the container sees its own copy and the base stays
+/// untouched. Missing parent directories are created in `upper` with the
+/// base's modes and owners. `shift` maps the base's ids to the upper's
+/// (an unshifted base under a shifted upper); `None` keeps them. Returns the
+/// paths written.
+///
+/// # Errors
+/// [`Error::Template`] when a file cannot be read or written.
+pub fn apply_to_upper(
+    base: &Path,
+    upper: &Path,
+    templates: &[String],
+    vars: &[(String, String)],
+    shift: Option<&crate::IdMaps>,
+) -> Result<Vec<String>> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let mut changed = Vec::new();
+    if templates.is_empty() {
+        return Ok(changed);
+    }
+    let fail = |path: &str, source: std::io::Error| Error::Template {
+        path: path.to_string(),
+        source,
+    };
+    let ids = |uid: u32, gid: u32| -> std::io::Result<(u32, u32)> {
+        match shift {
+            None => Ok((uid, gid)),
+            Some(m) => match (m.host_uid(uid), m.host_gid(gid)) {
+                (Some(u), Some(g)) => Ok((u, g)),
+                _ => Err(std::io::Error::other(format!(
+                    "owner {uid}:{gid} is outside the container's id map"
+                ))),
+            },
+        }
+    };
+    let real_base = std::fs::canonicalize(base).map_err(|e| fail("/", e))?;
+    let root_c = CString::new(real_base.as_os_str().as_encoded_bytes())
+        .map_err(|_| fail("/", std::io::ErrorKind::InvalidInput.into()))?;
+    let root = sys::open(&root_c, libc::O_DIRECTORY | libc::O_PATH).map_err(|e| fail("/", e))?;
+    for t in templates {
+        let rel = t.trim_start_matches('/');
+        let Ok(c) = CString::new(rel) else { continue };
+        if rel.is_empty() {
+            continue;
+        }
+        let resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+        let fd = match sys::openat2(
+            root.as_fd(),
+            &c,
+            libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK,
+            0,
+            resolve,
+        ) {
+            Ok(fd) => fd,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT) | Some(libc::EISDIR) | Some(libc::ENXIO) | Some(libc::ELOOP)
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(fail(t, e)),
+        };
+        // Where it really is, relative to the base.
+        let at = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&fd)
+        ))
+        .map_err(|e| fail(t, e))?;
+        let Ok(real_rel) = at.strip_prefix(&real_base).map(Path::to_path_buf) else {
+            continue;
+        };
+        let mut f = std::fs::File::from(fd);
+        let md = f.metadata().map_err(|e| fail(t, e))?;
+        if !md.is_file() || md.len() > MAX {
+            continue;
+        }
+        let mut text = String::new();
+        if f.read_to_string(&mut text).is_err() {
+            continue;
+        }
+        let new = substitute(&text, vars);
+        if new == text {
+            continue;
+        }
+        // Parent directories, top down, as in the base.
+        let mut dir = upper.to_path_buf();
+        let mut in_base = real_base.clone();
+        if let Some(parent) = real_rel.parent() {
+            for comp in parent.components() {
+                dir.push(comp);
+                in_base.push(comp);
+                if std::fs::symlink_metadata(&dir).is_ok() {
+                    continue;
+                }
+                let bm = std::fs::symlink_metadata(&in_base).map_err(|e| fail(t, e))?;
+                std::fs::create_dir(&dir).map_err(|e| fail(t, e))?;
+                let (u, g) = ids(bm.uid(), bm.gid()).map_err(|e| fail(t, e))?;
+                std::os::unix::fs::lchown(&dir, Some(u), Some(g)).map_err(|e| fail(t, e))?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(bm.mode() & 0o7777))
+                    .map_err(|e| fail(t, e))?;
+            }
+        }
+        let dest = upper.join(&real_rel);
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&dest)
+            .map_err(|e| fail(t, e))?;
+        out.write_all(new.as_bytes()).map_err(|e| fail(t, e))?;
+        let (u, g) = ids(md.uid(), md.gid()).map_err(|e| fail(t, e))?;
+        std::os::unix::fs::fchown(&out, Some(u), Some(g)).map_err(|e| fail(t, e))?;
+        out.set_permissions(std::fs::Permissions::from_mode(md.mode() & 0o7777))
+            .map_err(|e| fail(t, e))?;
+        changed.push(t.clone());
+    }
+    Ok(changed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +308,78 @@ mod tests {
         std::os::unix::fs::symlink("/name", root.join("etc/alias")).unwrap();
         apply(&root, &["/etc/alias".into()], &vars()).unwrap();
         assert_eq!(std::fs::read_to_string(root.join("name")).unwrap(), "web\n");
+    }
+
+    #[test]
+    fn overlay_templates_land_in_the_upper_and_the_base_is_untouched() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let base = t.path().join("base");
+        let upper = t.path().join("upper");
+        std::fs::create_dir_all(base.join("etc/sub")).unwrap();
+        std::fs::create_dir(&upper).unwrap();
+        std::fs::set_permissions(base.join("etc"), std::fs::Permissions::from_mode(0o751)).unwrap();
+        std::fs::write(base.join("etc/sub/hostname"), "LXC_NAME\n").unwrap();
+        std::fs::set_permissions(
+            base.join("etc/sub/hostname"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        std::fs::write(base.join("etc/plain"), "no placeholder\n").unwrap();
+        // A template reached through a link is written at its real path.
+        std::os::unix::fs::symlink("sub/hostname", base.join("etc/hostname")).unwrap();
+        let victim = t.path().join("victim");
+        std::fs::write(&victim, "LXC_NAME\n").unwrap();
+        std::os::unix::fs::symlink(&victim, base.join("etc/out")).unwrap();
+        let changed = apply_to_upper(
+            &base,
+            &upper,
+            &[
+                "/etc/hostname".into(),
+                "/etc/plain".into(),
+                "/etc/out".into(),
+            ],
+            &vars(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(changed, vec!["/etc/hostname".to_string()]);
+        assert_eq!(
+            std::fs::read_to_string(upper.join("etc/sub/hostname")).unwrap(),
+            "web\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(base.join("etc/sub/hostname")).unwrap(),
+            "LXC_NAME\n"
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "LXC_NAME\n");
+        assert!(!upper.join("etc/plain").exists() && !upper.join("etc/hostname").exists());
+        let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&upper.join("etc")), 0o751);
+        assert_eq!(mode(&upper.join("etc/sub/hostname")), 0o640);
+        // With a shift, owners are mapped; an owner outside the map is an
+        // error, not a wrong owner.
+        use std::os::unix::fs::MetadataExt;
+        let me = std::fs::metadata(base.join("etc/sub/hostname")).unwrap();
+        let up2 = t.path().join("upper2");
+        std::fs::create_dir(&up2).unwrap();
+        let narrow = crate::IdMaps::single(100_000, 1);
+        if me.uid() >= 1 {
+            assert!(apply_to_upper(
+                &base,
+                &up2,
+                &["/etc/hostname".into()],
+                &vars(),
+                Some(&narrow)
+            )
+            .is_err());
+        }
+        if me.uid() == 0 {
+            let maps = crate::IdMaps::single(100_000, 65536);
+            apply_to_upper(&base, &up2, &["/etc/hostname".into()], &vars(), Some(&maps)).unwrap();
+            let md = std::fs::metadata(up2.join("etc/sub/hostname")).unwrap();
+            assert_eq!((md.uid(), md.gid()), (100_000, 100_000));
+            assert_eq!(std::fs::metadata(up2.join("etc")).unwrap().uid(), 100_000);
+        }
     }
 }

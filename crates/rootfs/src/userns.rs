@@ -26,11 +26,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The `argv[1]` that makes the CLI call [`userns_child_main`].
 pub const CHILD_ARG: &str = "__rootfs-userns-child";
 
+/// What the child does besides unpacking.
+#[derive(Serialize, Deserialize, Default)]
+enum Op {
+    /// Unpack `archive` into `dest`.
+    #[default]
+    Unpack,
+    /// Remove `dest`.
+    Remove,
+    /// Record the tree at `dest` ([`crate::digest::tree`]).
+    Digest,
+    /// [`crate::base::prepare_upper`] for the base `archive`: `dest` is the
+    /// upper, `work` the work directory.
+    PrepareUpper { work: PathBuf },
+    /// Copy the tree `archive` to `dest` ([`crate::base::copy_tree`]), then
+    /// rename the host in `tree` (`template_vars[0]`: old, new).
+    Copy { tree: PathBuf },
+}
+
 #[derive(Serialize, Deserialize)]
 struct Request {
-    /// Remove `dest` instead of unpacking into it.
     #[serde(default)]
-    remove: bool,
+    op: Op,
     #[serde(default)]
     templates: Vec<String>,
     #[serde(default)]
@@ -46,6 +63,8 @@ struct Request {
 #[derive(Serialize, Deserialize)]
 enum Reply {
     Ok(Report),
+    Digest(crate::digest::TreeDigest),
+    Paths(Vec<String>),
     Err { kind: ErrorKind, message: String },
 }
 
@@ -165,7 +184,7 @@ pub fn unpack_in_userns(
     }
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
     let req = Request {
-        remove: false,
+        op: Op::Unpack,
         templates: opts.templates.clone(),
         template_vars: opts.template_vars.clone(),
         archive: abs(archive),
@@ -178,7 +197,10 @@ pub fn unpack_in_userns(
     let id = rep.start(&format!("unpack {}", archive.display()), len);
     let r = run_child(exe, &req, umap, gmap, id, rep);
     rep.finish(id);
-    r
+    match r? {
+        Reply::Ok(r) => Ok(r),
+        _ => Err(protocol("an unpack report")),
+    }
 }
 
 /// Removes `path`, a tree owned by the ids in `maps`, from inside a user
@@ -188,6 +210,116 @@ pub fn unpack_in_userns(
 /// # Errors
 /// As [`unpack_in_userns`]; [`ErrorKind::Io`] if the removal fails.
 pub fn remove_in_userns(exe: &Path, path: &Path, maps: &IdMaps) -> Result<()> {
+    simple_op(
+        exe,
+        Op::Remove,
+        Path::new(""),
+        path,
+        maps,
+        Vec::new(),
+        Vec::new(),
+    )
+    .map(drop)
+}
+
+/// Copies the tree `from` to `to` ([`crate::base::copy_tree`]) inside a
+/// user namespace carrying `maps`, so owners, whiteouts and `user.*`
+/// xattrs of a plain user's container survive.
+///
+/// # Errors
+/// As [`unpack_in_userns`].
+/// Then, like [`crate::templates::rename_host`], rewrites `/etc/hostname`
+/// under `tree` from `rename.0` to `rename.1`.
+pub fn copy_in_userns(
+    exe: &Path,
+    from: &Path,
+    to: &Path,
+    tree: &Path,
+    maps: &IdMaps,
+    rename: &(String, String),
+) -> Result<()> {
+    let from = std::path::absolute(from).unwrap_or_else(|_| from.to_owned());
+    let op = Op::Copy {
+        tree: std::path::absolute(tree).unwrap_or_else(|_| tree.to_owned()),
+    };
+    let vars = vec![rename.clone()];
+    simple_op(exe, op, &from, to, maps, Vec::new(), vars).map(drop)
+}
+
+fn protocol(want: &str) -> Error {
+    Error::Child {
+        kind: ErrorKind::Helper,
+        message: format!("the user namespace child did not reply with {want}"),
+    }
+}
+
+/// Records the tree at `path` ([`crate::digest::tree`]) from inside a user
+/// namespace carrying `maps`, where a plain user can read every file of a
+/// tree owned by its subordinate ids.
+///
+/// # Errors
+/// As [`unpack_in_userns`]; [`ErrorKind::Io`] if an entry cannot be read.
+pub fn digest_in_userns(
+    exe: &Path,
+    path: &Path,
+    maps: &IdMaps,
+) -> Result<crate::digest::TreeDigest> {
+    match simple_op(
+        exe,
+        Op::Digest,
+        Path::new(""),
+        path,
+        maps,
+        Vec::new(),
+        Vec::new(),
+    )? {
+        Reply::Digest(d) => Ok(d),
+        _ => Err(protocol("a digest")),
+    }
+}
+
+/// [`crate::base::prepare_upper`] inside a user namespace carrying `maps`,
+/// for a base whose ids are already shifted into them.
+///
+/// # Errors
+/// As [`unpack_in_userns`].
+pub fn prepare_upper_in_userns(
+    exe: &Path,
+    base_rootfs: &Path,
+    upper: &Path,
+    work: &Path,
+    templates: &[String],
+    vars: &[(String, String)],
+    maps: &IdMaps,
+) -> Result<Vec<String>> {
+    let op = Op::PrepareUpper {
+        work: std::path::absolute(work).unwrap_or_else(|_| work.to_owned()),
+    };
+    match simple_op(
+        exe,
+        op,
+        base_rootfs,
+        upper,
+        maps,
+        templates.to_vec(),
+        vars.to_vec(),
+    )? {
+        Reply::Paths(p) => Ok(p),
+        _ => Err(protocol("a list of paths")),
+    }
+}
+
+/// Runs one non-unpack `op` in the child, with the caller's ids mapped
+/// one past `maps` so the child may work in the caller's directories.
+fn simple_op(
+    exe: &Path,
+    op: Op,
+    archive: &Path,
+    path: &Path,
+    maps: &IdMaps,
+    templates: Vec<String>,
+    template_vars: Vec<(String, String)>,
+) -> Result<Reply> {
     maps.validate()?;
     let (uid, gid) = (sys::getuid(), sys::getgid());
     let mut umap = maps.uid.clone();
@@ -208,16 +340,16 @@ pub fn remove_in_userns(exe: &Path, path: &Path, maps: &IdMaps) -> Result<()> {
     }
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     let req = Request {
-        remove: true,
-        templates: Vec::new(),
-        template_vars: Vec::new(),
-        archive: PathBuf::new(),
+        op,
+        templates,
+        template_vars,
+        archive: archive.to_owned(),
         dest: abs,
         excludes: Vec::new(),
         threads: 0,
         maps: maps.identity(),
     };
-    run_child(exe, &req, umap, gmap, 0, &crate::Quiet).map(drop)
+    run_child(exe, &req, umap, gmap, 0, &crate::Quiet)
 }
 
 /// Spawns `exe CHILD_ARG` in a new user namespace, writes `umap`/`gmap`
@@ -229,7 +361,7 @@ fn run_child(
     gmap: Vec<IdMapping>,
     id: u64,
     rep: &dyn Reporter,
-) -> Result<Report> {
+) -> Result<Reply> {
     let req = serde_json::to_vec(req).expect("request serializes");
 
     let helper_err = |source| Error::Helper {
@@ -313,8 +445,8 @@ fn run_child(
         source,
     })?;
     match serde_json::from_slice::<Reply>(&out) {
-        Ok(Reply::Ok(r)) if status.success() => Ok(r),
         Ok(Reply::Err { kind, message }) => Err(Error::Child { kind, message }),
+        Ok(r) if status.success() => Ok(r),
         _ => Err(Error::HelperStatus {
             helper: child_cmd,
             status: status.to_string(),
@@ -348,7 +480,7 @@ impl Reporter for StderrProgress {
     }
 }
 
-fn child() -> Result<Report> {
+fn child() -> Result<Reply> {
     // Already done before exec; repeating it is harmless and makes the
     // entry point safe to call on its own.
     sys::become_root().map_err(|source| Error::Helper {
@@ -366,12 +498,33 @@ fn child() -> Result<Report> {
         helper: "parse request".into(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
     })?;
-    if req.remove {
-        std::fs::remove_dir_all(&req.dest).map_err(|source| Error::Remove {
-            path: req.dest.clone(),
-            source,
-        })?;
-        return Ok(Report::default());
+    match req.op {
+        Op::Unpack => {}
+        Op::Remove => {
+            std::fs::remove_dir_all(&req.dest).map_err(|source| Error::Remove {
+                path: req.dest.clone(),
+                source,
+            })?;
+            return Ok(Reply::Ok(Report::default()));
+        }
+        Op::Digest => return Ok(Reply::Digest(crate::digest::tree(&req.dest)?)),
+        Op::PrepareUpper { work } => {
+            return Ok(Reply::Paths(crate::base::prepare_upper(
+                &req.archive,
+                &req.dest,
+                &work,
+                &req.templates,
+                &req.template_vars,
+                None,
+            )?))
+        }
+        Op::Copy { tree } => {
+            crate::base::copy_tree(&req.archive, &req.dest)?;
+            if let Some((old, new)) = req.template_vars.first() {
+                crate::templates::rename_host(&tree, old, new)?;
+            }
+            return Ok(Reply::Ok(Report::default()));
+        }
     }
     let opts = UnpackOptions {
         maps: None,
@@ -389,7 +542,7 @@ fn child() -> Result<Report> {
     };
     let report = unpack::run(&req.archive, &req.dest, &opts, &mode, &rep)?;
     crate::templates::apply(&req.dest, &req.templates, &req.template_vars)?;
-    Ok(report)
+    Ok(Reply::Ok(report))
 }
 
 /// Entry point of the user-namespace child. The CLI calls it when
@@ -398,7 +551,7 @@ fn child() -> Result<Report> {
 /// ACLs and capabilities), writes the reply on stdout and exits.
 pub fn userns_child_main() -> ! {
     let reply = match child() {
-        Ok(r) => Reply::Ok(r),
+        Ok(r) => r,
         Err(e) => Reply::Err {
             kind: e.kind(),
             message: chain(&e),

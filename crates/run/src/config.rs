@@ -80,6 +80,94 @@ pub struct ContainerConfig {
     /// Network setup; `none` gives a network namespace with only `lo`.
     #[serde(default)]
     pub network: Network,
+    /// How the root filesystem is stored: a plain directory (`rootfs` is the
+    /// tree) or an overlay of a shared read-only base (`rootfs` is only the
+    /// mount point).
+    #[serde(default, skip_serializing_if = "Storage::is_dir")]
+    pub storage: Storage,
+}
+
+/// The storage backend of a container.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// `rootfs` is a full, private copy of the image.
+    #[default]
+    Dir,
+    /// overlayfs: a shared read-only base as the lower layer, and a private
+    /// upper and work directory.
+    Overlay,
+}
+
+impl Backend {
+    /// `dir` or `overlay`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Dir => "dir",
+            Backend::Overlay => "overlay",
+        }
+    }
+}
+
+/// Where an overlay container's layers are.
+///
+/// ```toml
+/// [storage]
+/// backend = "overlay"
+/// base = "/var/lib/davit/bases/debian_bookworm_amd64_default_20250101-05-24_raw/rootfs"
+/// upper = "/var/lib/davit/containers/web/overlay/upper"
+/// work = "/var/lib/davit/containers/web/overlay/work"
+/// idmapped_lower = true
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// The backend.
+    #[serde(default)]
+    pub backend: Backend,
+    /// The read-only base tree (overlay only), shared with other containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<PathBuf>,
+    /// The container's own upper directory (overlay only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper: Option<PathBuf>,
+    /// overlayfs's work directory, on the upper's filesystem (overlay only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work: Option<PathBuf>,
+    /// The base holds the image's own, unshifted ids and is attached as an
+    /// idmapped mount through the container's user namespace (root only).
+    /// Otherwise its ids are already shifted into the container's range.
+    #[serde(default)]
+    pub idmapped_lower: bool,
+}
+
+impl Storage {
+    /// Whether this is the plain `dir` backend.
+    pub fn is_dir(&self) -> bool {
+        self.backend == Backend::Dir
+    }
+
+    /// The base, upper and work directories of an overlay container.
+    ///
+    /// # Errors
+    /// [`Error::ConfigInvalid`] if one is missing or relative.
+    pub fn overlay_dirs(&self) -> Result<(&Path, &Path, &Path)> {
+        fn get<'a>(what: &str, p: &'a Option<PathBuf>) -> Result<&'a Path> {
+            match p {
+                Some(p) if p.is_absolute() => Ok(p.as_path()),
+                _ => Err(Error::ConfigInvalid {
+                    reason: format!(
+                        "storage.{what} must be an absolute path for the overlay backend"
+                    ),
+                }),
+            }
+        }
+        Ok((
+            get("base", &self.base)?,
+            get("upper", &self.upper)?,
+            get("work", &self.work)?,
+        ))
+    }
 }
 
 fn default_init() -> Vec<String> {
@@ -328,6 +416,7 @@ impl ContainerConfig {
             privileged: false,
             hostname: None,
             init: default_init(),
+            storage: Storage::default(),
             env: BTreeMap::new(),
             mounts: Vec::new(),
             limits: Limits::default(),
@@ -414,6 +503,19 @@ impl ContainerConfig {
         if !self.privileged {
             self.idmap.validate()?;
         }
+        if self.storage.backend == Backend::Overlay {
+            self.storage.overlay_dirs()?;
+            if self.storage.idmapped_lower && self.privileged {
+                return bad(
+                    "an idmapped lower layer needs a user namespace; a privileged container has none"
+                        .to_owned(),
+                );
+            }
+        } else if self.storage.base.is_some() || self.storage.idmapped_lower {
+            return bad(
+                "storage.base and storage.idmapped_lower need backend = \"overlay\"".to_owned(),
+            );
+        }
         Ok(())
     }
 }
@@ -421,6 +523,40 @@ impl ContainerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlay_storage_round_trips_and_is_checked() {
+        let mut c = full();
+        c.storage = Storage {
+            backend: Backend::Overlay,
+            base: Some("/b/rootfs".into()),
+            upper: Some("/c/overlay/upper".into()),
+            work: Some("/c/overlay/work".into()),
+            idmapped_lower: true,
+        };
+        let text = c.to_toml().unwrap();
+        assert!(
+            text.contains("[storage]") && text.contains("idmapped_lower = true"),
+            "{text}"
+        );
+        let back = ContainerConfig::from_toml(&text, Path::new("t")).unwrap();
+        assert_eq!(back, c);
+        back.validate().unwrap();
+        // A dir container's config does not mention storage at all.
+        assert!(!full().to_toml().unwrap().contains("storage"));
+        c.storage.work = Some("relative".into());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("storage.work"));
+        c.storage.work = Some("/w".into());
+        c.privileged = true;
+        assert!(c.validate().unwrap_err().to_string().contains("idmapped"));
+        c.privileged = false;
+        c.storage.backend = Backend::Dir;
+        assert!(c.validate().is_err());
+    }
 
     fn full() -> ContainerConfig {
         let mut c = ContainerConfig::new("web", "/var/lib/davit/containers/web/rootfs");

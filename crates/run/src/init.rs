@@ -19,7 +19,7 @@ use nix::sys::statvfs::{fstatvfs, FsFlags};
 use nix::unistd::{Gid, Uid};
 
 use crate::cgroup::{Layout, Version};
-use crate::config::{ContainerConfig, MountEntry};
+use crate::config::{Backend, ContainerConfig, MountEntry};
 use crate::error::{Error, InitStep, Result};
 use crate::msg::{Channel, Msg};
 use crate::sys;
@@ -115,7 +115,21 @@ fn setup(chan: &mut Channel, plan: &Plan<'_>) -> StepResult<Infallible> {
         let _ = sys::set_signal_ignored(s, false);
     }
     nix::sys::stat::umask(Mode::empty());
-    chan.expect_maps_done().at(InitStep::Sync)?;
+    // Overlay layers are opened now, in our new mount namespace (overlayfs
+    // only takes layers from the caller's own namespace) and while we still
+    // hold the invoking user's host ids, which may search the directories
+    // above them; container root often may not.
+    let layers = match plan.cfg.storage.backend {
+        Backend::Overlay => Some(OverlayLayers::open(plan.cfg).at(InitStep::RootfsBind)?),
+        Backend::Dir => None,
+    };
+    let idmapped =
+        if plan.cfg.storage.backend == Backend::Overlay && plan.cfg.storage.idmapped_lower {
+            Some(chan.expect_maps_done_with_fd().at(InitStep::Sync)?)
+        } else {
+            chan.expect_maps_done().at(InitStep::Sync)?;
+            None
+        };
     // Non-dumpable from now until exec (CVE-2016-9962); exec resets it.
     // Not earlier: a rootless parent's newuidmap must open our /proc files,
     // which a non-dumpable process hands to root.
@@ -153,7 +167,10 @@ fn setup(chan: &mut Channel, plan: &Plan<'_>) -> StepResult<Infallible> {
     .map_err(|e| Error::sys("mount(NULL, \"/\", NULL, MS_REC|MS_SLAVE, NULL)", e))
     .at(InitStep::Propagation)?;
 
-    let root = clone_rootfs().at(InitStep::RootfsBind)?;
+    let root = match layers {
+        Some(l) => l.mount(idmapped, plan.userns).at(InitStep::RootfsBind)?,
+        None => clone_rootfs().at(InitStep::RootfsBind)?,
+    };
     let root = root.as_fd();
     mount_proc(root).at(InitStep::Proc)?;
     mount_sys(root).at(InitStep::Sys)?;
@@ -390,6 +407,111 @@ fn clone_rootfs() -> Result<OwnedFd> {
         )
     })?;
     Ok(tree)
+}
+
+/// The layers of an overlay root, opened in the container's mount namespace.
+struct OverlayLayers {
+    /// The base, unless it arrives as an idmapped mount from the parent.
+    base: Option<OwnedFd>,
+    upper: OwnedFd,
+    work: OwnedFd,
+}
+
+fn open_dir_path(p: &Path) -> Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(p)
+        .map(OwnedFd::from)
+        .map_err(|source| Error::Read {
+            path: p.to_owned(),
+            source,
+        })
+}
+
+impl OverlayLayers {
+    fn open(cfg: &ContainerConfig) -> Result<OverlayLayers> {
+        let (base, upper, work) = cfg.storage.overlay_dirs()?;
+        Ok(OverlayLayers {
+            base: if cfg.storage.idmapped_lower {
+                None
+            } else {
+                Some(open_dir_path(base)?)
+            },
+            upper: open_dir_path(upper)?,
+            work: open_dir_path(work)?,
+        })
+    }
+
+    /// Mounts the overlay on the rootfs mount point (our cwd) and returns
+    /// the new mount. An idmapped base (a detached mount from the parent) is
+    /// first attached there, because overlayfs refuses layers outside the
+    /// caller's mount namespace. In a user namespace the overlay keeps its
+    /// whiteouts and opaque markers in `user.overlay.*` xattrs (`userxattr`).
+    fn mount(self, idmapped: Option<OwnedFd>, userns: bool) -> Result<OwnedFd> {
+        use rustix::mount::{
+            fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
+            FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags,
+        };
+        let here = open_dir_path(Path::new("."))?;
+        let lower = match (idmapped, self.base) {
+            (Some(tree), _) => {
+                sys::move_mount_onto(tree.as_fd(), here.as_fd(), Path::new("."))
+                    .map_err(|e| Error::sys("move_mount(idmapped base, \"\", rootfs, \".\")", e))?;
+                tree
+            }
+            (None, Some(base)) => base,
+            (None, None) => {
+                return Err(Error::ConfigInvalid {
+                    reason: "the idmapped base did not arrive".into(),
+                })
+            }
+        };
+        let errno = |what: String| {
+            move |e: rustix::io::Errno| Error::sys(what, Errno::from_raw(e.raw_os_error()))
+        };
+        let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
+            .map_err(errno("fsopen(\"overlay\")".into()))?;
+        let fd_path = |fd: &OwnedFd| format!("/proc/self/fd/{}", fd.as_raw_fd());
+        for (key, fd) in [
+            ("lowerdir", &lower),
+            ("upperdir", &self.upper),
+            ("workdir", &self.work),
+        ] {
+            let v = fd_path(fd);
+            fsconfig_set_string(&fs, key, v.as_str())
+                .map_err(errno(format!("fsconfig(overlay, {key}={v})")))?;
+        }
+        if userns {
+            fsconfig_set_flag(&fs, "userxattr")
+                .map_err(errno("fsconfig(overlay, userxattr)".into()))?;
+        }
+        fsconfig_create(&fs).map_err(errno(format!(
+            "fsconfig(overlay, FSCONFIG_CMD_CREATE) with lowerdir={}, upperdir={}, workdir={}",
+            self_path(&lower),
+            self_path(&self.upper),
+            self_path(&self.work)
+        )))?;
+        let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+            .map_err(errno("fsmount(overlay)".into()))?;
+        move_mount(
+            &mnt,
+            "",
+            &here,
+            ".",
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .map_err(errno("move_mount(overlay, \"\", rootfs, \".\")".into()))?;
+        Ok(mnt)
+    }
+}
+
+/// The path a descriptor refers to, for error messages.
+fn self_path(fd: &OwnedFd) -> String {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
 fn mount_proc(root: BorrowedFd<'_>) -> Result<()> {

@@ -78,6 +78,7 @@ pub mod net;
 pub mod spawn;
 pub mod state;
 pub mod stop;
+pub mod storage;
 pub mod sys;
 
 pub use config::ContainerConfig;

@@ -2,8 +2,14 @@
 //! close-on-exec socketpair. Errors cross as kinds and errno, never strings.
 #![forbid(unsafe_code)]
 
-use std::io::{ErrorKind as IoKind, Read, Write};
+use std::io::{ErrorKind as IoKind, IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
 
 use nix::errno::Errno;
 
@@ -150,6 +156,86 @@ impl Channel {
         self.expect(Msg::MapsDone)
     }
 
+    /// Sends `m` with the descriptor `fd` attached (`SCM_RIGHTS`).
+    pub(crate) fn send_with_fd(&mut self, m: Msg, fd: BorrowedFd<'_>) -> Result<()> {
+        let b = m.encode();
+        let fds = [fd];
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut anc = SendAncillaryBuffer::new(&mut space);
+        anc.push(SendAncillaryMessage::ScmRights(&fds));
+        let n = rustix::net::sendmsg(
+            &self.sock,
+            &[IoSlice::new(&b)],
+            &mut anc,
+            SendFlags::empty(),
+        )
+        .map_err(|e| {
+            Error::sys(
+                format!("sendmsg(sync, {}, SCM_RIGHTS)", m.name()),
+                Errno::from_raw(e.raw_os_error()),
+            )
+        })?;
+        if n != LEN {
+            return Err(Error::Protocol {
+                want: "a whole message sent",
+                got: format!("{n} bytes"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Like [`Channel::expect_maps_done`], also taking the descriptor the
+    /// parent attached to it.
+    pub(crate) fn expect_maps_done_with_fd(&mut self) -> Result<OwnedFd> {
+        let mut b = [0u8; LEN];
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut anc = RecvAncillaryBuffer::new(&mut space);
+        let got = loop {
+            match rustix::net::recvmsg(
+                &self.sock,
+                &mut [IoSliceMut::new(&mut b)],
+                &mut anc,
+                RecvFlags::CMSG_CLOEXEC | RecvFlags::WAITALL,
+            ) {
+                Ok(r) => break r.bytes,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    return Err(Error::sys(
+                        "recvmsg(sync)",
+                        Errno::from_raw(e.raw_os_error()),
+                    ))
+                }
+            }
+        };
+        let mut fd = None;
+        for m in anc.drain() {
+            if let RecvAncillaryMessage::ScmRights(mut fds) = m {
+                fd = fds.next();
+            }
+        }
+        if got != LEN {
+            return Err(Error::Protocol {
+                want: "maps-done",
+                got: format!("{got} bytes"),
+            });
+        }
+        match Msg::decode(b) {
+            Some(Msg::MapsDone) => fd.ok_or(Error::Protocol {
+                want: "maps-done with a descriptor",
+                got: "maps-done without one".to_owned(),
+            }),
+            Some(Msg::Failed { step, kind, errno }) => Err(failed(step, kind, errno)),
+            Some(m) => Err(Error::Protocol {
+                want: "maps-done",
+                got: m.name().to_owned(),
+            }),
+            None => Err(Error::Protocol {
+                want: "a known message",
+                got: format!("tag {}", b[0]),
+            }),
+        }
+    }
+
     pub(crate) fn expect_ready(&mut self) -> Result<()> {
         self.expect(Msg::Ready)
     }
@@ -207,5 +293,24 @@ mod tests {
         ));
         drop(a);
         b.expect_exec().unwrap();
+    }
+
+    #[test]
+    fn a_descriptor_travels_with_maps_done() {
+        use std::io::{Seek, SeekFrom};
+        use std::os::fd::AsFd;
+        let (mut a, mut b) = Channel::pair().unwrap();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"through the socket").unwrap();
+        a.send_with_fd(Msg::MapsDone, f.as_fd()).unwrap();
+        let got = b.expect_maps_done_with_fd().unwrap();
+        let mut g = std::fs::File::from(got);
+        g.seek(SeekFrom::Start(0)).unwrap();
+        let mut text = String::new();
+        g.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "through the socket");
+        // Without a descriptor it is a protocol error, not a hang.
+        a.send(Msg::MapsDone).unwrap();
+        assert!(b.expect_maps_done_with_fd().is_err());
     }
 }

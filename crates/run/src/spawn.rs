@@ -14,7 +14,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use crate::cgroup::{Cgroup, Layout};
-use crate::config::ContainerConfig;
+use crate::config::{Backend, ContainerConfig};
 use crate::error::{Error, Result};
 use crate::init::{child_main, Plan};
 use crate::msg::{Channel, Msg};
@@ -261,7 +261,12 @@ fn release(
     // net: open the netns now, while init is dumpable (it turns
     // non-dumpable on MapsDone), so a plain user may open it too.
     spawned.netns = crate::net::rtnl::open_netns(spawned.pid.as_raw()).ok();
-    chan.send(Msg::MapsDone)?;
+    if cfg.storage.backend == Backend::Overlay && cfg.storage.idmapped_lower {
+        let tree = idmapped_base(cfg, spawned.pid)?;
+        chan.send_with_fd(Msg::MapsDone, tree.as_fd())?;
+    } else {
+        chan.send(Msg::MapsDone)?;
+    }
     chan.expect_ready()?;
     spawned.start_time = start_time(spawned.pid.as_raw()).ok_or(Error::NotRunning {
         name: cfg.name.clone(),
@@ -269,6 +274,38 @@ fn release(
     on_ready(spawned)?;
     chan.send(Msg::Start)?;
     chan.expect_exec()
+}
+
+/// A detached copy of the base mount, idmapped through init's user
+/// namespace: the base keeps the image's own ids on disk and init's root
+/// sees them as its own (security.md (d) 6). Host root only.
+fn idmapped_base(cfg: &ContainerConfig, pid: Pid) -> Result<OwnedFd> {
+    let (base, _, _) = cfg.storage.overlay_dirs()?;
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(base)
+        .map_err(|source| Error::Read {
+            path: base.to_owned(),
+            source,
+        })?;
+    let ns_path = format!("/proc/{pid}/ns/user");
+    let userns = std::fs::File::open(&ns_path).map_err(|source| Error::Read {
+        path: ns_path.clone().into(),
+        source,
+    })?;
+    let tree = sys::open_tree_clone(dir.as_fd(), Path::new("."))
+        .map_err(|e| Error::sys(format!("open_tree({}, OPEN_TREE_CLONE)", base.display()), e))?;
+    sys::mount_setattr_idmap(tree.as_fd(), userns.as_fd()).map_err(|e| {
+        Error::sys(
+            format!(
+                "mount_setattr({}, MOUNT_ATTR_IDMAP, {ns_path}) (an idmapped base needs kernel 5.12+ and a filesystem that supports idmapped mounts; recreate the container with --storage dir)",
+                base.display()
+            ),
+            e,
+        )
+    })?;
+    Ok(tree)
 }
 
 fn kill_and_reap(s: &Spawned) {

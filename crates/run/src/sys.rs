@@ -447,6 +447,48 @@ pub fn clone3_supported() -> bool {
     !(r == -1 && Errno::last() == Errno::ENOSYS)
 }
 
+/// `struct mount_attr` (linux/mount.h), which libc does not define.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// `mount_setattr(tree, "", AT_EMPTY_PATH|AT_RECURSIVE, {MOUNT_ATTR_IDMAP,
+/// userns})`: make the detached mount `tree` (from [`open_tree_clone`])
+/// show its files' ids through the id map of the user namespace `userns`.
+/// Needs `CAP_SYS_ADMIN` over the filesystem, i.e. root for a host disk.
+pub fn mount_setattr_idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> Result<(), Errno> {
+    let empty = CString::default();
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: valid descriptors, an empty C string and a live, correctly
+    // laid out `mount_attr` whose size we pass.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH | AT_RECURSIVE as libc::c_int,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
 /// Whether the kernel has `mount_setattr` (needed for idmapped mounts).
 pub fn mount_setattr_supported() -> bool {
     // SAFETY: fd -1 and NULL arguments are rejected with EBADF/EINVAL
@@ -534,4 +576,21 @@ pub fn dup_at_least(fd: BorrowedFd<'_>, min: RawFd) -> Result<OwnedFd, Errno> {
     let r = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(min))?;
     // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// Make `cmd`'s child unshare a user namespace (unmapped) just before it
+/// execs, like `unshare --user`.
+pub fn command_in_new_userns(cmd: &mut Command) {
+    let hook = || -> std::io::Result<()> {
+        // SAFETY: unshare takes an integer flag set and is async-signal-safe.
+        if unsafe { libc::unshare(libc::CLONE_NEWUSER) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook calls only unshare, which is async-signal-safe, and
+    // allocates nothing.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
 }

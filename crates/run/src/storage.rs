@@ -1,0 +1,153 @@
+//! What the host offers for overlay storage, found by trying it: overlayfs
+//! itself, and (as root) idmapped mounts of the directory that holds the
+//! bases. `davit create` picks its backend from this and `davit check`
+//! reports it.
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde::Serialize;
+
+use crate::config::IdMap;
+use crate::sys;
+
+/// The best overlay method this host allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverlayMethod {
+    /// Root: one base with the image's own ids, attached as an idmapped
+    /// lower layer through each container's user namespace.
+    IdmappedBase,
+    /// One base per id range, its ids shifted on disk (a plain user, or
+    /// root where idmapped mounts are unavailable).
+    ShiftedBase,
+}
+
+/// The storage backends available here.
+#[derive(Debug, Clone, Serialize)]
+pub struct Probe {
+    /// The overlay method, if overlay works at all.
+    pub overlay: Option<OverlayMethod>,
+    /// Why overlay, or idmapped bases, cannot be used (empty if both can).
+    pub notes: Vec<String>,
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let Ok(rel) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let mut it = rel
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    let (a, b) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
+
+/// Whether overlayfs can be mounted by this user: listed in
+/// `/proc/filesystems` (or loadable, for root), and for a plain user a
+/// kernel (5.11+) that allows it inside a user namespace.
+///
+/// # Errors
+/// Why not, as a sentence.
+pub fn overlay_available(root: bool) -> Result<(), String> {
+    let listed = std::fs::read_to_string("/proc/filesystems")
+        .map(|t| {
+            t.lines()
+                .any(|l| l.split_whitespace().last() == Some("overlay"))
+        })
+        .unwrap_or(false);
+    if !listed {
+        // fsopen loads the module for root.
+        let loaded = root
+            && rustix::mount::fsopen("overlay", rustix::mount::FsOpenFlags::FSOPEN_CLOEXEC).is_ok();
+        if !loaded {
+            return Err("this kernel has no overlayfs (not in /proc/filesystems; `modprobe overlay` as root)".into());
+        }
+    }
+    if !root && !kernel_at_least(5, 11) {
+        return Err("overlayfs in a user namespace needs Linux 5.11 or newer".into());
+    }
+    Ok(())
+}
+
+/// Tries an idmapped mount of `dir` through a user namespace carrying
+/// `map` (root only): a child unshares a user namespace, we write its map,
+/// then `open_tree(dir)` + `mount_setattr(MOUNT_ATTR_IDMAP)`. Nothing is
+/// attached anywhere; the child exits when its stdin closes.
+///
+/// # Errors
+/// Why it failed, naming the step.
+pub fn probe_idmap(dir: &Path, map: &IdMap) -> Result<(), String> {
+    if !sys::mount_setattr_supported() {
+        return Err("this kernel has no mount_setattr (idmapped mounts need Linux 5.12+)".into());
+    }
+    if !kernel_at_least(5, 19) {
+        return Err("an idmapped lower layer under overlayfs needs Linux 5.19 or newer".into());
+    }
+    let mut cmd = Command::new("cat");
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    sys::command_in_new_userns(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start a user namespace for the probe: {e}"))?;
+    let r = (|| {
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        crate::idmap::write_maps(pid, map, true).map_err(|e| format!("{e}"))?;
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))
+            .map_err(|e| format!("open /proc/{pid}/ns/user: {e}"))?;
+        let d = std::fs::File::open(dir).map_err(|e| format!("open {}: {e}", dir.display()))?;
+        let tree = sys::open_tree_clone(d.as_fd(), Path::new("."))
+            .map_err(|e| format!("open_tree({}): {e}", dir.display()))?;
+        sys::mount_setattr_idmap(tree.as_fd(), ns.as_fd()).map_err(|e| {
+            format!(
+                "mount_setattr({}, MOUNT_ATTR_IDMAP): {e} (the filesystem may not support idmapped mounts)",
+                dir.display()
+            )
+        })
+    })();
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.flush();
+    }
+    let _ = child.wait();
+    r
+}
+
+/// Probes this host for a user (`root` or not) whose bases live in
+/// `bases_dir` (created if missing) and whose containers use `map`.
+pub fn probe(root: bool, bases_dir: &Path, map: Option<&IdMap>) -> Probe {
+    let mut notes = Vec::new();
+    if let Err(e) = overlay_available(root) {
+        notes.push(e);
+        return Probe {
+            overlay: None,
+            notes,
+        };
+    }
+    if !root {
+        return Probe {
+            overlay: Some(OverlayMethod::ShiftedBase),
+            notes,
+        };
+    }
+    let _ = std::fs::create_dir_all(bases_dir);
+    let method = match map {
+        Some(m) => match probe_idmap(bases_dir, m) {
+            Ok(()) => OverlayMethod::IdmappedBase,
+            Err(e) => {
+                notes.push(format!("idmapped bases unavailable: {e}"));
+                OverlayMethod::ShiftedBase
+            }
+        },
+        None => OverlayMethod::IdmappedBase,
+    };
+    Probe {
+        overlay: Some(method),
+        notes,
+    }
+}
