@@ -641,10 +641,20 @@ impl PlainUser {
         for d in ["cache", "config", "data", "run"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
+        // Whatever a test put in the cache and config dirs becomes the
+        // user's; data (containers and bases owned by its subordinate ids)
+        // and run are left as davit made them.
+        let owner = format!("{}:{}", self.uid, self.gid);
         ok(Command::new("chown")
             .arg("-R")
-            .arg(format!("{}:{}", self.uid, self.gid))
-            .arg(dir));
+            .arg(&owner)
+            .arg(dir.join("cache"))
+            .arg(dir.join("config")));
+        ok(Command::new("chown")
+            .arg(&owner)
+            .arg(dir)
+            .arg(dir.join("data"))
+            .arg(dir.join("run")));
         let mut c = Command::new("setpriv");
         c.args([
             "--reuid",

@@ -4,3 +4,4 @@ mod common;
 mod fetch;
 mod offline;
 mod run;
+mod storage;

@@ -129,7 +129,7 @@ fn root_lifecycle_create_start_attach_info_stop_destroy() {
         return;
     }
     let env = Env::new("life");
-    let out = env.create("c1", &["--pids", "64"]);
+    let out = env.create("c1", &["--pids", "64", "--storage", "dir"]);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert!(
         stdout(&out).contains("You just created a busybox 1.36 container"),
@@ -312,7 +312,7 @@ fn create_refuses_bad_names_and_existing_ones_and_force_replaces() {
         let out = env.create(bad, &[]);
         assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
     }
-    assert!(env.create("dup", &[]).status.success());
+    assert!(env.create("dup", &["--storage", "dir"]).status.success());
     let out = env.create("dup", &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
@@ -450,6 +450,8 @@ fn plain_user_lifecycle_through_newuidmap() {
         "amd64",
         "--network",
         "none",
+        "--storage",
+        "dir",
         "--server",
         &server,
         "--keyring",

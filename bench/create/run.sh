@@ -1,0 +1,289 @@
+#!/usr/bin/env bash
+# Create benchmark: how long `davit create` takes with a warm cache, against
+# `lxc-create -t download` with a warm LXC cache, and how long the FIRST
+# start of a new container takes, in one run, interleaved, medians of N.
+#
+#   sudo bench/create/run.sh [RUNS]          # or: sudo RUNS=20 bench/create/run.sh
+#
+# RUNS (default 10) fresh containers of each kind. Per iteration, in order:
+#   1. davit create NAME debian bookworm amd64 --storage overlay  (warm cache,
+#      existing base: an earlier create of the same image made the base; that
+#      first, cold-base create is timed once for reference), then the
+#      container's first `davit start NAME -- /bin/true`, then destroy;
+#   2. the same with --storage dir (warm cache: the whole rootfs is unpacked);
+#   3. lxc-create -n NAME -t download -- --dist debian --release bookworm
+#      --arch amd64 (warm LXC cache: "Using image from local cache"), then
+#      its first `lxc-execute -n NAME -- /bin/true`, then lxc-destroy.
+# `sync` runs (untimed) before every timed command, so no tool pays for the
+# previous one's writeback. The clock is bash's $EPOCHREALTIME around each
+# command. It prints a table with the medians and the ratios
+# overlay create / lxc-create (target <= 0.05, and the create under 150 ms)
+# and overlay first start / dir first start (target <= 1.0).
+#
+# The image: the Debian bookworm rootfs tarball that images/debian/build.sh
+# keeps in /var/cache/davit-test/debian (DEBIAN_TARBALL=path overrides),
+# published with `davit publish` and a throwaway GnuPG key into a temporary
+# tree and served by `davit serve` over HTTPS on 127.0.0.1 (LXC's download
+# template only speaks https; a throwaway CA is trusted through WGETRC for
+# LXC and --ca-cert for davit). No other network traffic.
+#
+# Both tools make unprivileged containers with the same map, 0 -> 1000000
+# (65536): davit through DAVIT_SUBUID/DAVIT_SUBGID, LXC through lxc.idmap.
+# LXC (as root, with newuidmap installed) wants root's range in /etc/subuid,
+# so everything runs in a private mount namespace (`unshare -m
+# --propagation private`) where a file with `root:1000000:65536` is
+# bind-mounted over /etc/subuid and /etc/subgid. Nothing changes on the host.
+#
+# Isolation: every davit directory (containers, runtime state, bases, cache)
+# and LXC's lxcpath (-P) and cache (LXC_CACHE_PATH) live in one temporary
+# directory; davit's cgroups use their own prefix. On exit, even on failure,
+# the script destroys the containers, prunes the bases and the cache
+# (`davit cache prune` in its own directories), stops the server and the
+# GnuPG agent it started (by pid / by its GNUPGHOME) and removes the
+# temporary directory.
+#
+# DAVIT is the davit binary (default: target/release/davit of this repo;
+# davit-monitor must be beside it): `cargo build --release --workspace --bins`.
+# Needs root, lxc (lxc-create, lxc-execute), gpg, openssl, wget, unshare.
+
+# Functions below run through traps and the t/q wrappers.
+# shellcheck disable=SC2317
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+
+# ---------------------------------------------------------------- inner ----
+if [ "${1:-}" = --inner ]; then
+  work=$2 n=$3
+  mount --bind "$work/subid" /etc/subuid
+  mount --bind "$work/subid" /etc/subgid
+  davit=$DAVIT_BIN
+  export DAVIT_CONTAINERS_DIR=$work/davit/containers
+  export DAVIT_RUNTIME_DIR=$work/davit/run
+  export DAVIT_BASES_DIR=$work/davit/bases
+  export DAVIT_SUBUID=$work/subid DAVIT_SUBGID=$work/subid
+  export DAVIT_CGROUP_PREFIX=$CGROUP_PREFIX
+  export NO_PROXY=127.0.0.1 no_proxy=127.0.0.1
+  unset DAVIT_SERVER DAVIT_CACHE_DIR http_proxy https_proxy HTTP_PROXY HTTPS_PROXY
+  export GNUPGHOME=$work/gnupg
+  lxcpath=$work/lxcpath
+  cache=$work/davit/cache
+  mkdir -p "$DAVIT_CONTAINERS_DIR" "$DAVIT_RUNTIME_DIR" "$DAVIT_BASES_DIR" "$cache" "$lxcpath" "$work/lxc-cache"
+
+  inner_cleanup() {
+    set +e
+    # Containers first (they reference the bases), then the bases and cache.
+    local d name
+    for d in "$DAVIT_CONTAINERS_DIR"/*/; do
+      [ -d "$d" ] || continue
+      name=$(basename "$d")
+      "$davit" destroy -f -q "$name" >/dev/null 2>&1 || echo "cleanup: davit destroy $name failed" >&2
+    done
+    "$davit" cache prune -q --cache-dir "$cache" >/dev/null 2>&1 || echo "cleanup: davit cache prune failed" >&2
+    for d in "$lxcpath"/*/; do
+      [ -d "$d" ] || continue
+      name=$(basename "$d")
+      lxc-destroy -P "$lxcpath" -n "$name" -f >/dev/null 2>&1 || echo "cleanup: lxc-destroy $name failed" >&2
+    done
+    if [ -s "$work/serve.pid" ]; then
+      kill "$(cat "$work/serve.pid")" 2>/dev/null
+      wait "$(cat "$work/serve.pid")" 2>/dev/null
+      : >"$work/serve.pid"
+    fi
+    [ -d "$GNUPGHOME" ] && gpgconf --kill all >/dev/null 2>&1
+    return 0
+  }
+  trap inner_cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+
+  say() { echo "run.sh: $*" >&2; }
+
+  # --- the image: publish, serve ---
+  say "publishing $DEBIAN_TARBALL (xz, takes a minute or two)"
+  mkdir -m 700 "$GNUPGHOME"
+  gpg --batch --quiet --passphrase '' --quick-gen-key "davit create bench <bench@davit.invalid>" ed25519 sign never 2>/dev/null
+  fpr=$(gpg --list-secret-keys --with-colons | awk -F: '/^fpr/ {print $10; exit}')
+  gpg --export --armor "$fpr" >"$work/key.asc"
+  "$davit" publish "$DEBIAN_TARBALL" -q --dist debian --release bookworm --arch amd64 \
+    --to "$work/tree" --key "$fpr" --gnupg-home "$GNUPGHOME"
+  gpgconf --kill all >/dev/null 2>&1 || true
+
+  # A throwaway CA and a certificate for 127.0.0.1 (LXC's template uses https only).
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=davit bench CA" -addext basicConstraints=critical,CA:TRUE \
+    -addext keyUsage=critical,keyCertSign,cRLSign \
+    -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$work/srv.key" -out "$work/srv.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$work/srv.ext"
+  openssl x509 -req -in "$work/srv.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
+    -days 2 -extfile "$work/srv.ext" -out "$work/srv.pem" 2>/dev/null
+  printf 'ca_certificate = %s\n' "$work/ca.pem" >"$work/wgetrc"
+
+  "$davit" serve "$work/tree" --listen 127.0.0.1:0 --tls-cert "$work/srv.pem" --tls-key "$work/srv.key" \
+    --access-log "$work/access.log" >"$work/serve.out" 2>"$work/serve.err" &
+  echo $! >"$work/serve.pid"
+  for _ in $(seq 100); do grep -q serving "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
+  url=$(awk '/serving/ {print $NF}' "$work/serve.out")
+  case "$url" in https://127.0.0.1:*) ;; *) say "davit serve did not start: $(cat "$work/serve.err")"; exit 1 ;; esac
+  hostport=${url#https://}
+  say "serving on $url"
+
+  src=(--server "$url" --keyring "$work/key.asc" --ca-cert "$work/ca.pem" --cache-dir "$cache")
+  d_create() { "$davit" create "$1" debian bookworm amd64 --storage "$2" --network none -q "${src[@]}"; }
+  d_start() { "$davit" start -q "$1" -- /bin/true; }
+  d_destroy() { "$davit" destroy -q "$1"; }
+  cat >"$work/lxc.conf" <<EOF
+lxc.idmap = u 0 1000000 65536
+lxc.idmap = g 0 1000000 65536
+lxc.net.0.type = empty
+lxc.apparmor.profile = unconfined
+EOF
+  l_create() {
+    env LXC_CACHE_PATH="$work/lxc-cache" WGETRC="$work/wgetrc" \
+      lxc-create -P "$lxcpath" -f "$work/lxc.conf" -n "$1" -t download -- \
+      --server "$hostport" --dist debian --release bookworm --arch amd64 </dev/null
+  }
+  l_start() { lxc-execute -P "$lxcpath" -n "$1" -- /bin/true; }
+  l_destroy() { lxc-destroy -P "$lxcpath" -n "$1" -f; }
+
+  # One timed run in microseconds (after an untimed sync); output to a log.
+  t() {
+    local s e
+    sync
+    s=$EPOCHREALTIME
+    "$@" >"$work/last.out" 2>&1 || { say "failed: $* ($(tail -20 "$work/last.out"))"; return 1; }
+    e=$EPOCHREALTIME
+    echo $(( ${e/./} - ${s/./} ))
+  }
+  q() { "$@" >"$work/last.out" 2>&1 || { say "failed: $* ($(tail -20 "$work/last.out"))"; return 1; }; }
+
+  # --- warm the caches (untimed) ---
+  say "warming davit's cache and LXC's cache"
+  q "$davit" fetch debian bookworm amd64 -q "${src[@]}"
+  q l_create bwarm
+  grep -q "Using image from local cache\|The image cache is now ready" "$work/last.out" || { say "lxc-create: $(cat "$work/last.out")"; exit 1; }
+  q l_destroy bwarm
+  # LXC's cache is now warm: the next create must not download.
+  q l_create bwarm2
+  grep -q "Using image from local cache" "$work/last.out" || { say "LXC's cache is not warm: $(cat "$work/last.out")"; exit 1; }
+  q l_destroy bwarm2
+  q d_create bwarmd dir
+  q d_destroy bwarmd
+
+  # --- the first (cold-base) overlay create, once ---
+  t d_create bo0 overlay >"$work/overlay-cold.us"
+  t d_start bo0 >/dev/null # not a sample; warms davit-monitor like any run before
+  q d_destroy bo0
+  [ -n "$(ls -A "$DAVIT_BASES_DIR")" ] || { say "no base in $DAVIT_BASES_DIR after an overlay create"; exit 1; }
+
+  for k in overlay-create dir-create lxc-create overlay-start dir-start lxc-start; do : >"$work/$k.us"; done
+  before=$(wc -l <"$work/access.log")
+  for i in $(seq "$n"); do
+    say "round $i/$n"
+    t d_create "bo$i" overlay >>"$work/overlay-create.us"
+    t d_start "bo$i" >>"$work/overlay-start.us"
+    q d_destroy "bo$i"
+    t d_create "bd$i" dir >>"$work/dir-create.us"
+    t d_start "bd$i" >>"$work/dir-start.us"
+    q d_destroy "bd$i"
+    t l_create "bl$i" >>"$work/lxc-create.us"
+    grep -q "Using image from local cache" "$work/last.out" || { say "lxc-create bl$i did not use its cache: $(cat "$work/last.out")"; exit 1; }
+    t l_start "bl$i" >>"$work/lxc-start.us"
+    q l_destroy "bl$i"
+  done
+  # Requests to the server during the timed rounds (a warm cache needs none).
+  echo $(( $(wc -l <"$work/access.log") - before )) >"$work/requests"
+  exit 0
+fi
+
+# ---------------------------------------------------------------- outer ----
+n=${1:-${RUNS:-10}}
+case "$n" in '' | *[!0-9]* | 0) echo "usage: run.sh [RUNS] (RUNS >= 1)" >&2; exit 2 ;; esac
+[ "$(id -u)" = 0 ] || { echo "run.sh: run as root (sudo bench/create/run.sh)" >&2; exit 1; }
+for tool in lxc-create lxc-execute lxc-destroy gpg gpgconf openssl wget unshare xz; do
+  command -v "$tool" >/dev/null || { echo "run.sh: $tool is missing (apt-get install lxc gnupg openssl wget xz-utils)" >&2; exit 1; }
+done
+DAVIT_BIN=$(readlink -f "${DAVIT:-$repo/target/release/davit}")
+[ -x "$DAVIT_BIN" ] || { echo "run.sh: no davit at $DAVIT_BIN (cargo build --release --workspace --bins, or DAVIT=path)" >&2; exit 1; }
+[ -x "$(dirname "$DAVIT_BIN")/davit-monitor" ] || { echo "run.sh: no davit-monitor beside $DAVIT_BIN" >&2; exit 1; }
+if [ -z "${DEBIAN_TARBALL:-}" ]; then
+  # shellcheck disable=SC2012 # the newest; the names are ours
+  DEBIAN_TARBALL=$(ls -t /var/cache/davit-test/debian/debian-bookworm-amd64-*.tar 2>/dev/null | head -1 || true)
+fi
+[ -s "${DEBIAN_TARBALL:-}" ] || {
+  echo "run.sh: no Debian tarball; make one with images/debian/build.sh --cache /var/cache/davit-test/debian --tarball-only /dev/null (or set DEBIAN_TARBALL)" >&2
+  exit 1
+}
+export DAVIT_BIN DEBIAN_TARBALL
+
+work=$(mktemp -d /tmp/davit-createbench.XXXXXX)
+chmod 755 "$work" # LXC's mapped root must reach its lxcpath
+export CGROUP_PREFIX=davit-createbench-$$
+cleanup() {
+  set +e
+  # The inner shell cleans up after itself; this is the fallback for a
+  # killed inner: the server by its pid, the agent by its home.
+  if [ -s "$work/serve.pid" ]; then kill "$(cat "$work/serve.pid")" 2>/dev/null; fi
+  [ -d "$work/gnupg" ] && GNUPGHOME=$work/gnupg gpgconf --kill all >/dev/null 2>&1
+  # LXC's monitor may leave an empty lxc.pivot cgroup in each hierarchy, and
+  # davit's prefix directories may stay: remove them if empty.
+  rmdir /sys/fs/cgroup/*/"$CGROUP_PREFIX" 2>/dev/null
+  rmdir /sys/fs/cgroup/*/lxc.pivot 2>/dev/null
+  if grep -q " $work" /proc/self/mountinfo; then
+    echo "run.sh: mounts left under $work:" >&2
+    grep " $work" /proc/self/mountinfo >&2
+  else
+    rm -rf --one-file-system "$work"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+printf 'root:1000000:65536\n' >"$work/subid"
+
+started=$(date -u +%Y-%m-%dT%H:%MZ)
+unshare -m --propagation private bash "$0" --inner "$work" "$n"
+
+median() { sort -n "$1" | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+minmax() { sort -n "$1" | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%.1f–%.1f", lo/1000, hi/1000}'; }
+ms() { awk -v u="$1" 'BEGIN {printf "%.1f", u/1000}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a/b}'; }
+verdict() { awk -v v="$1" -v lim="$2" 'BEGIN {print (v <= lim) ? "yes" : "NO"}'; }
+m_overlay_create=$(median "$work/overlay-create.us") m_dir_create=$(median "$work/dir-create.us")
+m_lxc_create=$(median "$work/lxc-create.us") m_overlay_start=$(median "$work/overlay-start.us")
+m_dir_start=$(median "$work/dir-start.us") m_lxc_start=$(median "$work/lxc-start.us")
+cold=$(cat "$work/overlay-cold.us")
+row() { echo "| $1 | $(ms "$2") | ${3:-} | ${4:-} |"; }
+
+echo "davit create benchmark, $started, $(nproc) CPUs, kernel $(uname -r), lxc $(lxc-create --version), RUNS=$n, interleaved, sync before each timed command"
+echo "davit: $DAVIT_BIN; image: $(basename "$DEBIAN_TARBALL") ($(du -m "$DEBIAN_TARBALL" | cut -f1) MiB tar), published with davit publish, served by davit serve over https on 127.0.0.1"
+echo
+echo "| what | median ms | min–max ms | samples |"
+echo "|---|---|---|---|"
+row "davit create --storage overlay (warm cache, existing base)" "$m_overlay_create" "$(minmax "$work/overlay-create.us")" "$n"
+row "davit create --storage overlay (warm cache, first create: makes the base)" "$cold" "" 1
+row "davit create --storage dir (warm cache)" "$m_dir_create" "$(minmax "$work/dir-create.us")" "$n"
+row "lxc-create -t download (warm LXC cache)" "$m_lxc_create" "$(minmax "$work/lxc-create.us")" "$n"
+row "davit start -- /bin/true, overlay container, first start" "$m_overlay_start" "$(minmax "$work/overlay-start.us")" "$n"
+row "davit start -- /bin/true, dir container, first start" "$m_dir_start" "$(minmax "$work/dir-start.us")" "$n"
+row "lxc-execute -- /bin/true, fresh lxc-create'd container, first start" "$m_lxc_start" "$(minmax "$work/lxc-start.us")" "$n"
+echo
+r1=$(ratio "$m_overlay_create" "$m_lxc_create")
+r2=$(ratio "$m_overlay_start" "$m_dir_start")
+echo "| ratio | value | target | met |"
+echo "|---|---|---|---|"
+echo "| davit overlay create / lxc-create | $r1 | <= 0.05 | $(verdict "$r1" 0.05) |"
+echo "| davit overlay create, median ms | $(ms "$m_overlay_create") | < 150 | $(verdict "$m_overlay_create" 149999) |"
+echo "| overlay first start / dir first start | $r2 | <= 1.0 | $(verdict "$r2" 1.0) |"
+echo "| (reference) davit dir create / lxc-create | $(ratio "$m_dir_create" "$m_lxc_create") | | |"
+echo "| (reference) davit overlay first start / lxc-execute first start | $(ratio "$m_overlay_start" "$m_lxc_start") | | |"
+echo
+echo "requests to the image server during the timed rounds: $(cat "$work/requests")"
+echo
+echo "raw samples (µs):"
+for k in overlay-create dir-create lxc-create overlay-start dir-start lxc-start; do
+  echo "  $k: $(tr '\n' ' ' <"$work/$k.us")"
+done
