@@ -78,6 +78,16 @@ struct Ct {
 }
 
 impl Ct {
+    fn new(tag: &str) -> Ct {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        Ct {
+            name: format!("{tag}{}", std::process::id()),
+            prefix: format!("davit-test-{tag}-{}", std::process::id()),
+            tmp,
+        }
+    }
+
     fn runtime(&self) -> PathBuf {
         self.tmp.path().join("run")
     }
@@ -154,13 +164,7 @@ fn debian_boots_systemd_to_running_and_halts_cleanly() {
     if !have_root() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    let ct = Ct {
-        name: format!("sd{}", std::process::id()),
-        prefix: format!("davit-test-sd-{}", std::process::id()),
-        tmp,
-    };
+    let ct = Ct::new("sd");
     debian_rootfs(&ct.rootfs());
     assert!(
         ct.rootfs().join("lib/systemd/systemd").exists(),
@@ -174,6 +178,97 @@ fn debian_boots_systemd_to_running_and_halts_cleanly() {
         ct.name,
         ct.rootfs().display()
     );
+    boot_and_halt(&ct, &cfg);
+}
+
+/// The same boot from overlay storage, as `davit create --storage overlay`
+/// lays it out as root: the base keeps the image's own ids and is attached
+/// as an idmapped lower layer through init's user namespace; everything
+/// systemd writes lands in the upper directory, owned by the mapped ids,
+/// and the base is unchanged afterwards.
+#[test]
+fn debian_boots_systemd_from_an_overlay_on_an_idmapped_base() {
+    if !have_root() {
+        return;
+    }
+    let ct = Ct::new("sdo");
+    let base = ct.tmp.path().join("base");
+    debian_rootfs(&base);
+    let before = tree_state(&base);
+    let upper = ct.tmp.path().join("upper");
+    let work = ct.tmp.path().join("work");
+    std::fs::create_dir(ct.rootfs()).unwrap();
+    for (d, mode) in [(&upper, 0o755), (&work, 0o700)] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)).unwrap();
+        nix::unistd::chown(
+            d.as_path(),
+            Some(nix::unistd::Uid::from_raw(HOST_BASE)),
+            Some(nix::unistd::Gid::from_raw(HOST_BASE)),
+        )
+        .unwrap();
+    }
+    let cfg = format!(
+        "name = \"{}\"\nrootfs = \"{}\"\n\
+         [[idmap.uid]]\ncontainer = 0\nhost = {HOST_BASE}\nlen = 65536\n\
+         [[idmap.gid]]\ncontainer = 0\nhost = {HOST_BASE}\nlen = 65536\n\
+         [storage]\nbackend = \"overlay\"\nbase = \"{}\"\nupper = \"{}\"\nwork = \"{}\"\nidmapped_lower = true\n",
+        ct.name,
+        ct.rootfs().display(),
+        base.display(),
+        upper.display(),
+        work.display()
+    );
+    boot_and_halt(&ct, &cfg);
+    assert_eq!(tree_state(&base), before, "the base was modified");
+    // systemd wrote (machine-id, journal, ...) into the upper, as the
+    // container's mapped ids.
+    let written: Vec<(PathBuf, u32)> = walk_all(&upper)
+        .into_iter()
+        .map(|p| {
+            let uid = std::fs::symlink_metadata(&p).unwrap().uid();
+            (p, uid)
+        })
+        .collect();
+    assert!(written.len() > 1, "nothing reached the upper directory");
+    let outside: Vec<_> = written
+        .iter()
+        .filter(|(_, u)| *u < HOST_BASE || *u >= HOST_BASE + 65536)
+        .collect();
+    assert!(outside.is_empty(), "upper files outside the map: {outside:?}");
+    assert!(
+        std::fs::read_dir(ct.rootfs()).unwrap().next().is_none(),
+        "the mount point on the host stays empty"
+    );
+}
+
+fn walk_all(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap().flatten() {
+        let p = e.path();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk_all(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// Path, owner, mode, size and mtime of every entry: what a write,
+/// chown, chmod or delete through the overlay would change.
+fn tree_state(d: &Path) -> Vec<(PathBuf, u32, u32, u32, u64, i64)> {
+    let mut v: Vec<_> = walk_all(d)
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            (p, m.uid(), m.gid(), m.mode(), m.size(), m.mtime())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn boot_and_halt(ct: &Ct, cfg: &str) {
     let cfg_path = ct.tmp.path().join("config.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
     let mut args = MonitorArgs::new(&cfg_path, ct.runtime());
