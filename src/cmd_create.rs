@@ -227,10 +227,13 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
     ];
     let templates = read_lines(entry.relevant_file("templates", user_mode, None));
     let mut storage_cfg = Storage::default();
+    let mut base_lock = None;
     let mut base_json = serde_json::Value::Null;
     let report = if overlay {
         let excludes = read_lines(entry.relevant_file("excludes", !chosen.raw_base, None));
-        let made = (|| -> Result<davit_rootfs::Report, Failure> {
+        // The base's lock is held until the container is in place, so a
+        // concurrent `cache prune` cannot take the base in between.
+        let made = (|| -> Result<(davit_rootfs::Report, davit_rootfs::base::BaseLock), Failure> {
             let (base, lock, fresh) = storage::ensure_base(ctx, entry, shifted.as_ref(), excludes)?;
             let ov = staging.path().join("overlay");
             fs::create_dir(&ov).map_err(io(format!("cannot create {}", ov.display())))?;
@@ -252,10 +255,13 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
                 idmapped_lower: chosen.idmapped,
             };
             base_json = json!({"key": base.key, "dir": base.dir, "made": fresh, "digest": base.meta.digest, "idmapped": chosen.idmapped, "shifted": base.meta.shifted});
-            Ok(davit_rootfs::Report::default())
+            Ok((davit_rootfs::Report::default(), lock))
         })();
         match made {
-            Ok(r) => r,
+            Ok((r, lock)) => {
+                base_lock = Some(lock);
+                r
+            }
             Err(e) => {
                 let _ = remove_tree(staging.path(), maps.as_ref());
                 return Err(e);
@@ -346,6 +352,7 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
         "cannot move the new container to {}",
         dir.display()
     )))?;
+    drop(base_lock);
 
     let message = entry
         .relevant_file("create-message", user_mode, None)
@@ -578,6 +585,7 @@ pub fn copy(ctx: &Ctx, a: CopyArgs) -> Result<(), Failure> {
     cfg.network.hwaddr = None;
     let cfgp = staging.path().join("config.toml");
     fs::write(&cfgp, cfg.to_toml()?).map_err(io(format!("cannot write {}", cfgp.display())))?;
+    let mut base_lock = None;
     if let Some(base) = &cfg.storage.base {
         let store = storage::store();
         let b = store.find_by_rootfs(base).ok_or_else(|| {
@@ -595,9 +603,11 @@ pub fn copy(ctx: &Ctx, a: CopyArgs) -> Result<(), Failure> {
         };
         let lock = store.lock(&b.key)?;
         store.add_ref(&b, &dir, &lock)?;
+        base_lock = Some(lock);
     }
     let staged = staging.keep();
     fs::rename(&staged, &dir).map_err(io(format!("cannot move the copy to {}", dir.display())))?;
+    drop(base_lock);
     if ctx.json {
         ctx.print_json(&json!({"name": a.new, "from": src.name, "dir": dir, "storage": cfg.storage.backend.as_str(),
             "base": cfg.storage.base, "seconds": started.elapsed().as_secs_f64(), "notes": notes}));

@@ -59,11 +59,27 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// A bases directory of this test process's own, so that no test sees or
+/// prunes the host's `/var/lib/davit/bases`. Removed when the run ends.
+fn scratch_bases() -> &'static Path {
+    static D: OnceLock<PathBuf> = OnceLock::new();
+    D.get_or_init(|| {
+        let d = tempfile::Builder::new()
+            .prefix("davit-it-bases-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        watch_until_exit(&d, &[]);
+        d.join("bases")
+    })
+}
+
 /// A davit command with a clean, predictable environment.
 pub fn davit() -> Command {
     let mut c = Command::new(davit_bin());
     c.env_remove("DAVIT_SERVER")
         .env_remove("DAVIT_CACHE_DIR")
+        .env("DAVIT_BASES_DIR", scratch_bases())
         .env("NO_PROXY", "127.0.0.1,localhost")
         .env("DAVIT_RETRY_BASE_MS", "20")
         .stdin(Stdio::null());

@@ -447,8 +447,8 @@ fn cache_list_and_prune() {
             .arg(c)))
     };
     let v = list(&cache);
-    assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
-    assert!(v[0]["size"].as_u64().unwrap() > 100_000);
+    assert_eq!(v["images"].as_array().unwrap().len(), 2, "{v}");
+    assert!(v["images"][0]["size"].as_u64().unwrap() > 100_000);
     let mut cmd = davit();
     let v = json(&ok(cmd
         .args([
@@ -466,7 +466,7 @@ fn cache_list_and_prune() {
         .args(["cache", "prune", "--json", "--cache-dir"])
         .arg(&cache)));
     assert_eq!(v["removed"].as_array().unwrap().len(), 2);
-    assert_eq!(list(&cache).as_array().unwrap().len(), 0);
+    assert_eq!(list(&cache)["images"].as_array().unwrap().len(), 0);
 }
 
 // ---- interop with real LXC and nginx (root, as in CI) ----

@@ -48,6 +48,7 @@ impl Env {
     pub fn davit(&self) -> Command {
         let mut c = davit();
         c.env("DAVIT_CONTAINERS_DIR", self.path().join("containers"))
+            .env("DAVIT_BASES_DIR", self.path().join("bases"))
             .env("DAVIT_RUNTIME_DIR", self.path().join("run"))
             .env("DAVIT_CACHE_DIR", self.path().join("cache"))
             .env("DAVIT_CGROUP_PREFIX", &self.prefix)

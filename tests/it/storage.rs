@@ -69,6 +69,12 @@ fn twenty_overlay_containers_share_one_base_and_stay_apart() {
     keys.dedup();
     assert_eq!(keys.len(), 1, "one base for all: {keys:?}");
     let base_root = bases.join(&keys[0]).join("rootfs");
+    // A raw base holds setuid-root programs of the image: no other host
+    // user may reach it.
+    for d in [bases.clone(), bases.join(&keys[0])] {
+        let mode = std::fs::metadata(&d).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} is {mode:o}", d.display());
+    }
     // The base keeps the image's own ids (it is idmapped at start).
     assert_eq!(
         std::fs::symlink_metadata(base_root.join("bin/busybox"))

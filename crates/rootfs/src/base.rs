@@ -236,7 +236,7 @@ impl BaseStore {
     /// # Errors
     /// [`Error::Base`] if the store or the lock file cannot be created.
     pub fn lock(&self, key: &str) -> Result<BaseLock> {
-        fs::create_dir_all(&self.root).map_err(base_io("cannot create", &self.root))?;
+        self.ensure_root()?;
         let p = self.root.join(format!(".{key}.lock"));
         let f = fs::OpenOptions::new()
             .create(true)
@@ -247,6 +247,26 @@ impl BaseStore {
         let fd = OwnedFd::from(f);
         sys::flock_exclusive(fd.as_fd()).map_err(base_io("cannot lock", &p))?;
         Ok(BaseLock { _fd: fd })
+    }
+
+    /// Creates the store private to its owner (0700): a raw base holds the
+    /// image's own ids, so its setuid-root programs must not be reachable
+    /// by other host users.
+    fn ensure_root(&self) -> Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if !self.root.is_dir() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.root)
+                .map_err(base_io("cannot create", &self.root))?;
+        }
+        let md = fs::metadata(&self.root).map_err(base_io("cannot read", &self.root))?;
+        if md.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
+                .map_err(base_io("cannot chmod", &self.root))?;
+        }
+        Ok(())
     }
 
     /// The complete base `key`, if there is one.
@@ -310,7 +330,11 @@ impl BaseStore {
             let p = self
                 .root
                 .join(format!(".{key}.staging-{}-{n}", std::process::id()));
-            match fs::create_dir(&p) {
+            let made = {
+                use std::os::unix::fs::DirBuilderExt;
+                fs::DirBuilder::new().mode(0o700).create(&p)
+            };
+            match made {
                 Ok(()) => {
                     let r = p.join("rootfs");
                     fs::create_dir(&r).map_err(base_io("cannot create", &r))?;
@@ -496,6 +520,8 @@ mod tests {
         let store = BaseStore::new(t.path().join("bases"));
         let key = BaseStore::key(&image(), None);
         assert_eq!(key, "debian_bookworm_amd64_default_20250101-05-24_raw");
+        // Group- and world-readable store directories are tightened.
+        std::fs::create_dir(t.path().join("bases")).unwrap();
         let shifted = BaseStore::key(&image(), Some(&IdMaps::single(100000, 65536)));
         assert!(
             shifted.ends_with("_u0-100000-65536_g0-100000-65536"),
@@ -522,6 +548,12 @@ mod tests {
         };
         let base = store.commit(&key, &st, meta, &rec, &lock).unwrap();
         assert_eq!(base.meta.entries, 2);
+        let mode = |p: &Path| {
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+                & 0o777
+        };
+        assert_eq!(mode(store.root()), 0o700);
+        assert_eq!(mode(&base.dir), 0o700);
         assert!(store.leftovers(&key, &lock).is_empty());
         assert_eq!(store.find_by_rootfs(&base.rootfs()).unwrap().key, key);
         base.check(&crate::digest::tree(&base.rootfs()).unwrap())
