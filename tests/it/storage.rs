@@ -348,3 +348,81 @@ fn plain_user_overlay_shares_a_base_shifted_into_its_range() {
         "the subuid-owned base was removed inside the user namespace"
     );
 }
+
+/// Where the bases' filesystem cannot be idmapped (ext2 here), root falls
+/// back to a base shifted into the container's range, says so, and the
+/// container works the same. The ext2 image is loop-mounted in a private
+/// mount namespace that lives only as long as this test's shell.
+#[test]
+fn without_idmapped_mounts_root_falls_back_to_a_shifted_base_and_says_so() {
+    if !require_root("without_idmapped_mounts_root_falls_back_to_a_shifted_base_and_says_so") {
+        return;
+    }
+    let env = Env::new("ovlfb");
+    let img = env.path().join("ext2.img");
+    let mnt = env.path().join("ext2");
+    std::fs::create_dir(&mnt).unwrap();
+    ok(Command::new("truncate").args(["-s", "64M"]).arg(&img));
+    ok(Command::new("mkfs.ext2").arg("-q").arg(&img));
+    let f = fixture();
+    let create = env
+        .davit()
+        .args([
+            "create",
+            "fb",
+            "busybox",
+            "1.36",
+            "amd64",
+            "--network",
+            "none",
+            "--json",
+            "--server",
+            &format!("file://{}", f.tree_a.display()),
+            "--keyring",
+        ])
+        .arg(&f.key.public)
+        .get_args()
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let bin = davit_bin().display().to_string();
+    let script = format!(
+        "set -e; mount --make-rprivate /; mount -o loop '{img}' '{mnt}'; \
+         '{bin}' {create} > '{out}'; \
+         '{bin}' start fb -- sh -c 'echo ok > /root/f; stat -c %u /bin/busybox'; \
+         '{bin}' check --verify fb; '{bin}' destroy fb; '{bin}' cache prune; echo bases:; ls '{mnt}/bases'",
+        img = img.display(),
+        mnt = mnt.display(),
+        out = env.path().join("create.json").display(),
+    );
+    let c = env.davit();
+    let mut sh = Command::new("unshare");
+    sh.args(["-m", "sh", "-c", &script])
+        .envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .env("DAVIT_BASES_DIR", mnt.join("bases"));
+    let out = run(&mut sh);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let v: serde_json::Value =
+        serde_json::from_str(&read_to_string(&env.path().join("create.json"))).unwrap();
+    assert_eq!(v["storage"], "overlay", "{v}");
+    assert_eq!(v["base"]["idmapped"], false, "{v}");
+    assert_eq!(v["base"]["shifted"]["uid"][0]["host"], 1000000, "{v}");
+    let note = v["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("shifted") && note.contains("mount_setattr"),
+        "the fallback and its reason are said: {v}"
+    );
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first().copied(), Some("0"), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("matches its record")),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines.last().copied(),
+        Some("bases:"),
+        "prune removed the shifted base: {lines:?}"
+    );
+    assert!(env.mounts_under().is_empty(), "{:?}", env.mounts_under());
+}

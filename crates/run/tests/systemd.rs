@@ -235,7 +235,10 @@ fn debian_boots_systemd_from_an_overlay_on_an_idmapped_base() {
         .iter()
         .filter(|(_, u)| *u < HOST_BASE || *u >= HOST_BASE + 65536)
         .collect();
-    assert!(outside.is_empty(), "upper files outside the map: {outside:?}");
+    assert!(
+        outside.is_empty(),
+        "upper files outside the map: {outside:?}"
+    );
     assert!(
         std::fs::read_dir(ct.rootfs()).unwrap().next().is_none(),
         "the mount point on the host stays empty"
