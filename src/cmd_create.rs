@@ -233,7 +233,7 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
         let excludes = read_lines(entry.relevant_file("excludes", !chosen.raw_base, None));
         // The base's lock is held until the container is in place, so a
         // concurrent `cache prune` cannot take the base in between.
-        let made = (|| -> Result<(davit_rootfs::Report, davit_rootfs::base::BaseLock), Failure> {
+        let made = (|| -> Result<(Option<davit_rootfs::Report>, davit_rootfs::base::BaseLock), Failure> {
             let (base, lock, fresh) = storage::ensure_base(ctx, entry, shifted.as_ref(), excludes)?;
             let ov = staging.path().join("overlay");
             fs::create_dir(&ov).map_err(io(format!("cannot create {}", ov.display())))?;
@@ -254,8 +254,8 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
                 work: Some(dir.join("overlay/work")),
                 idmapped_lower: chosen.idmapped,
             };
-            base_json = json!({"key": base.key, "dir": base.dir, "made": fresh, "digest": base.meta.digest, "idmapped": chosen.idmapped, "shifted": base.meta.shifted});
-            Ok((davit_rootfs::Report::default(), lock))
+            base_json = json!({"key": base.key, "dir": base.dir, "made": fresh.is_some(), "digest": base.meta.digest, "idmapped": chosen.idmapped, "shifted": base.meta.shifted});
+            Ok((fresh, lock))
         })();
         match made {
             Ok((r, lock)) => {
@@ -278,7 +278,7 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
         };
         ctx.term.say("unpacking the rootfs");
         match unpack_any(&entry.rootfs(), &rootfs, &opts, ctx) {
-            Ok(r) => r,
+            Ok(r) => Some(r),
             Err(e) => {
                 let _ = remove_tree(staging.path(), maps.as_ref());
                 return Err(e);
@@ -371,7 +371,7 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
                 ignored.join("; ")
             ));
         }
-        if !report.skipped.is_empty() {
+        if let Some(report) = report.as_ref().filter(|r| !r.skipped.is_empty()) {
             ctx.term.say(&format!("skipped {} entries (device nodes cannot be made unprivileged; davit builds /dev at start)", report.skipped.len()));
         }
         if let Some(m) = message {

@@ -166,19 +166,20 @@ pub fn userns_maps(base: &Base) -> Option<IdMaps> {
 
 /// Returns the base of `entry`'s build (made now if missing) with its lock
 /// held. `shifted` is the id range the base is shifted into (`None`: the
-/// image's own ids, root only). Reports whether it was made.
+/// image's own ids, root only). Returns the unpack report if it was made
+/// now.
 pub fn ensure_base(
     ctx: &Ctx,
     entry: &Entry,
     shifted: Option<&IdMaps>,
     excludes: Vec<String>,
-) -> Result<(Base, BaseLock, bool), Failure> {
+) -> Result<(Base, BaseLock, Option<davit_rootfs::Report>), Failure> {
     let store = store();
     let image = base_image(entry);
     let key = BaseStore::key(&image, shifted);
     let lock = store.lock(&key)?;
     if let Some(b) = store.get(&key) {
-        return Ok((b, lock, false));
+        return Ok((b, lock, None));
     }
     let userns = !paths::is_root();
     let cleanup_maps = if userns { shifted.cloned() } else { None };
@@ -186,7 +187,7 @@ pub fn ensure_base(
         crate::cmd_create::remove_tree(&l, cleanup_maps.as_ref())?;
     }
     let st = store.staging(&key, &lock)?;
-    let made = (|| -> Result<Base, Failure> {
+    let made = (|| -> Result<(Base, davit_rootfs::Report), Failure> {
         let rootfs = st.join("rootfs");
         let opts = UnpackOptions {
             maps: shifted.cloned(),
@@ -200,11 +201,11 @@ pub fn ensure_base(
             "unpacking the base for {} {} {} ({}) once; containers of this build share it",
             image.dist, image.release, image.arch, image.build
         ));
-        if userns {
-            davit_rootfs::unpack_in_userns(&exe()?, &entry.rootfs(), &rootfs, &opts, &ctx.term)?;
+        let report = if userns {
+            davit_rootfs::unpack_in_userns(&exe()?, &entry.rootfs(), &rootfs, &opts, &ctx.term)?
         } else {
-            davit_rootfs::unpack(&entry.rootfs(), &rootfs, &opts, &ctx.term)?;
-        }
+            davit_rootfs::unpack(&entry.rootfs(), &rootfs, &opts, &ctx.term)?
+        };
         let rec = record(&rootfs, cleanup_maps.as_ref())?;
         let meta = BaseMeta {
             version: 1,
@@ -222,10 +223,10 @@ pub fn ensure_base(
             bytes: 0,
             created_at: now(),
         };
-        Ok(store.commit(&key, &st, meta, &rec, &lock)?)
+        Ok((store.commit(&key, &st, meta, &rec, &lock)?, report))
     })();
     match made {
-        Ok(b) => Ok((b, lock, true)),
+        Ok((b, report)) => Ok((b, lock, Some(report))),
         Err(e) => {
             let _ = crate::cmd_create::remove_tree(&st, cleanup_maps.as_ref());
             Err(e)

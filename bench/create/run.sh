@@ -13,7 +13,10 @@
 #   2. the same with --storage dir (warm cache: the whole rootfs is unpacked);
 #   3. lxc-create -n NAME -t download -- --dist debian --release bookworm
 #      --arch amd64 (warm LXC cache: "Using image from local cache"), then
-#      its first `lxc-execute -n NAME -- /bin/true`, then lxc-destroy.
+#      its first `lxc-execute -n NAME -- /bin/true`, then lxc-destroy;
+#   4. for reference, one more fresh LXC container whose first lxc-execute
+#      clears lxc.hook.post-stop: the stock config includes lxcfs's
+#      /usr/share/lxcfs/lxc.reboot.hook, which is `sleep 0.5s`.
 # `sync` runs (untimed) before every timed command, so no tool pays for the
 # previous one's writeback. The clock is bash's $EPOCHREALTIME around each
 # command. It prints a table with the medians and the ratios
@@ -147,6 +150,7 @@ EOF
       --server "$hostport" --dist debian --release bookworm --arch amd64 </dev/null
   }
   l_start() { lxc-execute -P "$lxcpath" -n "$1" -- /bin/true; }
+  l_start_nohook() { lxc-execute -P "$lxcpath" -n "$1" -s lxc.hook.post-stop= -- /bin/true; }
   l_destroy() { lxc-destroy -P "$lxcpath" -n "$1" -f; }
 
   # One timed run in microseconds (after an untimed sync); output to a log.
@@ -179,7 +183,7 @@ EOF
   q d_destroy bo0
   [ -n "$(ls -A "$DAVIT_BASES_DIR")" ] || { say "no base in $DAVIT_BASES_DIR after an overlay create"; exit 1; }
 
-  for k in overlay-create dir-create lxc-create overlay-start dir-start lxc-start; do : >"$work/$k.us"; done
+  for k in overlay-create dir-create lxc-create lxc-create-2 overlay-start dir-start lxc-start lxc-start-nohook; do : >"$work/$k.us"; done
   before=$(wc -l <"$work/access.log")
   for i in $(seq "$n"); do
     say "round $i/$n"
@@ -193,6 +197,11 @@ EOF
     grep -q "Using image from local cache" "$work/last.out" || { say "lxc-create bl$i did not use its cache: $(cat "$work/last.out")"; exit 1; }
     t l_start "bl$i" >>"$work/lxc-start.us"
     q l_destroy "bl$i"
+    # Reference: a second fresh LXC container whose first start skips
+    # lxcfs's post-stop hook (lxc.reboot.hook is `sleep 0.5s`).
+    t l_create "bn$i" >>"$work/lxc-create-2.us"
+    t l_start_nohook "bn$i" >>"$work/lxc-start-nohook.us"
+    q l_destroy "bn$i"
   done
   # Requests to the server during the timed rounds (a warm cache needs none).
   echo $(( $(wc -l <"$work/access.log") - before )) >"$work/requests"
@@ -255,6 +264,7 @@ verdict() { awk -v v="$1" -v lim="$2" 'BEGIN {print (v <= lim) ? "yes" : "NO"}';
 m_overlay_create=$(median "$work/overlay-create.us") m_dir_create=$(median "$work/dir-create.us")
 m_lxc_create=$(median "$work/lxc-create.us") m_overlay_start=$(median "$work/overlay-start.us")
 m_dir_start=$(median "$work/dir-start.us") m_lxc_start=$(median "$work/lxc-start.us")
+m_lxc_start_nohook=$(median "$work/lxc-start-nohook.us")
 cold=$(cat "$work/overlay-cold.us")
 row() { echo "| $1 | $(ms "$2") | ${3:-} | ${4:-} |"; }
 
@@ -270,6 +280,7 @@ row "lxc-create -t download (warm LXC cache)" "$m_lxc_create" "$(minmax "$work/l
 row "davit start -- /bin/true, overlay container, first start" "$m_overlay_start" "$(minmax "$work/overlay-start.us")" "$n"
 row "davit start -- /bin/true, dir container, first start" "$m_dir_start" "$(minmax "$work/dir-start.us")" "$n"
 row "lxc-execute -- /bin/true, fresh lxc-create'd container, first start" "$m_lxc_start" "$(minmax "$work/lxc-start.us")" "$n"
+row "(reference) the same, first start with -s lxc.hook.post-stop= (no lxcfs sleep 0.5s hook)" "$m_lxc_start_nohook" "$(minmax "$work/lxc-start-nohook.us")" "$n"
 echo
 r1=$(ratio "$m_overlay_create" "$m_lxc_create")
 r2=$(ratio "$m_overlay_start" "$m_dir_start")
@@ -280,10 +291,11 @@ echo "| davit overlay create, median ms | $(ms "$m_overlay_create") | < 150 | $(
 echo "| overlay first start / dir first start | $r2 | <= 1.0 | $(verdict "$r2" 1.0) |"
 echo "| (reference) davit dir create / lxc-create | $(ratio "$m_dir_create" "$m_lxc_create") | | |"
 echo "| (reference) davit overlay first start / lxc-execute first start | $(ratio "$m_overlay_start" "$m_lxc_start") | | |"
+echo "| (reference) davit overlay first start / lxc-execute first start without the lxcfs hook | $(ratio "$m_overlay_start" "$m_lxc_start_nohook") | | |"
 echo
 echo "requests to the image server during the timed rounds: $(cat "$work/requests")"
 echo
 echo "raw samples (µs):"
-for k in overlay-create dir-create lxc-create overlay-start dir-start lxc-start; do
+for k in overlay-create dir-create lxc-create lxc-create-2 overlay-start dir-start lxc-start lxc-start-nohook; do
   echo "  $k: $(tr '\n' ' ' <"$work/$k.us")"
 done

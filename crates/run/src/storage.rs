@@ -119,7 +119,9 @@ pub fn probe_idmap(dir: &Path, map: &IdMap) -> Result<(), String> {
 }
 
 /// Probes this host for a user (`root` or not) whose bases live in
-/// `bases_dir` (created if missing) and whose containers use `map`.
+/// `bases_dir` and whose containers use `map`. Nothing is created: a
+/// missing `bases_dir` is probed through its nearest existing ancestor,
+/// which is on the filesystem it will be made on.
 pub fn probe(root: bool, bases_dir: &Path, map: Option<&IdMap>) -> Probe {
     let mut notes = Vec::new();
     if let Err(e) = overlay_available(root) {
@@ -135,9 +137,12 @@ pub fn probe(root: bool, bases_dir: &Path, map: Option<&IdMap>) -> Probe {
             notes,
         };
     }
-    let _ = std::fs::create_dir_all(bases_dir);
+    let dir = bases_dir
+        .ancestors()
+        .find(|d| d.is_dir())
+        .unwrap_or(Path::new("/"));
     let method = match map {
-        Some(m) => match probe_idmap(bases_dir, m) {
+        Some(m) => match probe_idmap(dir, m) {
             Ok(()) => OverlayMethod::IdmappedBase,
             Err(e) => {
                 notes.push(format!("idmapped bases unavailable: {e}"));
