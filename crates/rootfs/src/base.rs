@@ -479,25 +479,16 @@ pub fn prepare_upper(
 /// # Errors
 /// [`Error::Helper`] if `cp` cannot run or fails (with its message).
 pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    let cmdline = format!("cp -a --reflink=auto {} {}", from.display(), to.display());
-    let out = std::process::Command::new("cp")
-        .args(["-a", "--reflink=auto", "--"])
-        .arg(from)
-        .arg(to)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|source| Error::Helper {
-            helper: cmdline.clone(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(Error::HelperStatus {
-            helper: cmdline,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
-    }
-    Ok(())
+    crate::userns::run_helper(
+        "cp",
+        &[
+            "-a".as_ref(),
+            "--reflink=auto".as_ref(),
+            "--".as_ref(),
+            from.as_os_str(),
+            to.as_os_str(),
+        ],
+    )
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use std::ffi::CString;
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -16,6 +16,49 @@ use crate::sys;
 
 /// Templates larger than this are left alone (they are config files).
 const MAX: u64 = 1 << 20;
+
+/// Opens the template `rel` (a path inside the rootfs `root`, leading `/`
+/// allowed) with `flags`, resolved inside the root and never through a
+/// magic link. `Ok(None)` when there is nothing to substitute: missing, a
+/// directory, a device that cannot open, or a link loop.
+fn open_template(
+    root: BorrowedFd<'_>,
+    rel: &str,
+    flags: libc::c_int,
+) -> std::io::Result<Option<std::fs::File>> {
+    let rel = rel.trim_start_matches('/');
+    let Ok(c) = CString::new(rel) else {
+        return Ok(None);
+    };
+    if rel.is_empty() {
+        return Ok(None);
+    }
+    match sys::openat2(
+        root,
+        &c,
+        flags | libc::O_NOCTTY | libc::O_NONBLOCK,
+        0,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    ) {
+        Ok(fd) => Ok(Some(std::fs::File::from(fd))),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT) | Some(libc::EISDIR) | Some(libc::ENXIO) | Some(libc::ELOOP)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens the directory `p` as an `O_PATH` root for [`open_template`].
+fn open_root(p: &Path) -> std::io::Result<OwnedFd> {
+    let c = CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    sys::open(&c, libc::O_DIRECTORY | libc::O_PATH)
+}
 
 /// Substitutes `vars` in each listed file that exists as a regular file
 /// inside `rootfs`. Missing files and non-regular files are skipped, as
@@ -36,35 +79,12 @@ pub fn apply(
         path: path.to_string(),
         source,
     };
-    let root_c = CString::new(rootfs.as_os_str().as_encoded_bytes())
-        .map_err(|_| fail("/", std::io::ErrorKind::InvalidInput.into()))?;
-    let root = sys::open(&root_c, libc::O_DIRECTORY | libc::O_PATH).map_err(|e| fail("/", e))?;
+    let root = open_root(rootfs).map_err(|e| fail("/", e))?;
     for t in templates {
-        let rel = t.trim_start_matches('/');
-        if rel.is_empty() {
+        let Some(mut f) = open_template(root.as_fd(), t, libc::O_RDWR).map_err(|e| fail(t, e))?
+        else {
             continue;
-        }
-        let Ok(c) = CString::new(rel) else { continue };
-        let resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-        let fd = match sys::openat2(
-            root.as_fd(),
-            &c,
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK,
-            0,
-            resolve,
-        ) {
-            Ok(fd) => fd,
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ENOENT) | Some(libc::EISDIR) | Some(libc::ENXIO) | Some(libc::ELOOP)
-                ) =>
-            {
-                continue
-            }
-            Err(e) => return Err(fail(t, e)),
         };
-        let mut f = std::fs::File::from(fd);
         let md = f.metadata().map_err(|e| fail(t, e))?;
         if !md.is_file() || md.len() > MAX {
             continue;
@@ -96,33 +116,15 @@ pub fn rename_host(root: &Path, old: &str, new: &str) -> Result<bool> {
         path: "/etc/hostname".into(),
         source,
     };
-    let root_c = CString::new(root.as_os_str().as_encoded_bytes())
-        .map_err(|_| fail(std::io::ErrorKind::InvalidInput.into()))?;
-    let dir = match sys::open(&root_c, libc::O_DIRECTORY | libc::O_PATH) {
+    let dir = match open_root(root) {
         Ok(d) => d,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(false),
         Err(e) => return Err(fail(e)),
     };
-    let c = CString::new("etc/hostname").expect("no NUL");
-    let fd = match sys::openat2(
-        dir.as_fd(),
-        &c,
-        libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK,
-        0,
-        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    ) {
-        Ok(fd) => fd,
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ENOENT) | Some(libc::EISDIR) | Some(libc::ENXIO) | Some(libc::ELOOP)
-            ) =>
-        {
-            return Ok(false)
-        }
-        Err(e) => return Err(fail(e)),
+    let Some(mut f) = open_template(dir.as_fd(), "etc/hostname", libc::O_RDWR).map_err(fail)?
+    else {
+        return Ok(false);
     };
-    let mut f = std::fs::File::from(fd);
     if !f.metadata().map_err(fail)?.is_file() {
         return Ok(false);
     }
@@ -175,44 +177,22 @@ pub fn apply_to_upper(
         }
     };
     let real_base = std::fs::canonicalize(base).map_err(|e| fail("/", e))?;
-    let root_c = CString::new(real_base.as_os_str().as_encoded_bytes())
-        .map_err(|_| fail("/", std::io::ErrorKind::InvalidInput.into()))?;
-    let root = sys::open(&root_c, libc::O_DIRECTORY | libc::O_PATH).map_err(|e| fail("/", e))?;
+    let root = open_root(&real_base).map_err(|e| fail("/", e))?;
     for t in templates {
-        let rel = t.trim_start_matches('/');
-        let Ok(c) = CString::new(rel) else { continue };
-        if rel.is_empty() {
+        let Some(f) = open_template(root.as_fd(), t, libc::O_RDONLY).map_err(|e| fail(t, e))?
+        else {
             continue;
-        }
-        let resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-        let fd = match sys::openat2(
-            root.as_fd(),
-            &c,
-            libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK,
-            0,
-            resolve,
-        ) {
-            Ok(fd) => fd,
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ENOENT) | Some(libc::EISDIR) | Some(libc::ENXIO) | Some(libc::ELOOP)
-                ) =>
-            {
-                continue
-            }
-            Err(e) => return Err(fail(t, e)),
         };
         // Where it really is, relative to the base.
         let at = std::fs::read_link(format!(
             "/proc/self/fd/{}",
-            std::os::fd::AsRawFd::as_raw_fd(&fd)
+            std::os::fd::AsRawFd::as_raw_fd(&f)
         ))
         .map_err(|e| fail(t, e))?;
         let Ok(real_rel) = at.strip_prefix(&real_base).map(Path::to_path_buf) else {
             continue;
         };
-        let mut f = std::fs::File::from(fd);
+        let mut f = f;
         let md = f.metadata().map_err(|e| fail(t, e))?;
         if !md.is_file() || md.len() > MAX {
             continue;

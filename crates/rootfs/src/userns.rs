@@ -80,12 +80,18 @@ fn map_args(pid: u32, ranges: &[IdMapping]) -> Vec<String> {
     v
 }
 
-/// Runs `helper pid c h n ...`, checks its status, reads the map back.
-fn write_map(helper: &str, file: &'static str, pid: u32, ranges: &[IdMapping]) -> Result<()> {
-    let args = map_args(pid, ranges);
-    let cmdline = format!("{helper} {}", args.join(" "));
-    let out = Command::new(helper)
-        .args(&args)
+/// Runs `program args…` with no stdin and checks its exit status; errors
+/// name the whole command line and carry its stderr.
+pub(crate) fn run_helper<A: AsRef<std::ffi::OsStr>>(program: &str, args: &[A]) -> Result<()> {
+    let cmdline = format!(
+        "{program} {}",
+        args.iter()
+            .map(|a| a.as_ref().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let out = Command::new(program)
+        .args(args)
         .stdin(Stdio::null())
         .output()
         .map_err(|source| Error::Helper {
@@ -99,6 +105,12 @@ fn write_map(helper: &str, file: &'static str, pid: u32, ranges: &[IdMapping]) -
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         });
     }
+    Ok(())
+}
+
+/// Runs `helper pid c h n ...`, checks its status, reads the map back.
+fn write_map(helper: &str, file: &'static str, pid: u32, ranges: &[IdMapping]) -> Result<()> {
+    run_helper(helper, &map_args(pid, ranges))?;
     let path = format!("/proc/{pid}/{file}");
     let got = std::fs::read_to_string(&path).map_err(|source| Error::Helper {
         helper: format!("read {path}"),
