@@ -227,6 +227,17 @@ fn prune_keeps_bases_in_use_verify_catches_tampering_and_copy_shares_the_base() 
     assert!(env.path().join("containers/e/rootfs/bin/busybox").is_file());
     let out = run(env.davit().args(["check", "--verify", "d"]));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // A broken layer is named as the overlay step, with a way out.
+    let work = env.path().join("containers/c/overlay/work");
+    std::fs::rename(&work, work.with_extension("gone")).unwrap();
+    let out = run(env.davit().args(["start", "c", "--", "true"]));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("mount the overlay root") && stderr(&out).contains("ENOENT"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::rename(work.with_extension("gone"), &work).unwrap();
 
     // Tampering with the base is caught, by path.
     let v = json(&ok(env.davit().args(["check", "--verify", "b", "--json"])));

@@ -143,10 +143,12 @@ pub enum InitStep {
     CloseFds,
     /// `execve` of init.
     Exec,
+    /// Opening the overlay layers and mounting the overlay root.
+    Overlay,
 }
 
 impl InitStep {
-    const ALL: [InitStep; 17] = [
+    const ALL: [InitStep; 18] = [
         InitStep::Sync,
         InitStep::SetIds,
         InitStep::CgroupNs,
@@ -164,6 +166,7 @@ impl InitStep {
         InitStep::Capabilities,
         InitStep::CloseFds,
         InitStep::Exec,
+        InitStep::Overlay,
     ];
 
     /// A stable byte for the sync socket.
@@ -198,6 +201,7 @@ impl InitStep {
             InitStep::Capabilities => "drop capabilities",
             InitStep::CloseFds => "close inherited descriptors",
             InitStep::Exec => "exec init",
+            InitStep::Overlay => "mount the overlay root from its base, upper and work directories (`davit check` says what this host supports; `davit create --storage dir` needs no overlay)",
         }
     }
 }

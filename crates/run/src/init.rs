@@ -115,14 +115,6 @@ fn setup(chan: &mut Channel, plan: &Plan<'_>) -> StepResult<Infallible> {
         let _ = sys::set_signal_ignored(s, false);
     }
     nix::sys::stat::umask(Mode::empty());
-    // Overlay layers are opened now, in our new mount namespace (overlayfs
-    // only takes layers from the caller's own namespace) and while we still
-    // hold the invoking user's host ids, which may search the directories
-    // above them; container root often may not.
-    let layers = match plan.cfg.storage.backend {
-        Backend::Overlay => Some(OverlayLayers::open(plan.cfg).at(InitStep::RootfsBind)?),
-        Backend::Dir => None,
-    };
     let idmapped =
         if plan.cfg.storage.backend == Backend::Overlay && plan.cfg.storage.idmapped_lower {
             Some(chan.expect_maps_done_with_fd().at(InitStep::Sync)?)
@@ -130,6 +122,14 @@ fn setup(chan: &mut Channel, plan: &Plan<'_>) -> StepResult<Infallible> {
             chan.expect_maps_done().at(InitStep::Sync)?;
             None
         };
+    // Overlay layers are opened now, in our new mount namespace (overlayfs
+    // only takes layers from the caller's own namespace) and while we still
+    // hold the invoking user's host ids, which may search the directories
+    // above them; container root often may not.
+    let layers = match plan.cfg.storage.backend {
+        Backend::Overlay => Some(OverlayLayers::open(plan.cfg).at(InitStep::Overlay)?),
+        Backend::Dir => None,
+    };
     // Non-dumpable from now until exec (CVE-2016-9962); exec resets it.
     // Not earlier: a rootless parent's newuidmap must open our /proc files,
     // which a non-dumpable process hands to root.
@@ -168,7 +168,7 @@ fn setup(chan: &mut Channel, plan: &Plan<'_>) -> StepResult<Infallible> {
     .at(InitStep::Propagation)?;
 
     let root = match layers {
-        Some(l) => l.mount(idmapped, plan.userns).at(InitStep::RootfsBind)?,
+        Some(l) => l.mount(idmapped, plan.userns).at(InitStep::Overlay)?,
         None => clone_rootfs().at(InitStep::RootfsBind)?,
     };
     let root = root.as_fd();

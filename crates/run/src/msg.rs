@@ -100,12 +100,25 @@ impl Channel {
     }
 
     pub(crate) fn send(&mut self, m: Msg) -> Result<()> {
-        self.sock.write_all(&m.encode()).map_err(|e| {
+        let r = self.sock.write_all(&m.encode()).map_err(|e| {
             Error::sys(
                 format!("write(sync, {})", m.name()),
                 Errno::from_raw(e.raw_os_error().unwrap_or(libc::EPIPE)),
             )
-        })
+        });
+        self.or_peer_failure(r)
+    }
+
+    /// A send failed because the peer is gone: if it said why before it
+    /// went, that is the error to report, not the broken pipe.
+    fn or_peer_failure(&mut self, r: Result<()>) -> Result<()> {
+        match r {
+            Err(e) => match self.recv() {
+                Ok(Some(Msg::Failed { step, kind, errno })) => Err(failed(step, kind, errno)),
+                _ => Err(e),
+            },
+            ok => ok,
+        }
     }
 
     /// The next message, or `None` at end of file (the peer exec'd or died).
@@ -163,7 +176,7 @@ impl Channel {
         let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
         let mut anc = SendAncillaryBuffer::new(&mut space);
         anc.push(SendAncillaryMessage::ScmRights(&fds));
-        let n = rustix::net::sendmsg(
+        let sent = rustix::net::sendmsg(
             &self.sock,
             &[IoSlice::new(&b)],
             &mut anc,
@@ -174,7 +187,11 @@ impl Channel {
                 format!("sendmsg(sync, {}, SCM_RIGHTS)", m.name()),
                 Errno::from_raw(e.raw_os_error()),
             )
-        })?;
+        });
+        let n = match sent {
+            Ok(n) => n,
+            Err(e) => return self.or_peer_failure(Err(e)),
+        };
         if n != LEN {
             return Err(Error::Protocol {
                 want: "a whole message sent",
@@ -312,5 +329,30 @@ mod tests {
         // Without a descriptor it is a protocol error, not a hang.
         a.send(Msg::MapsDone).unwrap();
         assert!(b.expect_maps_done_with_fd().is_err());
+    }
+
+    #[test]
+    fn a_send_to_a_peer_that_failed_reports_its_failure() {
+        let (mut a, mut b) = Channel::pair().unwrap();
+        b.send(Msg::Failed {
+            step: InitStep::Overlay,
+            kind: ErrorKind::Config,
+            errno: libc::ENOENT,
+        })
+        .unwrap();
+        drop(b);
+        // The write to the closed peer fails with EPIPE rather than a signal.
+        crate::sys::set_signal_ignored(nix::sys::signal::Signal::SIGPIPE, true).unwrap();
+        let e = a.send(Msg::MapsDone).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Init {
+                    step: InitStep::Overlay,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 }
