@@ -7,16 +7,15 @@ use clap::Args;
 use davit_rootfs::idmap::IdMaps;
 use davit_rootfs::meta::{self, LxcConfig};
 use davit_rootfs::{subid, UnpackOptions};
-use davit_run::config::{ImageRef, Limits, MountEntry};
+use davit_run::config::{Backend, ImageRef, Limits, MountEntry, Storage};
 use davit_run::ContainerConfig;
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::json;
 
 use crate::cmd_fetch::{wanted, SourceArgs};
 use crate::cmd_run::{check_name, stop_container, Container};
-use crate::storage::{self, StorageArg};
+use crate::storage::{self, to_run_map, StorageArg};
 use crate::{exit, paths, Ctx, Failure};
-use davit_run::config::{Backend, Storage};
 
 impl From<davit_rootfs::Error> for Failure {
     fn from(e: davit_rootfs::Error) -> Self {
@@ -127,8 +126,6 @@ pub enum NetArg {
     Bridge,
     User,
 }
-
-use crate::storage::to_run_map;
 
 fn read_lines(p: Option<PathBuf>) -> Vec<String> {
     p.and_then(|p| fs::read_to_string(p).ok())

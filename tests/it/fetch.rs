@@ -476,7 +476,10 @@ fn killed_fetch_leaves_nothing_and_refetch_works() {
     let srv = FaultServer::start(&f.tree_a);
     srv.fault("rootfs.tar.xz", Fault::Slow(20_000), 1);
     let cache = t.path().join("cache");
+    // A killed davit cannot remove its temporary GnuPG home: keep it in
+    // this test's directory.
     let mut child = fetch_cmd(&srv.url, &cache, &f.key)
+        .env("TMPDIR", t.path())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

@@ -230,7 +230,10 @@ fn killed_mirror_leaves_a_consistent_tree() {
     let mut killed = 0;
     for round in 0..12 {
         publish_busybox(&up, &f.key, &format!("20261110_00:{round:02}"), &[]);
+        // A killed davit cannot remove its temporary GnuPG home: keep it
+        // in this test's directory.
         let mut child = mirror_cmd(&srv.url, &m, &f.key.public, &["--keep", "2"])
+            .env("TMPDIR", t.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

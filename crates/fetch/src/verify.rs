@@ -31,6 +31,38 @@ pub struct Keyring {
     sources: Vec<String>,
 }
 
+/// Temporary GnuPG homes are `davit-gpg-PID-XXXXXX`.
+const HOME_PREFIX: &str = "davit-gpg-";
+
+/// Removes the temporary GnuPG homes of davit processes that are gone
+/// (killed before they could clean up), in `tmp`: only directories of our
+/// own uid whose pid no longer exists. A live pid, even a reused one, keeps
+/// its directory.
+fn sweep_stale_homes(tmp: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(HOME_PREFIX))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(p, _)| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let ours = e
+            .metadata()
+            .is_ok_and(|m| m.is_dir() && Some(m.uid()) == me);
+        if ours && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keyring")
@@ -61,8 +93,9 @@ impl Keyring {
     /// that holds no OpenPGP key, [`Error::Gpg`] when gpg cannot run.
     pub fn load(opts: &KeyOptions) -> Result<Keyring> {
         gpgme_init();
+        sweep_stale_homes(&std::env::temp_dir());
         let home = tempfile::Builder::new()
-            .prefix("davit-gpg-")
+            .prefix(&format!("{HOME_PREFIX}{}-", std::process::id()))
             .tempdir()
             .map_err(|e| Error::io("create a temporary GnuPG home in", std::env::temp_dir(), e))?;
         // No keyserver, no network: verification must work air-gapped.
@@ -329,6 +362,30 @@ impl Signer {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn homes_of_dead_processes_are_swept_and_live_ones_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let mine = std::process::id();
+        let dead = {
+            // A pid that existed and is gone: a child we reaped.
+            let mut c = std::process::Command::new("true").spawn().unwrap();
+            let pid = c.id();
+            c.wait().unwrap();
+            pid
+        };
+        let live = t.path().join(format!("davit-gpg-{mine}-abc"));
+        let stale = t.path().join(format!("davit-gpg-{dead}-def"));
+        let other = t.path().join("davit-gpg-notapid");
+        for d in [&live, &stale, &other] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("pubring.kbx"), "x").unwrap();
+        }
+        sweep_stale_homes(t.path());
+        assert!(live.exists() && other.exists());
+        assert!(!stale.exists(), "a dead process's home was left");
+    }
+
     use super::*;
 
     const SUMS: &[u8] = include_bytes!("../../../tests/fixtures/upstream/SHA256SUMS");
