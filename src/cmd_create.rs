@@ -502,6 +502,9 @@ pub fn copy(ctx: &Ctx, a: CopyArgs) -> Result<(), Failure> {
             a.new
         )));
     }
+    // The source's state lock, held until the copy is in place: a `start`
+    // of the source waits instead of writing into what is being copied.
+    let _src_lock = davit_run::state::StateStore::new(&paths::runtime_dir(), &src.name).lock()?;
     let info = davit_run::info::info(
         &paths::runtime_dir(),
         &src.name,
@@ -538,7 +541,8 @@ pub fn copy(ctx: &Ctx, a: CopyArgs) -> Result<(), Failure> {
         let from = src.dir.join(what);
         let to = staging.path().join(what);
         // As lxc-copy does, /etc/hostname naming the old container is
-        // rewritten in the copy (the clone's own layer for overlay).
+        // rewritten in the copy, and so is that name in /etc/hosts (in the
+        // clone's own layer for overlay).
         let tree = if overlay {
             to.join("upper")
         } else {

@@ -208,11 +208,12 @@ fn prune_keeps_bases_in_use_verify_catches_tampering_and_copy_shares_the_base() 
         "--",
         "sh",
         "-c",
-        "cat /root/note /etc/hostname; hostname; echo from-c > /root/note",
+        "cat /root/note /etc/hostname; hostname; grep -cw c /etc/hosts; grep -cw b /etc/hosts; echo from-c > /root/note",
     ]));
     assert_eq!(
         stdout(&out).split_whitespace().collect::<Vec<_>>(),
-        ["from-b", "c", "c"]
+        ["from-b", "c", "c", "1", "0"],
+        "the clone carries b's upper and is renamed in /etc/hostname and /etc/hosts"
     );
     let out = ok(env.davit().args(["start", "b", "--", "cat", "/root/note"]));
     assert_eq!(stdout(&out).trim(), "from-b", "the copy wrote into b");
@@ -347,7 +348,25 @@ fn plain_user_overlay_shares_a_base_shifted_into_its_range() {
     assert_eq!(base_digest(&mut u.davit(&home)), digest, "the base changed");
     ok(&mut d(&["check", "--verify", "u2"]));
 
-    for n in ["u1", "u2"] {
+    // A plain user's copy is made inside its user namespace: the clone has
+    // u1's file, its own name, and the same owners on the host.
+    ok(&mut d(&["copy", "u1", "u3", "--snapshot"]));
+    let out = ok(&mut d(&[
+        "start",
+        "u3",
+        "--",
+        "sh",
+        "-c",
+        "cat /root/f /etc/hostname; grep -cw u3 /etc/hosts",
+    ]));
+    assert_eq!(
+        stdout(&out).split_whitespace().collect::<Vec<_>>(),
+        ["mine", "u3", "1"]
+    );
+    let md = std::fs::symlink_metadata(data.join("containers/u3/overlay/upper/root/f")).unwrap();
+    assert_eq!(md.uid(), u.subuid);
+
+    for n in ["u1", "u2", "u3"] {
         ok(&mut d(&["destroy", n]));
     }
     assert!(visible_entries(&data.join("containers")).is_empty());

@@ -105,38 +105,83 @@ pub fn apply(
     Ok(changed)
 }
 
-/// For a copied container: if `/etc/hostname` (resolved inside `root`) is
-/// a regular file holding just `old`, it is rewritten to `new`, keeping its
-/// owner and mode. A missing file is fine. Returns whether it changed.
+/// For a copied container: `/etc/hostname` holding just `old` becomes
+/// `new`, and in `/etc/hosts` every host name equal to `old` becomes `new`
+/// (comments and other names untouched). Both are resolved inside `root`
+/// and rewritten in place, keeping owner and mode; missing or non-regular
+/// files are left alone. Returns the paths changed.
 ///
 /// # Errors
-/// [`Error::Template`] when it exists and cannot be read or rewritten.
-pub fn rename_host(root: &Path, old: &str, new: &str) -> Result<bool> {
-    let fail = |source: std::io::Error| Error::Template {
-        path: "/etc/hostname".into(),
-        source,
-    };
+/// [`Error::Template`] when a file exists and cannot be read or rewritten.
+pub fn rename_host(root: &Path, old: &str, new: &str) -> Result<Vec<String>> {
+    let mut changed = Vec::new();
     let dir = match open_root(root) {
         Ok(d) => d,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(false),
-        Err(e) => return Err(fail(e)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(changed),
+        Err(e) => {
+            return Err(Error::Template {
+                path: "/".into(),
+                source: e,
+            })
+        }
     };
-    let Some(mut f) = open_template(dir.as_fd(), "etc/hostname", libc::O_RDWR).map_err(fail)?
-    else {
-        return Ok(false);
+    let hosts = |text: &str| -> String {
+        let mut out = String::with_capacity(text.len());
+        for line in text.split_inclusive('\n') {
+            let body = line.trim_end_matches('\n');
+            let fields: Vec<&str> = body.split_whitespace().collect();
+            if body.trim_start().starts_with('#') || fields.len() < 2 || !fields[1..].contains(&old)
+            {
+                out.push_str(line);
+                continue;
+            }
+            let names: Vec<&str> = fields[1..]
+                .iter()
+                .map(|n| if *n == old { new } else { n })
+                .collect();
+            out.push_str(&format!("{}\t{}", fields[0], names.join(" ")));
+            if line.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        out
     };
-    if !f.metadata().map_err(fail)?.is_file() {
-        return Ok(false);
+    let hostname = |text: &str| -> String {
+        if text.trim() == old {
+            format!("{new}\n")
+        } else {
+            text.to_owned()
+        }
+    };
+    for (path, edit) in [
+        ("/etc/hostname", &hostname as &dyn Fn(&str) -> String),
+        ("/etc/hosts", &hosts),
+    ] {
+        let fail = |source: std::io::Error| Error::Template {
+            path: path.into(),
+            source,
+        };
+        let Some(mut f) = open_template(dir.as_fd(), path, libc::O_RDWR).map_err(fail)? else {
+            continue;
+        };
+        let md = f.metadata().map_err(fail)?;
+        if !md.is_file() || md.len() > MAX {
+            continue;
+        }
+        let mut text = String::new();
+        if f.read_to_string(&mut text).is_err() {
+            continue;
+        }
+        let new_text = edit(&text);
+        if new_text != text {
+            f.set_len(0)
+                .and_then(|_| f.rewind())
+                .and_then(|_| f.write_all(new_text.as_bytes()))
+                .map_err(fail)?;
+            changed.push(path.to_owned());
+        }
     }
-    let mut text = String::new();
-    if f.read_to_string(&mut text).is_err() || text.trim() != old {
-        return Ok(false);
-    }
-    f.set_len(0)
-        .and_then(|_| f.rewind())
-        .and_then(|_| f.write_all(format!("{new}\n").as_bytes()))
-        .map_err(fail)?;
-    Ok(true)
+    Ok(changed)
 }
 
 /// For an overlay container: substitutes `vars` in each listed file of the
@@ -288,6 +333,51 @@ mod tests {
         std::os::unix::fs::symlink("/name", root.join("etc/alias")).unwrap();
         apply(&root, &["/etc/alias".into()], &vars()).unwrap();
         assert_eq!(std::fs::read_to_string(root.join("name")).unwrap(), "web\n");
+    }
+
+    #[test]
+    fn a_copy_is_renamed_in_hostname_and_hosts_and_nothing_outside() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("rootfs");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/hostname"), "web\n").unwrap();
+        std::fs::write(
+            root.join("etc/hosts"),
+            "127.0.0.1 localhost\n# web is old\n127.0.1.1\tweb web.lan webby\n::1 ip6-localhost",
+        )
+        .unwrap();
+        let changed = rename_host(&root, "web", "api").unwrap();
+        assert_eq!(
+            changed,
+            vec!["/etc/hostname".to_string(), "/etc/hosts".to_string()]
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/hostname")).unwrap(),
+            "api\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/hosts")).unwrap(),
+            "127.0.0.1 localhost\n# web is old\n127.0.1.1\tapi web.lan webby\n::1 ip6-localhost"
+        );
+        // Another name is left alone, and a link out is never followed.
+        std::fs::write(root.join("etc/hostname"), "other\n").unwrap();
+        assert!(rename_host(&root, "api", "x")
+            .unwrap()
+            .contains(&"/etc/hosts".to_string()));
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/hostname")).unwrap(),
+            "other\n"
+        );
+        let victim = t.path().join("victim");
+        std::fs::write(&victim, "x\n").unwrap();
+        std::fs::remove_file(root.join("etc/hostname")).unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("etc/hostname")).unwrap();
+        rename_host(&root, "x", "y").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "x\n");
+        // No rootfs at all is not an error.
+        assert!(rename_host(&t.path().join("none"), "a", "b")
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -240,8 +240,8 @@ pub fn remove_in_userns(exe: &Path, path: &Path, maps: &IdMaps) -> Result<()> {
 ///
 /// # Errors
 /// As [`unpack_in_userns`].
-/// Then, like [`crate::templates::rename_host`], rewrites `/etc/hostname`
-/// under `tree` from `rename.0` to `rename.1`.
+/// Then, like [`crate::templates::rename_host`], renames the host from
+/// `rename.0` to `rename.1` in `/etc/hostname` and `/etc/hosts` under `tree`.
 pub fn copy_in_userns(
     exe: &Path,
     from: &Path,
