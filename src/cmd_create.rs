@@ -60,7 +60,7 @@ fn unpack_any(
     if paths::is_root() {
         Ok(davit_rootfs::unpack(archive, dest, opts, &ctx.term)?)
     } else {
-        let exe = std::env::current_exe().map_err(io("cannot find the davit binary".into()))?;
+        let exe = paths::davit_exe()?;
         Ok(davit_rootfs::unpack_in_userns(
             &exe, archive, dest, opts, &ctx.term,
         )?)
@@ -74,7 +74,7 @@ pub fn remove_tree(path: &Path, maps: Option<&IdMaps>) -> Result<(), Failure> {
     }
     match maps {
         Some(m) if !paths::is_root() => {
-            let exe = std::env::current_exe().map_err(io("cannot find the davit binary".into()))?;
+            let exe = paths::davit_exe()?;
             davit_rootfs::remove_in_userns(&exe, path, m)?;
             Ok(())
         }
@@ -402,7 +402,7 @@ fn cached_with_base(
         return Ok(None);
     };
     let offline = a.source.offline;
-    if (entry.expired(storage::now()) && !offline) || entry.verify_meta().is_err() {
+    if (entry.expired(crate::now()) && !offline) || entry.verify_meta().is_err() {
         return Ok(None);
     }
     let key = davit_rootfs::base::BaseStore::key(&storage::base_image(&entry), shifted);
@@ -536,7 +536,7 @@ pub fn copy(ctx: &Ctx, a: CopyArgs) -> Result<(), Failure> {
         )))?;
     let started = std::time::Instant::now();
     let copied = (|| -> Result<(), Failure> {
-        let exe = std::env::current_exe().map_err(io("cannot find the davit binary".into()))?;
+        let exe = paths::davit_exe()?;
         let what = if overlay { "overlay" } else { "rootfs" };
         let from = src.dir.join(what);
         let to = staging.path().join(what);

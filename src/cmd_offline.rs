@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::cmd_fetch::SourceArgs;
 use crate::cmd_publish::parse_duration;
-use crate::{Ctx, Failure};
+use crate::{now, Ctx, Failure};
 
 #[derive(Args)]
 pub struct MirrorArgs {
@@ -155,13 +155,10 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<(), Failure> {
                 davit_fetch::normalize_arch(&a.arch.clone().unwrap_or_else(davit_fetch::host_arch));
             let dist = a.dist.clone().unwrap_or_default();
             let release = a.release.clone().unwrap_or_default();
-            let build = a.build.clone().unwrap_or_else(|| {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                format!("local_{now}")
-            });
+            let build = a
+                .build
+                .clone()
+                .unwrap_or_else(|| format!("local_{}", now()));
             let image = Image {
                 path: format!("/images/{dist}/{release}/{arch}/{}/{build}/", a.variant),
                 dist,
@@ -225,13 +222,6 @@ pub struct PruneArgs {
     pub older_than: Option<i64>,
     #[command(flatten)]
     pub cache: CacheArgs,
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 pub fn cache(ctx: &Ctx, c: CacheCmd) -> Result<(), Failure> {

@@ -102,14 +102,9 @@ pub struct StartArgs {
 /// The monitor binary: `davit-monitor` beside `davit` when it is there
 /// (much smaller to seal and exec), else `davit` itself.
 fn monitor_exe() -> Result<PathBuf, Failure> {
-    let me = exe()?;
+    let me = paths::davit_exe()?;
     let small = me.with_file_name("davit-monitor");
     Ok(if small.is_file() { small } else { me })
-}
-
-fn exe() -> Result<PathBuf, Failure> {
-    std::env::current_exe()
-        .map_err(|e| Failure::io(anyhow::anyhow!(e).context("cannot find the davit binary")))
 }
 
 /// The host network config (`/etc/davit/config.toml`; `DAVIT_NET_CONFIG` overrides it).

@@ -142,6 +142,14 @@ pub struct Ctx {
     pub term: report::Term,
 }
 
+/// Seconds since the epoch (0 if the clock is before it).
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 impl Ctx {
     /// Prints a JSON value on stdout.
     pub fn print_json(&self, v: &impl serde::Serialize) {

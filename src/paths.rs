@@ -2,6 +2,12 @@
 
 use std::path::PathBuf;
 
+/// This davit binary, for the helpers it re-executes as.
+pub fn davit_exe() -> Result<PathBuf, crate::Failure> {
+    std::env::current_exe()
+        .map_err(|e| crate::Failure::io(anyhow::anyhow!(e).context("cannot find the davit binary")))
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }

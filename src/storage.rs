@@ -140,16 +140,11 @@ pub fn base_image(entry: &Entry) -> BaseImage {
     }
 }
 
-fn exe() -> Result<PathBuf, Failure> {
-    std::env::current_exe()
-        .map_err(|e| Failure::io(anyhow::anyhow!(e).context("cannot find the davit binary")))
-}
-
 /// Records the tree of `base` as it is now, the way it was recorded when
 /// made (inside the user namespace for a plain user's base).
 pub fn record(base_rootfs: &Path, userns_maps: Option<&IdMaps>) -> Result<TreeDigest, Failure> {
     Ok(match userns_maps {
-        Some(m) => davit_rootfs::digest_in_userns(&exe()?, base_rootfs, m)?,
+        Some(m) => davit_rootfs::digest_in_userns(&paths::davit_exe()?, base_rootfs, m)?,
         None => davit_rootfs::digest::tree(base_rootfs)?,
     })
 }
@@ -202,7 +197,13 @@ pub fn ensure_base(
             image.dist, image.release, image.arch, image.build
         ));
         let report = if userns {
-            davit_rootfs::unpack_in_userns(&exe()?, &entry.rootfs(), &rootfs, &opts, &ctx.term)?
+            davit_rootfs::unpack_in_userns(
+                &paths::davit_exe()?,
+                &entry.rootfs(),
+                &rootfs,
+                &opts,
+                &ctx.term,
+            )?
         } else {
             davit_rootfs::unpack(&entry.rootfs(), &rootfs, &opts, &ctx.term)?
         };
@@ -221,7 +222,7 @@ pub fn ensure_base(
             digest: String::new(),
             entries: 0,
             bytes: 0,
-            created_at: now(),
+            created_at: crate::now(),
         };
         Ok((store.commit(&key, &st, meta, &rec, &lock)?, report))
     })();
@@ -232,13 +233,6 @@ pub fn ensure_base(
             Err(e)
         }
     }
-}
-
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Makes `upper` and `work` for a container of `base` and writes the
@@ -254,7 +248,7 @@ pub fn prepare_upper(
 ) -> Result<Vec<String>, Failure> {
     Ok(match userns_maps(base) {
         Some(m) => davit_rootfs::prepare_upper_in_userns(
-            &exe()?,
+            &paths::davit_exe()?,
             &base.rootfs(),
             upper,
             work,

@@ -53,6 +53,24 @@ fn open_template(
     }
 }
 
+/// The text of an opened template with its metadata; `None` when there is
+/// nothing to substitute: not a regular file, over [`MAX`], or not text.
+fn read_text(f: &mut std::fs::File) -> std::io::Result<Option<(std::fs::Metadata, String)>> {
+    let md = f.metadata()?;
+    if !md.is_file() || md.len() > MAX {
+        return Ok(None);
+    }
+    let mut text = String::new();
+    Ok(f.read_to_string(&mut text).ok().map(|_| (md, text)))
+}
+
+/// Replaces the whole content of `f` (owner and mode stay).
+fn rewrite(f: &mut std::fs::File, text: &str) -> std::io::Result<()> {
+    f.set_len(0)?;
+    f.rewind()?;
+    f.write_all(text.as_bytes())
+}
+
 /// Opens the directory `p` as an `O_PATH` root for [`open_template`].
 fn open_root(p: &Path) -> std::io::Result<OwnedFd> {
     let c = CString::new(p.as_os_str().as_encoded_bytes())
@@ -85,20 +103,12 @@ pub fn apply(
         else {
             continue;
         };
-        let md = f.metadata().map_err(|e| fail(t, e))?;
-        if !md.is_file() || md.len() > MAX {
+        let Some((_, text)) = read_text(&mut f).map_err(|e| fail(t, e))? else {
             continue;
-        }
-        let mut text = String::new();
-        if f.read_to_string(&mut text).is_err() {
-            continue; // not text
-        }
+        };
         let new = substitute(&text, vars);
         if new != text {
-            f.set_len(0)
-                .and_then(|_| f.rewind())
-                .and_then(|_| f.write_all(new.as_bytes()))
-                .map_err(|e| fail(t, e))?;
+            rewrite(&mut f, &new).map_err(|e| fail(t, e))?;
             changed.push(t.clone());
         }
     }
@@ -164,20 +174,12 @@ pub fn rename_host(root: &Path, old: &str, new: &str) -> Result<Vec<String>> {
         let Some(mut f) = open_template(dir.as_fd(), path, libc::O_RDWR).map_err(fail)? else {
             continue;
         };
-        let md = f.metadata().map_err(fail)?;
-        if !md.is_file() || md.len() > MAX {
+        let Some((_, text)) = read_text(&mut f).map_err(fail)? else {
             continue;
-        }
-        let mut text = String::new();
-        if f.read_to_string(&mut text).is_err() {
-            continue;
-        }
+        };
         let new_text = edit(&text);
         if new_text != text {
-            f.set_len(0)
-                .and_then(|_| f.rewind())
-                .and_then(|_| f.write_all(new_text.as_bytes()))
-                .map_err(fail)?;
+            rewrite(&mut f, &new_text).map_err(fail)?;
             changed.push(path.to_owned());
         }
     }
@@ -224,7 +226,7 @@ pub fn apply_to_upper(
     let real_base = std::fs::canonicalize(base).map_err(|e| fail("/", e))?;
     let root = open_root(&real_base).map_err(|e| fail("/", e))?;
     for t in templates {
-        let Some(f) = open_template(root.as_fd(), t, libc::O_RDONLY).map_err(|e| fail(t, e))?
+        let Some(mut f) = open_template(root.as_fd(), t, libc::O_RDONLY).map_err(|e| fail(t, e))?
         else {
             continue;
         };
@@ -237,15 +239,9 @@ pub fn apply_to_upper(
         let Ok(real_rel) = at.strip_prefix(&real_base).map(Path::to_path_buf) else {
             continue;
         };
-        let mut f = f;
-        let md = f.metadata().map_err(|e| fail(t, e))?;
-        if !md.is_file() || md.len() > MAX {
+        let Some((md, text)) = read_text(&mut f).map_err(|e| fail(t, e))? else {
             continue;
-        }
-        let mut text = String::new();
-        if f.read_to_string(&mut text).is_err() {
-            continue;
-        }
+        };
         let new = substitute(&text, vars);
         if new == text {
             continue;
