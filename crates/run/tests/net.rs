@@ -4,18 +4,18 @@
 //! to those addresses or to 127.0.0.1. Under `CI=true` a missing privilege
 //! fails instead of skipping.
 mod common;
-use common::{driver, have_root, text, HOST_BASE};
+use common::{busybox_rootfs, driver, have_root, idmap_toml, lchown_tree, text, Ct, HOST_BASE};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use davit_run::monitor::{spawn_monitor, MonitorArgs, MonitorHandle};
+use davit_run::monitor::{spawn_monitor, MonitorHandle};
 use davit_run::net::lease::LeaseStore;
 use davit_run::net::rtnl::Rtnl;
 use davit_run::net::{net_info, Subnet};
@@ -131,25 +131,8 @@ impl Drop for TestNet {
     }
 }
 
-/// One busybox container (as real.rs builds them); killed and removed on drop.
-struct Ct {
-    tmp: tempfile::TempDir,
-    name: String,
-    prefix: String,
-    net_config: PathBuf,
-}
-
-fn lchown_tree(p: &Path, uid: u32) {
-    let id = Some(nix::unistd::Uid::from_raw(uid));
-    let gid = Some(nix::unistd::Gid::from_raw(uid));
-    nix::unistd::fchownat(None, p, id, gid, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).unwrap();
-    if p.is_dir() && !p.is_symlink() {
-        for e in std::fs::read_dir(p).unwrap() {
-            lchown_tree(&e.unwrap().path(), uid);
-        }
-    }
-}
-
+/// A busybox container (common::Ct, as real.rs builds them) with this
+/// test's network config; killed and removed on drop.
 impl Ct {
     fn new(net: &TestNet, network: &str) -> Ct {
         Ct::build(net, network, HOST_BASE, 0o700)
@@ -162,26 +145,12 @@ impl Ct {
         let name = format!("n{n}x{}", std::process::id());
         let prefix = format!("davit-nettest-{}-{n}", std::process::id());
         let rootfs = tmp.path().join("rootfs");
-        for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root"] {
-            std::fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-        for applet in String::from_utf8(list.stdout).unwrap().lines() {
-            if applet != "busybox" {
-                symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-            }
-        }
-        symlink("/bin/busybox", rootfs.join("sbin/init")).unwrap();
-        std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-        std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
+        busybox_rootfs(&rootfs);
         lchown_tree(&rootfs, base);
         let cfg = format!(
-            "name = \"{name}\"\nrootfs = \"{}\"\n\
-             [[idmap.uid]]\ncontainer = 0\nhost = {base}\nlen = 65536\n\
-             [[idmap.gid]]\ncontainer = 0\nhost = {base}\nlen = 65536\n\
-             [network]\n{network}\n",
-            rootfs.display()
+            "name = \"{name}\"\nrootfs = \"{}\"\n{}[network]\n{network}\n",
+            rootfs.display(),
+            idmap_toml(base)
         );
         std::fs::write(tmp.path().join("config.toml"), cfg).unwrap();
         std::fs::set_permissions(
@@ -193,49 +162,18 @@ impl Ct {
             tmp,
             name,
             prefix,
-            net_config: net.config(),
+            net_config: Some(net.config()),
         }
-    }
-
-    fn runtime(&self) -> PathBuf {
-        self.tmp.path().join("run")
     }
 
     fn state_dir(&self) -> PathBuf {
         self.runtime().join(&self.name)
     }
 
-    fn args(&self, cmd: &[&str]) -> MonitorArgs {
-        let mut a = MonitorArgs::new(self.tmp.path().join("config.toml"), self.runtime());
-        a.cgroup_prefix = self.prefix.clone();
-        a.command = cmd.iter().map(|s| s.to_string()).collect();
-        a.net_config = Some(self.net_config.clone());
-        a
-    }
-
     fn start(&self, cmd: &[&str]) -> (MonitorHandle, i32) {
         let mut h = spawn_monitor(&driver(), &self.args(cmd), true).unwrap();
         let pid = h.wait_ready().unwrap();
         (h, pid)
-    }
-
-    fn run(&self, cmd: &[&str]) -> Output {
-        Command::new(driver())
-            .arg(davit_run::monitor::MONITOR_ARG)
-            .args(self.args(cmd).to_args())
-            .output()
-            .unwrap()
-    }
-
-    fn attach(&self, cmd: &[&str]) -> Output {
-        Command::new(driver())
-            .arg("attach")
-            .arg(self.runtime())
-            .arg(&self.name)
-            .arg("--")
-            .args(cmd)
-            .output()
-            .unwrap()
     }
 
     fn stop(&self) {
@@ -257,14 +195,6 @@ impl Ct {
             _ => panic!("no IPv4 address: {ni:?}"),
         }
     }
-
-    fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        std::fs::read_dir("/sys/fs/cgroup")
-            .unwrap()
-            .map(|e| e.unwrap().path().join(&self.prefix))
-            .filter(|p| p.exists())
-            .collect()
-    }
 }
 
 impl Drop for Ct {
@@ -279,21 +209,7 @@ impl Drop for Ct {
                 halt_signal: None,
             },
         );
-        for d in self.cgroup_dirs() {
-            for sub in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                if let Ok(procs) = std::fs::read_to_string(sub.path().join("cgroup.procs")) {
-                    for p in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(p),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(100));
-                let _ = std::fs::remove_dir(sub.path());
-            }
-            let _ = std::fs::remove_dir(&d);
-        }
+        self.kill_cgroups();
     }
 }
 

@@ -2,39 +2,22 @@
 //! rootfs owned by the shifted ids, started through the example driver
 //! re-executed as the monitor. Under `CI=true` a missing privilege fails.
 mod common;
-use common::{driver, have_root, text, HOST_BASE};
+use common::{busybox_rootfs, driver, have_root, idmap_toml, lchown_tree, text, Ct, HOST_BASE};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use davit_run::monitor::{spawn_monitor, MonitorArgs};
+use davit_run::monitor::spawn_monitor;
 use davit_run::state::StateStore;
 use davit_run::stop::{stop, StopOptions, StopOutcome};
 use davit_run::ErrorKind;
 
 static N: AtomicUsize = AtomicUsize::new(0);
 
-/// One test container: a busybox rootfs, a config, a runtime dir and a
-/// unique cgroup prefix; everything is removed on drop.
-struct Ct {
-    tmp: tempfile::TempDir,
-    name: String,
-    prefix: String,
-}
-
-fn lchown_tree(p: &Path, uid: u32) {
-    let id = Some(nix::unistd::Uid::from_raw(uid));
-    let gid = Some(nix::unistd::Gid::from_raw(uid));
-    nix::unistd::fchownat(None, p, id, gid, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).unwrap();
-    if p.is_dir() && !p.is_symlink() {
-        for e in std::fs::read_dir(p).unwrap() {
-            lchown_tree(&e.unwrap().path(), uid);
-        }
-    }
-}
-
+/// A test container (common::Ct) on a busybox rootfs owned by the shifted
+/// ids; everything is removed on drop.
 impl Ct {
     fn new(tag: &str, config_extra: &str) -> Ct {
         Ct::with_rootfs(tag, config_extra, |_| {})
@@ -53,78 +36,26 @@ impl Ct {
         let name = format!("t{tag}{n}");
         let prefix = format!("davit-test-{}-{n}", std::process::id());
         let rootfs = tmp.path().join("rootfs");
-        for d in [
-            "bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "test",
-        ] {
-            std::fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-        for applet in String::from_utf8(list.stdout).unwrap().lines() {
-            if applet != "busybox" {
-                symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-            }
-        }
-        symlink("/bin/busybox", rootfs.join("sbin/init")).unwrap();
-        std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-        std::fs::write(rootfs.join("etc/group"), "root:x:0:\ntty:x:5:\n").unwrap();
+        busybox_rootfs(&rootfs);
         tweak(&rootfs);
         lchown_tree(&rootfs, base);
         let cfg = format!(
-            "name = \"{name}\"\nrootfs = \"{}\"\n{config_extra}\n\
-             [[idmap.uid]]\ncontainer = 0\nhost = {base}\nlen = 65536\n\
-             [[idmap.gid]]\ncontainer = 0\nhost = {base}\nlen = 65536\n",
-            rootfs.display()
+            "name = \"{name}\"\nrootfs = \"{}\"\n{config_extra}\n{}",
+            rootfs.display(),
+            idmap_toml(base)
         );
         std::fs::write(tmp.path().join("config.toml"), cfg).unwrap();
-        Ct { tmp, name, prefix }
-    }
-
-    fn runtime(&self) -> PathBuf {
-        self.tmp.path().join("run")
-    }
-
-    fn args(&self, cmd: &[&str]) -> MonitorArgs {
-        let mut a = MonitorArgs::new(self.tmp.path().join("config.toml"), self.runtime());
-        a.cgroup_prefix = self.prefix.clone();
-        a.command = cmd.iter().map(|s| s.to_string()).collect();
-        a
-    }
-
-    /// Run in the foreground and collect the output.
-    fn run(&self, cmd: &[&str]) -> Output {
-        Command::new(driver())
-            .arg(davit_run::monitor::MONITOR_ARG)
-            .args(self.args(cmd).to_args())
-            .output()
-            .unwrap()
-    }
-
-    fn attach(&self, cmd: &[&str]) -> Output {
-        Command::new(driver())
-            .arg("attach")
-            .arg(self.runtime())
-            .arg(&self.name)
-            .arg("--")
-            .args(cmd)
-            .output()
-            .unwrap()
-    }
-
-    fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        let mut v = Vec::new();
-        for e in std::fs::read_dir("/sys/fs/cgroup").unwrap() {
-            let p = e.unwrap().path().join(&self.prefix);
-            if p.exists() {
-                v.push(p);
-            }
+        Ct {
+            tmp,
+            name,
+            prefix,
+            net_config: None,
         }
-        v
     }
 
     fn assert_clean(&self) {
         assert_eq!(
-            self.cgroup_dirs(),
+            self.prefix_dirs(),
             Vec::<PathBuf>::new(),
             "cgroups left behind"
         );
@@ -142,24 +73,7 @@ impl Ct {
 
 impl Drop for Ct {
     fn drop(&mut self) {
-        // Kill and remove anything a failed test left in our cgroups.
-        for d in self.cgroup_dirs() {
-            for sub in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                if sub.path().is_dir() {
-                    if let Ok(procs) = std::fs::read_to_string(sub.path().join("cgroup.procs")) {
-                        for p in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
-                            let _ = nix::sys::signal::kill(
-                                nix::unistd::Pid::from_raw(p),
-                                nix::sys::signal::Signal::SIGKILL,
-                            );
-                        }
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                    let _ = std::fs::remove_dir(sub.path());
-                }
-            }
-            let _ = std::fs::remove_dir(&d);
-        }
+        self.kill_cgroups();
     }
 }
 
@@ -272,7 +186,7 @@ fn symlinked_proc_in_image_is_refused() {
         assert!(e.to_string().contains(&format!("/{dir}")), "{e}");
         assert_eq!(h.child.wait().unwrap().code(), Some(125));
         assert!(
-            ct.cgroup_dirs().is_empty(),
+            ct.prefix_dirs().is_empty(),
             "cgroup left after a refused start"
         );
         assert!(StateStore::new(&ct.runtime(), &ct.name)
@@ -309,7 +223,7 @@ fn detached_attach_and_stop_leave_nothing() {
         uid_line.split_whitespace().skip(1).all(|u| u == "100000"),
         "{uid_line}"
     );
-    assert!(!ct.cgroup_dirs().is_empty());
+    assert!(!ct.prefix_dirs().is_empty());
     let layout = davit_run::cgroup::Layout::detect().unwrap();
     let info = davit_run::info::info(&ct.runtime(), &ct.name, &layout).unwrap();
     assert_eq!(info.status, davit_run::state::Status::Running);
@@ -423,7 +337,7 @@ fn pids_limit_contains_a_fork_bomb() {
     let pid = h.wait_ready().unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     let pids = ct
-        .cgroup_dirs()
+        .prefix_dirs()
         .into_iter()
         .find(|d| d.starts_with("/sys/fs/cgroup/pids"))
         .unwrap();

@@ -10,13 +10,13 @@
 //! needed) when missing. The test unpacks it and shifts the ids to
 //! 100000-165535 itself. Under `CI=true` a missing privilege fails.
 mod common;
-use common::{driver, have_root, text, HOST_BASE};
+use common::{driver, have_root, idmap_toml, text, Ct, HOST_BASE};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use davit_run::monitor::{spawn_monitor, MonitorArgs};
+use davit_run::monitor::spawn_monitor;
 use davit_run::state::StateStore;
 use davit_run::stop::{stop, StopOptions, StopOutcome};
 
@@ -71,12 +71,7 @@ fn shift_tree(p: &Path, off: u32) {
     }
 }
 
-struct Ct {
-    tmp: tempfile::TempDir,
-    name: String,
-    prefix: String,
-}
-
+/// A test container (common::Ct) whose rootfs is the Debian image.
 impl Ct {
     fn new(tag: &str) -> Ct {
         let tmp = tempfile::tempdir().unwrap();
@@ -85,26 +80,12 @@ impl Ct {
             name: format!("{tag}{}", std::process::id()),
             prefix: format!("davit-test-{tag}-{}", std::process::id()),
             tmp,
+            net_config: None,
         }
-    }
-
-    fn runtime(&self) -> PathBuf {
-        self.tmp.path().join("run")
     }
 
     fn rootfs(&self) -> PathBuf {
         self.tmp.path().join("rootfs")
-    }
-
-    fn attach(&self, cmd: &[&str]) -> Output {
-        Command::new(driver())
-            .arg("attach")
-            .arg(self.runtime())
-            .arg(&self.name)
-            .arg("--")
-            .args(cmd)
-            .output()
-            .unwrap()
     }
 
     /// Our cgroup directories in every hierarchy, sub-cgroups included.
@@ -172,11 +153,10 @@ fn debian_boots_systemd_to_running_and_halts_cleanly() {
     );
     shift_tree(&ct.rootfs(), HOST_BASE);
     let cfg = format!(
-        "name = \"{}\"\nrootfs = \"{}\"\n\
-         [[idmap.uid]]\ncontainer = 0\nhost = {HOST_BASE}\nlen = 65536\n\
-         [[idmap.gid]]\ncontainer = 0\nhost = {HOST_BASE}\nlen = 65536\n",
+        "name = \"{}\"\nrootfs = \"{}\"\n{}",
         ct.name,
-        ct.rootfs().display()
+        ct.rootfs().display(),
+        idmap_toml(HOST_BASE)
     );
     boot_and_halt(&ct, &cfg);
 }
@@ -209,12 +189,11 @@ fn debian_boots_systemd_from_an_overlay_on_an_idmapped_base() {
         .unwrap();
     }
     let cfg = format!(
-        "name = \"{}\"\nrootfs = \"{}\"\n\
-         [[idmap.uid]]\ncontainer = 0\nhost = {HOST_BASE}\nlen = 65536\n\
-         [[idmap.gid]]\ncontainer = 0\nhost = {HOST_BASE}\nlen = 65536\n\
+        "name = \"{}\"\nrootfs = \"{}\"\n{}\
          [storage]\nbackend = \"overlay\"\nbase = \"{}\"\nupper = \"{}\"\nwork = \"{}\"\nidmapped_lower = true\n",
         ct.name,
         ct.rootfs().display(),
+        idmap_toml(HOST_BASE),
         base.display(),
         upper.display(),
         work.display()
@@ -272,10 +251,8 @@ fn tree_state(d: &Path) -> Vec<(PathBuf, u32, u32, u32, u64, i64)> {
 }
 
 fn boot_and_halt(ct: &Ct, cfg: &str) {
-    let cfg_path = ct.tmp.path().join("config.toml");
-    std::fs::write(&cfg_path, cfg).unwrap();
-    let mut args = MonitorArgs::new(&cfg_path, ct.runtime());
-    args.cgroup_prefix = ct.prefix.clone();
+    std::fs::write(ct.config_path(), cfg).unwrap();
+    let args = ct.args(&[]);
 
     let t0 = Instant::now();
     let mut h = spawn_monitor(&driver(), &args, true).unwrap();

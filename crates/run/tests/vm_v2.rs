@@ -17,14 +17,14 @@
 //! | `DAVIT_VM_DELEGATED` | as the user: the delegated subtree (relative to `/sys/fs/cgroup`) davit must pick |
 //! | `DAVIT_VM_FLAT` | as the user: another delegated cgroup, with no leaf and no controllers enabled |
 mod common;
-use common::{driver, text};
+use common::{driver, idmap_toml, text, Ct};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use davit_run::cgroup::{self, Layout, Mode, Version};
-use davit_run::monitor::{spawn_monitor, MonitorArgs, MONITOR_ARG};
+use davit_run::monitor::{spawn_monitor, MONITOR_ARG};
 use davit_run::state::{StateStore, Status};
 use davit_run::stop::{stop, StopOptions, StopOutcome};
 
@@ -65,14 +65,8 @@ fn keyed(text: &str, key: &str) -> Option<u64> {
 
 static N: AtomicUsize = AtomicUsize::new(0);
 
-/// One container on the shared VM rootfs: a config and a runtime dir in a
-/// temp dir, and a unique cgroup prefix.
-struct Ct {
-    tmp: tempfile::TempDir,
-    name: String,
-    prefix: String,
-}
-
+/// A container (common::Ct) on the shared VM rootfs: a config and a
+/// runtime dir in a temp dir, and a unique cgroup prefix.
 impl Ct {
     fn new(tag: &str, limits: &str) -> Ct {
         let tmp = tempfile::tempdir().unwrap();
@@ -82,23 +76,16 @@ impl Ct {
         let rootfs = env_or("DAVIT_VM_ROOTFS", "/vm/rootfs-root");
         let base = env_or("DAVIT_VM_IDBASE", "100000");
         let cfg = format!(
-            "name = \"{name}\"\nrootfs = \"{rootfs}\"\n[limits]\n{limits}\n\
-             [[idmap.uid]]\ncontainer = 0\nhost = {base}\nlen = 65536\n\
-             [[idmap.gid]]\ncontainer = 0\nhost = {base}\nlen = 65536\n"
+            "name = \"{name}\"\nrootfs = \"{rootfs}\"\n[limits]\n{limits}\n{}",
+            idmap_toml(base)
         );
         std::fs::write(tmp.path().join("config.toml"), cfg).unwrap();
-        Ct { tmp, name, prefix }
-    }
-
-    fn runtime(&self) -> PathBuf {
-        self.tmp.path().join("run")
-    }
-
-    fn args(&self, cmd: &[&str]) -> MonitorArgs {
-        let mut a = MonitorArgs::new(self.tmp.path().join("config.toml"), self.runtime());
-        a.cgroup_prefix = self.prefix.clone();
-        a.command = cmd.iter().map(|s| s.to_string()).collect();
-        a
+        Ct {
+            tmp,
+            name,
+            prefix,
+            net_config: None,
+        }
     }
 
     /// The prefix directory: at the root as root, under the delegated
@@ -114,25 +101,6 @@ impl Ct {
     /// Where the container's v2 cgroup must be.
     fn leaf(&self) -> PathBuf {
         self.prefix_dir().join(&self.name)
-    }
-
-    fn run(&self, cmd: &[&str]) -> Output {
-        Command::new(driver())
-            .arg(MONITOR_ARG)
-            .args(self.args(cmd).to_args())
-            .output()
-            .unwrap()
-    }
-
-    fn attach(&self, cmd: &[&str]) -> Output {
-        Command::new(driver())
-            .arg("attach")
-            .arg(self.runtime())
-            .arg(&self.name)
-            .arg("--")
-            .args(cmd)
-            .output()
-            .unwrap()
     }
 
     fn stop(&self, kill: bool) -> StopOutcome {

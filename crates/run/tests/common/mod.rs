@@ -40,3 +40,131 @@ pub fn driver() -> PathBuf {
 pub fn text(o: &[u8]) -> String {
     String::from_utf8_lossy(o).into_owned()
 }
+
+/// `lchown -R` to `uid:uid`, never following a link.
+pub fn lchown_tree(p: &std::path::Path, uid: u32) {
+    let id = Some(nix::unistd::Uid::from_raw(uid));
+    let gid = Some(nix::unistd::Gid::from_raw(uid));
+    nix::unistd::fchownat(None, p, id, gid, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).unwrap();
+    if p.is_dir() && !p.is_symlink() {
+        for e in std::fs::read_dir(p).unwrap() {
+            lchown_tree(&e.unwrap().path(), uid);
+        }
+    }
+}
+
+/// A minimal busybox rootfs at `rootfs`: the host's static busybox with a
+/// link per applet, `/sbin/init`, root in passwd and root and tty in group,
+/// and the usual empty directories. Owned by the caller (root) until
+/// [`lchown_tree`].
+pub fn busybox_rootfs(rootfs: &std::path::Path) {
+    use std::os::unix::fs::symlink;
+    for d in [
+        "bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "test",
+    ] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    let list = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .unwrap();
+    for applet in String::from_utf8(list.stdout).unwrap().lines() {
+        if applet != "busybox" {
+            symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+    }
+    symlink("/bin/busybox", rootfs.join("sbin/init")).unwrap();
+    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(rootfs.join("etc/group"), "root:x:0:\ntty:x:5:\n").unwrap();
+}
+
+/// The config's id map: container 0..65536 at host `base`, uids and gids.
+pub fn idmap_toml(base: impl std::fmt::Display) -> String {
+    format!(
+        "[[idmap.uid]]\ncontainer = 0\nhost = {base}\nlen = 65536\n\
+         [[idmap.gid]]\ncontainer = 0\nhost = {base}\nlen = 65536\n"
+    )
+}
+
+/// One test container: a temp dir holding `config.toml` and the runtime
+/// dir, its name and a unique cgroup prefix. Each test file builds the
+/// rootfs and config its own way, and adds its own checks and `Drop`.
+pub struct Ct {
+    pub tmp: tempfile::TempDir,
+    pub name: String,
+    pub prefix: String,
+    /// The host network config the monitor reads (net tests only).
+    pub net_config: Option<PathBuf>,
+}
+
+impl Ct {
+    pub fn config_path(&self) -> PathBuf {
+        self.tmp.path().join("config.toml")
+    }
+
+    pub fn runtime(&self) -> PathBuf {
+        self.tmp.path().join("run")
+    }
+
+    /// The monitor's arguments to run `cmd` (the configured init if empty).
+    pub fn args(&self, cmd: &[&str]) -> davit_run::monitor::MonitorArgs {
+        let mut a = davit_run::monitor::MonitorArgs::new(self.config_path(), self.runtime());
+        a.cgroup_prefix = self.prefix.clone();
+        a.command = cmd.iter().map(|s| s.to_string()).collect();
+        a.net_config = self.net_config.clone();
+        a
+    }
+
+    /// Run in the foreground through the driver and collect the output.
+    pub fn run(&self, cmd: &[&str]) -> std::process::Output {
+        std::process::Command::new(driver())
+            .arg(davit_run::monitor::MONITOR_ARG)
+            .args(self.args(cmd).to_args())
+            .output()
+            .unwrap()
+    }
+
+    /// This container's prefix directory in every cgroup hierarchy.
+    pub fn prefix_dirs(&self) -> Vec<PathBuf> {
+        std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .map(|e| e.unwrap().path().join(&self.prefix))
+            .filter(|p| p.exists())
+            .collect()
+    }
+
+    /// After a failed test: SIGKILL what is left in our cgroups (only ours,
+    /// by pid) and remove them.
+    pub fn kill_cgroups(&self) {
+        for d in self.prefix_dirs() {
+            for sub in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if !sub.path().is_dir() {
+                    continue;
+                }
+                if let Ok(procs) = std::fs::read_to_string(sub.path().join("cgroup.procs")) {
+                    for p in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(p),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                let _ = std::fs::remove_dir(sub.path());
+            }
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+
+    pub fn attach(&self, cmd: &[&str]) -> std::process::Output {
+        std::process::Command::new(driver())
+            .arg("attach")
+            .arg(self.runtime())
+            .arg(&self.name)
+            .arg("--")
+            .args(cmd)
+            .output()
+            .unwrap()
+    }
+}
