@@ -747,3 +747,61 @@ pub fn user_readable_tree(tag: &str) -> tempfile::TempDir {
     ok(Command::new("chmod").args(["-R", "a+rX"]).arg(t.path()));
     t
 }
+
+/// `create NAME busybox 1.36 amd64 --network none --server SERVER --keyring KEY`.
+pub fn busybox_create_args(name: &str, server: &str, key: &Path) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = [
+        "create",
+        name,
+        "busybox",
+        "1.36",
+        "amd64",
+        "--network",
+        "none",
+        "--server",
+        server,
+        "--keyring",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    v.push(key.into());
+    v
+}
+
+/// The plain test user with a copy of the fixture server it can read and
+/// a home of its own for its XDG directories (containers under
+/// `home/data/davit`).
+pub struct UserSetup {
+    pub t: tempfile::TempDir,
+    pub home: PathBuf,
+    pub server: String,
+    pub key: PathBuf,
+}
+
+impl UserSetup {
+    pub fn new(tag: &str) -> UserSetup {
+        let t = user_readable_tree(tag);
+        UserSetup {
+            home: t.path().join("home"),
+            server: format!("file://{}", t.path().join("tree").display()),
+            key: t.path().join("key.asc"),
+            t,
+        }
+    }
+
+    /// `davit ARGS…` as the user.
+    pub fn davit(&self, args: &[&str]) -> Command {
+        let mut c = plain_user().davit(&self.home);
+        c.args(args);
+        c
+    }
+
+    /// `davit create NAME` of the fixture's busybox image, as the user.
+    pub fn create(&self, name: &str, extra: &[&str]) -> Output {
+        run(self
+            .davit(&[])
+            .args(busybox_create_args(name, &self.server, &self.key))
+            .args(extra))
+    }
+}

@@ -59,22 +59,11 @@ impl Env {
 
     pub fn create(&self, name: &str, extra: &[&str]) -> Output {
         let f = fixture();
-        let mut c = self.davit();
-        c.args([
-            "create",
-            name,
-            "busybox",
-            "1.36",
-            "amd64",
-            "--network",
-            "none",
-            "--server",
-            &format!("file://{}", f.tree_a.display()),
-            "--keyring",
-        ])
-        .arg(&f.key.public)
-        .args(extra);
-        run(&mut c)
+        let server = format!("file://{}", f.tree_a.display());
+        run(self
+            .davit()
+            .args(busybox_create_args(name, &server, &f.key.public))
+            .args(extra))
     }
 
     /// Cgroup directories under this test's prefix, in every hierarchy.
@@ -433,32 +422,10 @@ fn plain_user_lifecycle_through_newuidmap() {
         return;
     }
     let u = plain_user();
-    let t = user_readable_tree("user");
-    let tree = t.path().join("tree");
-    let home = t.path().join("home");
-    let server = format!("file://{}", tree.display());
-    let key = t.path().join("key.asc");
-    let d = |args: &[&str]| {
-        let mut c = u.davit(&home);
-        c.args(args);
-        c
-    };
-    let out = run(d(&[
-        "create",
-        "u1",
-        "busybox",
-        "1.36",
-        "amd64",
-        "--network",
-        "none",
-        "--storage",
-        "dir",
-        "--server",
-        &server,
-        "--keyring",
-        key.to_str().unwrap(),
-    ])
-    .arg("--json"));
+    let us = UserSetup::new("user");
+    let home = &us.home;
+    let d = |args: &[&str]| us.davit(args);
+    let out = us.create("u1", &["--storage", "dir", "--json"]);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     let v = json(&out);
     // Device nodes cannot be made unprivileged: skipped and reported.
@@ -623,10 +590,24 @@ fn check_reports_every_item_and_how_to_fix_what_is_missing() {
         "pidfd",
         "idmapped mounts",
         "gpg (signature checks)",
+        "storage",
     ] {
         assert!(
             names.iter().any(|n| n.starts_with(want)),
             "{want} missing from {names:?}"
+        );
+    }
+    // As root on this host (overlayfs, an idmappable ext4 under /tmp): the
+    // backend `create` would pick.
+    let storage = items.iter().find(|i| i["item"] == "storage").unwrap();
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(storage["ok"], true, "{storage}");
+        assert!(
+            storage["detail"]
+                .as_str()
+                .unwrap()
+                .contains("idmapped lower layer"),
+            "{storage}"
         );
     }
     for i in items {

@@ -270,32 +270,12 @@ fn plain_user_overlay_shares_a_base_shifted_into_its_range() {
         return;
     }
     let u = plain_user();
-    let t = user_readable_tree("uovl");
-    let tree = t.path().join("tree");
-    let home = t.path().join("home");
-    let server = format!("file://{}", tree.display());
-    let key = t.path().join("key.asc");
-    let d = |args: &[&str]| {
-        let mut c = u.davit(&home);
-        c.args(args);
-        c
-    };
+    let us = UserSetup::new("uovl");
+    let home = &us.home;
+    let d = |args: &[&str]| us.davit(args);
     let mut base_key = String::new();
     for n in ["u1", "u2"] {
-        let out = run(&mut d(&[
-            "create",
-            n,
-            "busybox",
-            "1.36",
-            "amd64",
-            "--network",
-            "none",
-            "--server",
-            &server,
-            "--keyring",
-            key.to_str().unwrap(),
-            "--json",
-        ]));
+        let out = us.create(n, &["--json"]);
         assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
         let v = json(&out);
         assert_eq!(v["storage"], "overlay", "{v}");
@@ -311,7 +291,7 @@ fn plain_user_overlay_shares_a_base_shifted_into_its_range() {
         u.subuid,
         "a plain user's base is shifted into its range"
     );
-    let digest = base_digest(&mut u.davit(&home));
+    let digest = base_digest(&mut u.davit(home));
 
     ok(&mut d(&["start", "-d", "u1"]));
     let v = json(&ok(&mut d(&["info", "u1", "--json"])));
@@ -345,7 +325,7 @@ fn plain_user_overlay_shares_a_base_shifted_into_its_range() {
         ["has-ls", "0"]
     );
     ok(&mut d(&["stop", "u1", "-k"]));
-    assert_eq!(base_digest(&mut u.davit(&home)), digest, "the base changed");
+    assert_eq!(base_digest(&mut u.davit(home)), digest, "the base changed");
     ok(&mut d(&["check", "--verify", "u2"]));
 
     // A plain user's copy is made inside its user namespace: the clone has
@@ -395,26 +375,13 @@ fn without_idmapped_mounts_root_falls_back_to_a_shifted_base_and_says_so() {
     ok(Command::new("truncate").args(["-s", "64M"]).arg(&img));
     ok(Command::new("mkfs.ext2").arg("-q").arg(&img));
     let f = fixture();
-    let create = env
-        .davit()
-        .args([
-            "create",
-            "fb",
-            "busybox",
-            "1.36",
-            "amd64",
-            "--network",
-            "none",
-            "--json",
-            "--server",
-            &format!("file://{}", f.tree_a.display()),
-            "--keyring",
-        ])
-        .arg(&f.key.public)
-        .get_args()
+    let server = format!("file://{}", f.tree_a.display());
+    let create = busybox_create_args("fb", &server, &f.key.public)
+        .iter()
         .map(|a| format!("'{}'", a.to_string_lossy()))
         .collect::<Vec<_>>()
-        .join(" ");
+        .join(" ")
+        + " --json";
     let bin = davit_bin().display().to_string();
     let script = format!(
         "set -e; mount --make-rprivate /; mount -o loop '{img}' '{mnt}'; \
