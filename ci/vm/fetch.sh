@@ -7,19 +7,26 @@
 #     `apt-get install qemu-system-x86`; when apt refuses that (this machine
 #     carries a backported qemu-utils that Breaks bookworm's
 #     qemu-system-common), qemu-system-x86, qemu-system-data and seabios are
-#     unpacked into $DAVIT_VM_CACHE/qemu (with qemu-system-common, whose
+#     unpacked into $DAVIT_VM_CACHE/qemu-root (with qemu-system-common, whose
 #     accel-tcg module TCG needs: QEMU_MODULE_DIR) and only their plain
 #     library dependencies are installed (apt-get runs with --no-remove:
 #     it never removes or downgrades a package of the host);
 #   - cpio, busybox-static, uidmap (newuidmap/newgidmap) and util-linux's
 #     setpriv, installed with apt-get.
+# The kernel and the unpacked qemu are each built once under a lock
+# (scripts/lib/cache.sh), so lanes that start at once from an empty cache
+# download them once, and a download killed half way is never taken for a
+# finished one.
 # Prints shell assignments (KERNEL_DIR=..., QEMU=..., QEMU_DATA=...) on
 # stdout for run.sh to eval; everything else goes to stderr.
 set -euo pipefail
 
-CACHE=${DAVIT_VM_CACHE:-/var/cache/davit-test/vm}
+CACHE=${DAVIT_VM_CACHE:-${DAVIT_TEST_CACHE:-/var/cache/davit-test}/vm}
 mkdir -p "$CACHE"
 log() { echo "vm-fetch: $*" >&2; }
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../../scripts/lib/cache.sh
+. "$here/../../scripts/lib/cache.sh"
 
 export DEBIAN_FRONTEND=noninteractive
 apt_updated=0
@@ -33,7 +40,7 @@ apt_update() {
 apt_install() {
     apt_update
     log "apt-get install $*"
-    apt-get install -y -qq --no-install-recommends --no-remove "$@" >&2
+    apt-get install -y -qq --no-install-recommends --no-remove -o DPkg::Lock::Timeout=600 "$@" >&2
 }
 
 # Host tools that build the initramfs.
@@ -61,59 +68,63 @@ if [ -z "${DAVIT_VM_KERNEL_PKG:-}" ]; then
     fi
 fi
 kdir="$CACHE/kernel/$DAVIT_VM_KERNEL_PKG"
+# cache_build's builder: the kernel package unpacked into $CACHE_TMP.
+unpack_kernel() {
+    # Beside CACHE_TMP, so a killed download is swept with it.
+    local dl=$CACHE_TMP.dl
+    mkdir -p "$dl"
+    trap 'rm -rf "$dl"' EXIT
+    log "apt-get download $DAVIT_VM_KERNEL_PKG"
+    (cd "$dl" && chmod 755 . && apt-get download -q "$DAVIT_VM_KERNEL_PKG" >&2)
+    mkdir -p "$dl/x" "$CACHE_TMP"
+    dpkg-deb -x "$dl"/*.deb "$dl/x"
+    cp "$dl"/x/boot/vmlinuz-* "$CACHE_TMP/vmlinuz"
+    cp "$dl"/x/boot/config-* "$CACHE_TMP/config"
+    mv "$dl"/x/lib/modules "$CACHE_TMP/modules"
+}
 if [ ! -f "$kdir/vmlinuz" ]; then
     apt_update
-    tmp=$(mktemp -d "$CACHE/.dl.XXXXXX")
-    trap 'rm -rf "$tmp"' EXIT
-    log "apt-get download $DAVIT_VM_KERNEL_PKG"
-    (cd "$tmp" && chmod 755 . && apt-get download -q "$DAVIT_VM_KERNEL_PKG" >&2)
-    mkdir -p "$tmp/x"
-    dpkg-deb -x "$tmp"/*.deb "$tmp/x"
-    rm -rf "$kdir.new"
-    mkdir -p "$kdir.new"
-    cp "$tmp"/x/boot/vmlinuz-* "$kdir.new/vmlinuz"
-    cp "$tmp"/x/boot/config-* "$kdir.new/config"
-    mv "$tmp"/x/lib/modules "$kdir.new/modules"
-    rm -rf "$kdir"
-    mv "$kdir.new" "$kdir"
-    rm -rf "$tmp"
-    trap - EXIT
+    cache_build "$kdir" unpack_kernel
 fi
-echo "$DAVIT_VM_KERNEL_PKG" >"$kpkg_file"
+echo "$DAVIT_VM_KERNEL_PKG" >"$kpkg_file.$$"
+mv -f "$kpkg_file.$$" "$kpkg_file"
 
-# qemu.
+# qemu. cache_build's builder: the qemu packages unpacked into $CACHE_TMP.
+unpack_qemu() {
+    local dl=$CACHE_TMP.dl d
+    mkdir -p "$dl"
+    trap 'rm -rf "$dl"' EXIT
+    (cd "$dl" && chmod 755 . \
+        && apt-get download -q qemu-system-x86 qemu-system-common qemu-system-data seabios >&2)
+    mkdir -p "$CACHE_TMP"
+    for d in "$dl"/*.deb; do dpkg-deb -x "$d" "$CACHE_TMP"; done
+}
+# (qemu-root: the name an unlocked, older fetch never used.)
+qroot=$CACHE/qemu-root
 qemu="" qemu_data="" qemu_modules=""
 if command -v qemu-system-x86_64 >/dev/null; then
     qemu=$(command -v qemu-system-x86_64)
-elif [ -x "$CACHE/qemu/usr/bin/qemu-system-x86_64" ] \
-    && [ -f "$CACHE/qemu/usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so" ] \
-    && ! ldd "$CACHE/qemu/usr/bin/qemu-system-x86_64" | grep -q 'not found'; then
-    qemu="$CACHE/qemu/usr/bin/qemu-system-x86_64"
-    qemu_data="$CACHE/qemu/usr/share/qemu:$CACHE/qemu/usr/share/seabios"
-    qemu_modules="$CACHE/qemu/usr/lib/x86_64-linux-gnu/qemu"
+elif [ -x "$qroot/usr/bin/qemu-system-x86_64" ] \
+    && [ -f "$qroot/usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so" ] \
+    && ! ldd "$qroot/usr/bin/qemu-system-x86_64" | grep -q 'not found'; then
+    qemu="$qroot/usr/bin/qemu-system-x86_64"
+    qemu_data="$qroot/usr/share/qemu:$qroot/usr/share/seabios"
+    qemu_modules="$qroot/usr/lib/x86_64-linux-gnu/qemu"
 else
     if apt_install qemu-system-x86 2>/dev/null; then
         qemu=$(command -v qemu-system-x86_64)
     else
         log "apt-get install qemu-system-x86 refused (held or conflicting qemu-utils?):"
-        log "unpacking qemu-system-x86 into $CACHE/qemu instead"
-        tmp=$(mktemp -d "$CACHE/.dl.XXXXXX")
-        trap 'rm -rf "$tmp"' EXIT
-        (cd "$tmp" && chmod 755 . \
-            && apt-get download -q qemu-system-x86 qemu-system-common qemu-system-data seabios >&2)
-        rm -rf "$CACHE/qemu"
-        mkdir -p "$CACHE/qemu"
-        for d in "$tmp"/*.deb; do dpkg-deb -x "$d" "$CACHE/qemu"; done
-        rm -rf "$tmp"
-        trap - EXIT
+        log "unpacking qemu-system-x86 into $qroot instead"
+        cache_build "$qroot" unpack_qemu
         # Its plain library dependencies install without conflicts.
         libs=$(apt-cache depends qemu-system-x86 \
             | awk '/ Depends: lib/ {print $2}' | sort -u)
         # shellcheck disable=SC2086
         apt_install $libs
-        qemu="$CACHE/qemu/usr/bin/qemu-system-x86_64"
-        qemu_data="$CACHE/qemu/usr/share/qemu:$CACHE/qemu/usr/share/seabios"
-        qemu_modules="$CACHE/qemu/usr/lib/x86_64-linux-gnu/qemu"
+        qemu="$qroot/usr/bin/qemu-system-x86_64"
+        qemu_data="$qroot/usr/share/qemu:$qroot/usr/share/seabios"
+        qemu_modules="$qroot/usr/lib/x86_64-linux-gnu/qemu"
         if ldd "$qemu" | grep 'not found' >&2; then
             log "qemu still misses libraries"
             exit 1

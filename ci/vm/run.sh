@@ -5,7 +5,8 @@
 #   bash ci/vm/run.sh
 #
 # 1. fetch.sh: the kernel (apt-get download + dpkg-deb -x, cached under
-#    $DAVIT_VM_CACHE, default /var/cache/davit-test/vm), qemu and the tools;
+#    $DAVIT_VM_CACHE, default $DAVIT_TEST_CACHE/vm, /var/cache/davit-test/vm),
+#    qemu and the tools, each built once under a lock;
 # 2. cargo builds the vm_v2, cgroup_v1 and real test binaries, the example
 #    driver and davit;
 # 3. mkinitramfs.sh packs them with busybox, newuidmap and a rootfs;
@@ -23,7 +24,7 @@ set -euo pipefail
 t0=$(date +%s)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-export DAVIT_VM_CACHE=${DAVIT_VM_CACHE:-/var/cache/davit-test/vm}
+export DAVIT_VM_CACHE=${DAVIT_VM_CACHE:-${DAVIT_TEST_CACHE:-/var/cache/davit-test}/vm}
 timeout_s=${DAVIT_VM_TIMEOUT:-240}
 say() { echo "vm: $*"; }
 die() {

@@ -78,18 +78,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-tarball=
-if [ -n "$cache" ] && [ -s "$cache/debian-$release-$arch-$cache_key.tar" ]; then
-  tarball=$cache/debian-$release-$arch-$cache_key.tar
-  echo "build.sh: reusing $tarball" >&2
-else
+# mmdebstrap writes the rootfs tarball to $CACHE_TMP (cache_build's contract:
+# scripts/lib/cache.sh).
+build_tarball() {
   if ! command -v mmdebstrap >/dev/null; then
     apt-get update
-    apt-get install -y --no-install-recommends mmdebstrap
+    apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=600 mmdebstrap
   fi
+  local start
   start=$(date +%s)
   # The hooks run outside the chroot with $1 = the rootfs.
-  mmdebstrap --mode=root --variant=minbase --arch="$arch" \
+  mmdebstrap --mode=root --variant=minbase --arch="$arch" --format=tar \
     --include="$packages" \
     --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/doc/*' \
@@ -99,15 +98,21 @@ else
     --customize-hook='printf "127.0.0.1\tlocalhost\n127.0.1.1\tLXC_NAME\n::1\tlocalhost ip6-localhost ip6-loopback\n" >"$1/etc/hosts"' \
     --customize-hook='rm -f "$1/etc/machine-id" "$1/var/lib/dbus/machine-id"; : >"$1/etc/machine-id"' \
     --customize-hook='rm -rf "$1/var/cache/apt/"*.bin "$1/var/lib/apt/lists/"*' \
-    "$release" "$work/rootfs.tar" "$mirror"
+    "$release" "$CACHE_TMP" "$mirror"
   echo "build.sh: mmdebstrap took $(( $(date +%s) - start )) s" >&2
+}
+
+if [ -n "$cache" ]; then
+  # Built once under a lock, whoever asks at the same time; a build killed
+  # half way leaves nothing that a later run takes for a tarball.
+  # shellcheck source=../../scripts/lib/cache.sh
+  . "$(dirname "$self")/../../scripts/lib/cache.sh"
+  tarball=$cache/debian-$release-$arch-$cache_key.tar
+  [ -s "$tarball" ] && echo "build.sh: reusing $tarball" >&2
+  cache_build "$tarball" build_tarball
+else
   tarball=$work/rootfs.tar
-  if [ -n "$cache" ]; then
-    mkdir -p "$cache"
-    cp "$tarball" "$cache/.debian-$release-$arch-$cache_key.tar.tmp"
-    mv "$cache/.debian-$release-$arch-$cache_key.tar.tmp" "$cache/debian-$release-$arch-$cache_key.tar"
-    tarball=$cache/debian-$release-$arch-$cache_key.tar
-  fi
+  CACHE_TMP=$tarball build_tarball
 fi
 
 if [ -n "$tarball_only" ]; then

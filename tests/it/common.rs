@@ -604,49 +604,21 @@ pub struct PlainUser {
 pub fn plain_user() -> &'static PlainUser {
     static U: OnceLock<PlainUser> = OnceLock::new();
     U.get_or_init(|| {
-        let name = "davit-it";
-        if !run(Command::new("id").arg("-u").arg(name)).status.success() {
-            ok(Command::new("useradd").args(["--create-home", "--shell", "/bin/sh", name]));
-        }
-        let uid: u32 = stdout(&ok(Command::new("id").arg("-u").arg(name)))
-            .trim()
-            .parse()
-            .unwrap();
-        let gid: u32 = stdout(&ok(Command::new("id").arg("-g").arg(name)))
-            .trim()
-            .parse()
-            .unwrap();
-        let home = PathBuf::from(format!("/home/{name}"));
-        for f in ["/etc/subuid", "/etc/subgid"] {
-            let cur = std::fs::read_to_string(f).unwrap_or_default();
-            if !cur.lines().any(|l| l.starts_with(&format!("{name}:"))) {
-                let mut fh = std::fs::OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .open(f)
-                    .unwrap();
-                writeln!(fh, "{name}:1065536:65536").unwrap();
-            }
-        }
-        let subuid = std::fs::read_to_string("/etc/subuid")
-            .unwrap()
-            .lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                if f.len() == 3 && f[0] == name && f[2].parse::<u32>().ok()? >= 65536 {
-                    f[1].parse::<u32>().ok()
-                } else {
-                    None
-                }
-            })
-            .next()
-            .expect("a subuid range");
+        // Created once under a machine-wide lock (davit-testkit), whichever
+        // test binary asks first.
+        let u = davit_testkit::ensure_user(&davit_testkit::UserSpec {
+            name: "davit-it",
+            create_home: true,
+            system: false,
+            shell: "/bin/sh",
+            subids: davit_testkit::Subids::KeepOr(1_065_536),
+        });
         PlainUser {
-            name: name.into(),
-            uid,
-            gid,
-            home,
-            subuid,
+            name: u.name,
+            uid: u.uid,
+            gid: u.gid,
+            home: u.home,
+            subuid: u.subuid,
         }
     })
 }

@@ -6,13 +6,12 @@
 mod common;
 use common::{busybox_rootfs, driver, have_root, idmap_toml, lchown_tree, text, Ct, HOST_BASE};
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use davit_run::monitor::{spawn_monitor, MonitorHandle};
@@ -536,36 +535,22 @@ fn user_mode_with_pasta_configures_the_namespace() {
 // ---------------------------------------------------------------------------
 // Plain users: the setuid helper and its quota.
 
-static USER_SETUP: Mutex<()> = Mutex::new(());
-
-/// Create `davit-net` with a subordinate range, idempotently; returns its uid.
+/// Create `davit-net` with a subordinate range at `NET_USER_BASE`,
+/// idempotently, under a machine-wide lock (davit-testkit); returns its uid.
 fn net_user() -> u32 {
-    let _g = USER_SETUP.lock().unwrap();
-    if nix::unistd::User::from_name(NET_USER).unwrap().is_none() {
-        let st = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-            ])
-            .arg(NET_USER)
-            .status()
-            .unwrap();
-        assert!(st.success(), "useradd {NET_USER}");
-    }
-    for f in ["/etc/subuid", "/etc/subgid"] {
-        let t = std::fs::read_to_string(f).unwrap_or_default();
-        if !t.lines().any(|l| l.starts_with(&format!("{NET_USER}:"))) {
-            let mut fh = std::fs::OpenOptions::new().append(true).open(f).unwrap();
-            writeln!(fh, "{NET_USER}:{NET_USER_BASE}:65536").unwrap();
-        }
-    }
-    nix::unistd::User::from_name(NET_USER)
-        .unwrap()
-        .unwrap()
-        .uid
-        .as_raw()
+    let u = davit_testkit::ensure_user(&davit_testkit::UserSpec {
+        name: NET_USER,
+        create_home: false,
+        system: true,
+        shell: "/usr/sbin/nologin",
+        subids: davit_testkit::Subids::KeepOr(NET_USER_BASE),
+    });
+    assert_eq!(
+        (u.subuid, u.subgid),
+        (NET_USER_BASE, NET_USER_BASE),
+        "{NET_USER} has another subordinate range in /etc/subuid or /etc/subgid than the tests expect"
+    );
+    u.uid
 }
 
 /// The helper installed setuid root in the test dir, the usernet quota

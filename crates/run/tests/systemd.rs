@@ -5,7 +5,7 @@
 //! cgroup, mount, process or state behind.
 //!
 //! The rootfs comes from `images/debian/build.sh`, which keeps its tarball
-//! in `DAVIT_DEBIAN_CACHE` (default `/var/cache/davit-test/debian`) keyed by a
+//! in `DAVIT_DEBIAN_CACHE` (default `$DAVIT_TEST_CACHE/debian`) keyed by a
 //! hash of the recipe, and builds it (mmdebstrap, a few minutes, apt mirror
 //! needed) when missing. The test unpacks it and shifts the ids to
 //! 100000-165535 itself. Under `CI=true` a missing privilege fails.
@@ -23,9 +23,8 @@ use davit_run::stop::{stop, StopOptions, StopOutcome};
 /// Unpack the cached Debian tarball (building it first when the cache has
 /// none for this recipe) into `dest`, owned by real root.
 fn debian_rootfs(dest: &Path) {
-    let cache = std::env::var_os("DAVIT_DEBIAN_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/davit-test/debian"));
+    // build.sh builds it once under a lock: both tests here ask at once.
+    let cache = davit_testkit::debian_cache();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images/debian/build.sh");
     let t = Instant::now();
     let out = Command::new("bash")

@@ -230,96 +230,19 @@ pub fn example_bin() -> PathBuf {
     p
 }
 
-/// The plain test user (created if missing) and its subordinate ranges.
-#[derive(Debug, Clone)]
-pub struct TestUser {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub subuid: u32,
-    pub subgid: u32,
-}
-
-fn sh(cmd: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Finds `name`'s range in a subid file, or appends one after every
-/// existing range (never rewriting existing lines).
-fn ensure_subid(path: &str, name: &str) -> u32 {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut top: u64 = 2_000_000;
-    for l in text.lines() {
-        let f: Vec<&str> = l.trim().split(':').collect();
-        if f.len() != 3 {
-            continue;
-        }
-        let (Ok(s), Ok(n)) = (f[1].parse::<u64>(), f[2].parse::<u64>()) else {
-            continue;
-        };
-        if f[0] == name && n >= 65536 {
-            return s as u32;
-        }
-        top = top.max(s + n);
-    }
-    let start = top.div_ceil(65536) * 65536;
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    if !text.is_empty() && !text.ends_with('\n') {
-        writeln!(f).unwrap();
-    }
-    writeln!(f, "{name}:{start}:65536").unwrap();
-    start as u32
-}
+pub use davit_testkit::TestUser;
 
 /// Creates `davit-test` if needed and gives it `/etc/subuid` and
-/// `/etc/subgid` ranges (idempotent; existing lines are kept).
+/// `/etc/subgid` ranges after every existing one (idempotent; existing
+/// lines are kept), once under a machine-wide lock (davit-testkit).
 pub fn test_user() -> TestUser {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let name = "davit-test";
-    if std::process::Command::new("id")
-        .arg("-u")
-        .arg(name)
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap_or(true)
-    {
-        sh(
-            "useradd",
-            &[
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                "--user-group",
-                name,
-            ],
-        );
-    }
-    let uid = sh("id", &["-u", name]).parse().unwrap();
-    let gid = sh("id", &["-g", name]).parse().unwrap();
-    let subuid = ensure_subid("/etc/subuid", name);
-    let subgid = ensure_subid("/etc/subgid", name);
-    TestUser {
-        name: name.into(),
-        uid,
-        gid,
-        subuid,
-        subgid,
-    }
+    davit_testkit::ensure_user(&davit_testkit::UserSpec {
+        name: "davit-test",
+        create_home: false,
+        system: false,
+        shell: "/usr/sbin/nologin",
+        subids: davit_testkit::Subids::KeepOrAfterAll,
+    })
 }
 
 /// `setpriv` prefix that runs a command as the test user.
