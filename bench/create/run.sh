@@ -24,7 +24,8 @@
 # and overlay first start / dir first start (target <= 1.0).
 #
 # The image: the Debian bookworm rootfs tarball that images/debian/build.sh
-# keeps in /var/cache/davit-test/debian (DEBIAN_TARBALL=path overrides),
+# keeps in $DAVIT_DEBIAN_CACHE (default $DAVIT_TEST_CACHE/debian, i.e.
+# /var/cache/davit-test/debian; DEBIAN_TARBALL=path overrides),
 # published with `davit publish` and a throwaway GnuPG key into a temporary
 # tree and served by `davit serve` over HTTPS on 127.0.0.1 (LXC's download
 # template only speaks https; a throwaway CA is trusted through WGETRC for
@@ -218,12 +219,13 @@ done
 DAVIT_BIN=$(readlink -f "${DAVIT:-$repo/target/release/davit}")
 [ -x "$DAVIT_BIN" ] || { echo "run.sh: no davit at $DAVIT_BIN (cargo build --release --workspace --bins, or DAVIT=path)" >&2; exit 1; }
 [ -x "$(dirname "$DAVIT_BIN")/davit-monitor" ] || { echo "run.sh: no davit-monitor beside $DAVIT_BIN" >&2; exit 1; }
+debian_cache=${DAVIT_DEBIAN_CACHE:-${DAVIT_TEST_CACHE:-/var/cache/davit-test}/debian}
 if [ -z "${DEBIAN_TARBALL:-}" ]; then
   # shellcheck disable=SC2012 # the newest; the names are ours
-  DEBIAN_TARBALL=$(ls -t /var/cache/davit-test/debian/debian-bookworm-amd64-*.tar 2>/dev/null | head -1 || true)
+  DEBIAN_TARBALL=$(ls -t "$debian_cache"/debian-bookworm-amd64-*.tar 2>/dev/null | head -1 || true)
 fi
 [ -s "${DEBIAN_TARBALL:-}" ] || {
-  echo "run.sh: no Debian tarball; make one with images/debian/build.sh --cache /var/cache/davit-test/debian --tarball-only /dev/null (or set DEBIAN_TARBALL)" >&2
+  echo "run.sh: no Debian tarball; make one with images/debian/build.sh --cache $debian_cache --tarball-only /dev/null (or set DEBIAN_TARBALL)" >&2
   exit 1
 }
 export DAVIT_BIN DEBIAN_TARBALL

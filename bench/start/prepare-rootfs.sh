@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make the Debian rootfs the benchmarks use: images/debian/build.sh (reusing
-# its cache, default /var/cache/davit-test/debian like the systemd test), then
+# its cache, $DAVIT_DEBIAN_CACHE or $DAVIT_TEST_CACHE/debian like the systemd
+# test, default /var/cache/davit-test/debian), then
 # shift every owner by 100000 as `davit create` will (setuid bits kept).
 #
 #   bench/start/prepare-rootfs.sh DIR
@@ -8,7 +9,7 @@ set -euo pipefail
 dir=${1:?usage: prepare-rootfs.sh DIR}
 [ ! -e "$dir" ] || { echo "prepare-rootfs.sh: $dir exists" >&2; exit 1; }
 here=$(dirname "$(readlink -f "$0")")
-"$here/../../images/debian/build.sh" --cache "${DAVIT_DEBIAN_CACHE:-/var/cache/davit-test/debian}" --rootfs-only "$dir"
+"$here/../../images/debian/build.sh" --cache "${DAVIT_DEBIAN_CACHE:-${DAVIT_TEST_CACHE:-/var/cache/davit-test}/debian}" --rootfs-only "$dir"
 python3 - "$dir" 100000 <<'PY'
 import os, sys
 root, off = sys.argv[1], int(sys.argv[2])

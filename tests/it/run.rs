@@ -700,7 +700,23 @@ fn bridge_network_through_the_cli() {
     let master = stdout(&ok(Command::new("ip").args(["-o", "link", "show", &link])));
     assert!(master.contains(&format!("master {}", br.name)), "{master}");
     // B talks TCP to A with busybox nc; the host reaches A too.
-    ok(&mut d(&["attach", "na", "--", "sh", "-c", "nc -l -p 5000 >/tmp/from-b 2>/dev/null </dev/null & nc -l -p 5001 >/tmp/from-host 2>/dev/null </dev/null & sleep 0.3"]));
+    ok(&mut d(&["attach", "na", "--", "sh", "-c", "nc -l -p 5000 >/tmp/from-b 2>/dev/null </dev/null & nc -l -p 5001 >/tmp/from-host 2>/dev/null </dev/null &"]));
+    // Connect only once both listen (ports 5000 and 5001 are 1388 and 1389
+    // in /proc/net/tcp, state 0A): a fixed sleep lost the race on a loaded
+    // machine, and B's single connection was refused.
+    let listening = wait_for(std::time::Duration::from_secs(10), || {
+        run(&mut d(&[
+            "attach",
+            "na",
+            "--",
+            "sh",
+            "-c",
+            "grep -q ':1388 00000000:0000 0A' /proc/net/tcp && grep -q ':1389 00000000:0000 0A' /proc/net/tcp",
+        ]))
+        .status
+        .success()
+    });
+    assert!(listening, "nc in na never listened on 5000 and 5001");
     ok(&mut d(&[
         "attach",
         "nb",
