@@ -70,6 +70,9 @@ pub fn bases_dir() -> PathBuf {
 }
 
 /// `/run/davit` or `$XDG_RUNTIME_DIR/davit`; `DAVIT_RUNTIME_DIR` overrides it.
+/// Without `XDG_RUNTIME_DIR`, `$TMPDIR/davit-UID`, made 0700 here; one
+/// that someone else made is refused when its state is read
+/// (`StateStore::check_trusted`).
 pub fn runtime_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("DAVIT_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
@@ -79,7 +82,14 @@ pub fn runtime_dir() -> PathBuf {
     }
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(v) if PathBuf::from(&v).is_absolute() => PathBuf::from(v).join("davit"),
-        _ => std::env::temp_dir().join(format!("davit-{}", nix::unistd::getuid())),
+        _ => {
+            let d = std::env::temp_dir().join(format!("davit-{}", nix::unistd::getuid()));
+            // Private from the first mkdir; an existing one is checked, not
+            // changed.
+            let _ = std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+                .create(&d);
+            d
+        }
     }
 }
 

@@ -702,8 +702,8 @@ fn bridge_network_through_the_cli() {
     // B talks TCP to A with busybox nc; the host reaches A too.
     ok(&mut d(&["attach", "na", "--", "sh", "-c", "nc -l -p 5000 >/tmp/from-b 2>/dev/null </dev/null & nc -l -p 5001 >/tmp/from-host 2>/dev/null </dev/null &"]));
     // Connect only once both listen (ports 5000 and 5001 are 1388 and 1389
-    // in /proc/net/tcp, state 0A): a fixed sleep lost the race on a loaded
-    // machine, and B's single connection was refused.
+    // in /proc/net/tcp or tcp6, state 0A): a fixed sleep lost the race on
+    // a loaded machine, and B's single connection was refused.
     let listening = wait_for(std::time::Duration::from_secs(10), || {
         run(&mut d(&[
             "attach",
@@ -711,7 +711,7 @@ fn bridge_network_through_the_cli() {
             "--",
             "sh",
             "-c",
-            "grep -q ':1388 00000000:0000 0A' /proc/net/tcp && grep -q ':1389 00000000:0000 0A' /proc/net/tcp",
+            "for p in 1388 1389; do grep -qsE \":$p 0+:0000 0A\" /proc/net/tcp /proc/net/tcp6 || exit 1; done",
         ]))
         .status
         .success()
@@ -723,11 +723,12 @@ fn bridge_network_through_the_cli() {
         "--",
         "sh",
         "-c",
-        &format!("echo hello-from-b | nc -w 2 {ip_a} 5000"),
+        // A refused or timed-out try does not use up the listener: retry.
+        &format!("for i in 1 2 3 4 5; do echo hello-from-b | nc -w 2 {ip_a} 5000 && exit 0; sleep 0.5; done; exit 1"),
     ]));
     ok(Command::new("bash").args([
         "-c",
-        &format!("echo hello-from-host > /dev/tcp/{ip_a}/5001"),
+        &format!("for i in 1 2 3 4 5; do echo hello-from-host > /dev/tcp/{ip_a}/5001 && exit 0; sleep 0.5; done; exit 1"),
     ]));
     // nc writes its file when the connection closes: poll, under load too.
     for (file, want) in [
@@ -766,4 +767,97 @@ fn bridge_network_through_the_cli() {
         Command::new("ip").args(["-o", "link", "show", "master", &br.name])
     ));
     assert!(ports.trim().is_empty(), "bridge ports left: {ports}");
+}
+
+/// Without `XDG_RUNTIME_DIR` a plain user's runtime state falls back to
+/// `$TMPDIR/davit-UID`. Another user (root plays them here) who made that
+/// directory first, with a forged state naming one of the victim's own
+/// processes, must not get the victim's `davit stop` to kill it.
+#[test]
+fn runtime_dir_made_by_someone_else_in_tmpdir_is_refused() {
+    if !require_root("runtime_dir_made_by_someone_else_in_tmpdir_is_refused") {
+        return;
+    }
+    let u = plain_user();
+    let us = UserSetup::new("tmprt");
+    // The victim's container: `stop` only needs its config to exist.
+    let cdir = us.home.join("data/davit/containers/web");
+    std::fs::create_dir_all(&cdir).unwrap();
+    std::fs::write(cdir.join("config.toml"), "").unwrap();
+    let owner = format!("{}:{}", u.uid, u.gid);
+    ok(Command::new("chown")
+        .args(["-R", &owner])
+        .arg(us.home.join("data")));
+    // A shared, sticky temp dir, as /tmp is.
+    let tmp = us.t.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    // One of the victim's own processes.
+    let mut victim = Command::new("setpriv")
+        .args([
+            "--reuid",
+            &u.uid.to_string(),
+            "--regid",
+            &u.gid.to_string(),
+            "--clear-groups",
+            "sleep",
+            "60",
+        ])
+        .spawn()
+        .unwrap();
+    let pid = victim.id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start: u64 = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The attacker's directory and forged state.
+    let rt = tmp.join(format!("davit-{}", u.uid));
+    std::fs::create_dir_all(rt.join("web")).unwrap();
+    std::fs::set_permissions(&rt, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    std::fs::write(
+        rt.join("web/state.json"),
+        format!(r#"{{"name":"web","status":"running","init":{{"pid":{pid},"start_time":{start}}},"monitor":null}}"#),
+    )
+    .unwrap();
+    let stop = || {
+        let mut c = us.davit(&["stop", "web", "-k"]);
+        c.env_remove("XDG_RUNTIME_DIR").env("TMPDIR", &tmp);
+        run(&mut c)
+    };
+    let out = stop();
+    let alive = victim.try_wait().unwrap().is_none();
+    let _ = victim.kill();
+    let _ = victim.wait();
+    assert!(
+        alive,
+        "a forged state in {} made stop kill the user's process",
+        rt.display()
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "will not trust the runtime state in {}",
+            rt.display()
+        )) && err.contains("belongs to uid 0"),
+        "{err}"
+    );
+    // Without the attacker's directory the fallback is the user's own, 0700.
+    std::fs::remove_dir_all(&rt).unwrap();
+    let out = stop();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let md = std::fs::symlink_metadata(&rt).unwrap();
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::uid(&md),
+            std::os::unix::fs::MetadataExt::mode(&md) & 0o7777
+        ),
+        (u.uid, 0o700)
+    );
 }

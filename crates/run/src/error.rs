@@ -291,6 +291,16 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A runtime state directory belongs to someone else, is a link, or is
+    /// writable by others: its state files cannot be trusted (another
+    /// user could forge one naming a pid for `stop` to kill).
+    #[error("will not trust the runtime state in {path}: {why}; remove it (or set XDG_RUNTIME_DIR to a directory of your own, mode 0700) and try again")]
+    UntrustedStateDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The state file is malformed.
     #[error("cannot parse state file {path}")]
     StateParse {
@@ -461,7 +471,7 @@ impl Error {
             Error::Read { .. } | Error::Write { .. } | Error::Spawn { .. } => ErrorKind::Io,
             Error::Syscall { .. } => ErrorKind::Syscall,
             Error::Cgroup { .. } | Error::CgroupState { .. } => ErrorKind::Cgroup,
-            Error::StateParse { .. } => ErrorKind::State,
+            Error::StateParse { .. } | Error::UntrustedStateDir { .. } => ErrorKind::State,
             Error::NotRunning { .. } => ErrorKind::NotRunning,
             Error::AlreadyRunning { .. } => ErrorKind::AlreadyRunning,
             Error::IdMap { .. } | Error::MapHelper { .. } | Error::MapReadBack { .. } => {

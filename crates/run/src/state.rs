@@ -201,12 +201,66 @@ impl StateStore {
         self.dir.join("state.json")
     }
 
+    /// Refuse a runtime directory, or this container's directory in it,
+    /// that is not a real directory owned by us and closed to writes by
+    /// others: a state file in it could be forged by another user (a
+    /// `$TMPDIR/davit-UID` made by someone else, say). A missing one is
+    /// fine: [`StateStore::lock`] makes it.
+    ///
+    /// # Errors
+    /// [`Error::UntrustedStateDir`], or [`Error::Read`] if it cannot be
+    /// examined.
+    pub fn check_trusted(&self) -> Result<()> {
+        let me = nix::unistd::geteuid().as_raw();
+        for d in [self.dir.parent(), Some(self.dir.as_path())]
+            .into_iter()
+            .flatten()
+        {
+            let m = match fs::symlink_metadata(d) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(Error::Read {
+                        path: d.to_path_buf(),
+                        source,
+                    })
+                }
+            };
+            let why = if m.file_type().is_symlink() {
+                Some("it is a symbolic link".to_owned())
+            } else if !m.is_dir() {
+                Some("it is not a directory".to_owned())
+            } else if m.uid() != me {
+                Some(format!(
+                    "it belongs to uid {}, not to you (uid {me})",
+                    m.uid()
+                ))
+            } else if m.mode() & 0o022 != 0 {
+                Some(format!(
+                    "others can write to it (mode {:04o})",
+                    m.mode() & 0o7777
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(Error::UntrustedStateDir {
+                    path: d.to_path_buf(),
+                    why,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Read the state without locking (for `info` and `list`); `None` if
     /// there is none.
     ///
     /// # Errors
-    /// [`Error::Read`] or [`Error::StateParse`].
+    /// [`Error::UntrustedStateDir`], [`Error::Read`] or
+    /// [`Error::StateParse`].
     pub fn peek(&self) -> Result<Option<State>> {
+        self.check_trusted()?;
         let path = self.path();
         match fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b)
@@ -220,6 +274,7 @@ impl StateStore {
     /// Take the exclusive lock (blocking), creating the directory (0700).
     ///
     /// # Errors
+    /// [`Error::UntrustedStateDir`] (see [`StateStore::check_trusted`]),
     /// [`Error::Write`] if the directory or lock file cannot be made,
     /// [`Error::Syscall`] if `flock` fails.
     pub fn lock(&self) -> Result<StateLock> {
@@ -233,6 +288,9 @@ impl StateStore {
                 &self.dir,
                 std::os::unix::fs::PermissionsExt::from_mode(0o700),
             );
+            // After the mkdir, so that a directory someone slipped in
+            // before it is caught too.
+            self.check_trusted()?;
             let f = OpenOptions::new()
                 .create(true)
                 .truncate(false)
@@ -385,6 +443,56 @@ mod tests {
         lock.remove().unwrap();
         drop(lock);
         assert!(!store.dir().exists());
+    }
+
+    #[test]
+    fn state_in_a_dir_others_can_write_or_a_link_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        // A world-writable runtime dir (a $TMPDIR/davit-UID someone made
+        // for everyone) with a forged state file.
+        let rt = tmp.path().join("rt");
+        fs::create_dir_all(rt.join("c")).unwrap();
+        fs::write(
+            rt.join("c/state.json"),
+            serde_json::to_vec(&State::new("c")).unwrap(),
+        )
+        .unwrap();
+        fs::set_permissions(&rt, fs::Permissions::from_mode(0o777)).unwrap();
+        let store = StateStore::new(&rt, "c");
+        for e in [store.peek().unwrap_err(), store.lock().unwrap_err()] {
+            assert_eq!(e.kind(), crate::ErrorKind::State, "{e}");
+            assert!(
+                e.to_string().contains("others can write to it (mode 0777)"),
+                "{e}"
+            );
+        }
+        // A symlinked container dir inside a good runtime dir.
+        fs::set_permissions(&rt, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(rt.join("c"), rt.join("l")).unwrap();
+        let e = StateStore::new(&rt, "l").peek().unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        // The same dir, closed to others, is fine.
+        assert!(store.peek().unwrap().is_some());
+    }
+
+    #[test]
+    fn state_in_a_dir_of_another_user_is_not_trusted() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("!!! SKIPPED: chowning to another user needs root");
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "CI runs as root"
+            );
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = tmp.path().join("rt");
+        fs::create_dir_all(&rt).unwrap();
+        nix::unistd::chown(&rt, Some(12345.into()), None).unwrap();
+        let e = StateStore::new(&rt, "c").lock().unwrap_err();
+        assert!(e.to_string().contains("belongs to uid 12345"), "{e}");
     }
 
     #[test]
