@@ -819,7 +819,10 @@ fn runtime_dir_made_by_someone_else_in_tmpdir_is_refused() {
     // The attacker's directory and forged state.
     let rt = tmp.join(format!("davit-{}", u.uid));
     std::fs::create_dir_all(rt.join("web")).unwrap();
-    std::fs::set_permissions(&rt, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    // Open to everyone, so the victim's davit can take its lock there.
+    for d in [rt.clone(), rt.join("web")] {
+        std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    }
     std::fs::write(
         rt.join("web/state.json"),
         format!(r#"{{"name":"web","status":"running","init":{{"pid":{pid},"start_time":{start}}},"monitor":null}}"#),
