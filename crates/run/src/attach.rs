@@ -227,6 +227,10 @@ fn grandchild(
     nix::unistd::setgroups(&[])
         .map_err(|e| Error::sys("setgroups(0, [])", e))
         .map_err(at(InitStep::SetIds))?;
+    // As for init: never the caller's session keyring.
+    sys::join_new_session_keyring()
+        .map_err(|e| Error::sys("keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)", e))
+        .map_err(at(InitStep::Keyring))?;
     nix::unistd::chdir("/")
         .map_err(|e| Error::sys("chdir(\"/\")", e))
         .map_err(at(InitStep::Cwd))?;

@@ -145,10 +145,12 @@ pub enum InitStep {
     Exec,
     /// Opening the overlay layers and mounting the overlay root.
     Overlay,
+    /// Joining a session keyring of the container's own.
+    Keyring,
 }
 
 impl InitStep {
-    const ALL: [InitStep; 18] = [
+    const ALL: [InitStep; 19] = [
         InitStep::Sync,
         InitStep::SetIds,
         InitStep::CgroupNs,
@@ -167,6 +169,7 @@ impl InitStep {
         InitStep::CloseFds,
         InitStep::Exec,
         InitStep::Overlay,
+        InitStep::Keyring,
     ];
 
     /// A stable byte for the sync socket.
@@ -201,6 +204,7 @@ impl InitStep {
             InitStep::Capabilities => "drop capabilities",
             InitStep::CloseFds => "close inherited descriptors",
             InitStep::Exec => "exec init",
+            InitStep::Keyring => "join a new session keyring",
             InitStep::Overlay => "mount the overlay root from its base, upper and work directories (`davit check` says what this host supports; `davit create --storage dir` needs no overlay)",
         }
     }

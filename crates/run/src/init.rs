@@ -151,6 +151,11 @@ fn setup(chan: &mut Channel, plan: &Plan<'_>) -> StepResult<Infallible> {
     nix::unistd::setgroups(&[])
         .map_err(|e| Error::sys("setgroups(0, [])", e))
         .at(InitStep::SetIds)?;
+    // Not the admin's session keyring: container root could read and add
+    // keys in it. A new one, owned by container root (after the id switch).
+    sys::join_new_session_keyring()
+        .map_err(|e| Error::sys("keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)", e))
+        .at(InitStep::Keyring)?;
     // The parent has moved us into the container's cgroup: a cgroup
     // namespace made now is rooted there (LXC's late unshare).
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)

@@ -594,3 +594,31 @@ pub fn command_in_new_userns(cmd: &mut Command) {
         cmd.pre_exec(hook);
     }
 }
+
+/// `keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)`: this process (and what it
+/// execs) gets a new, anonymous session keyring instead of the caller's,
+/// as `lxc.keyring.session` and runc do. `Ok(false)` when the kernel has
+/// no key support (`ENOSYS`) or a seccomp filter around davit itself
+/// forbids keyctl (`EACCES`, `EPERM`, as when davit runs nested): LXC
+/// goes on in those cases too.
+pub fn join_new_session_keyring() -> Result<bool, Errno> {
+    // SAFETY: KEYCTL_JOIN_SESSION_KEYRING with a NULL name reads no memory;
+    // the other arguments are integers the kernel ignores for this command.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            libc::KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if r >= 0 {
+        return Ok(true);
+    }
+    match Errno::last() {
+        Errno::ENOSYS | Errno::EACCES | Errno::EPERM => Ok(false),
+        e => Err(e),
+    }
+}

@@ -560,3 +560,123 @@ fn rootless_start_maps_through_newuidmap() {
     assert_eq!(st.exit_status, Some(0));
     ct.assert_clean();
 }
+
+/// `keyctl session - sh -c 'add a secret to the new session keyring; exec
+/// CMD'`: CMD (the monitor, or attach) runs in a session keyring that holds
+/// a key named `secret`, as an admin's login session may.
+fn with_secret_in_session_keyring(secret: &str, cmd: &mut Command) -> std::process::Output {
+    let mut c = Command::new("keyctl");
+    c.args(["session", "-", "sh", "-c"])
+        .arg(format!(
+            "keyctl add user {secret} hush @s >/dev/null && exec \"$@\""
+        ))
+        .arg("sh")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    c.output().expect("keyctl (apt-get install keyutils)")
+}
+
+/// Copies a host binary and the shared libraries `ldd` lists into the
+/// rootfs at the same paths.
+fn install_with_libs(rootfs: &Path, bin: &str) {
+    let out = Command::new("ldd").arg(bin).output().unwrap();
+    let mut files = vec![bin.to_owned()];
+    for l in text(&out.stdout).lines() {
+        // "libx.so => /lib/.../libx.so (0x...)" or "/lib64/ld-linux... (0x...)"
+        let path = l.split("=>").last().unwrap().split_whitespace().next();
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            files.push(p.to_owned());
+        }
+    }
+    for f in files {
+        let dst = rootfs.join(f.trim_start_matches('/'));
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(std::fs::canonicalize(&f).unwrap(), &dst).unwrap();
+    }
+}
+
+/// Inside the container: can the named key of the caller's session be
+/// found and read? Prints `READ:<payload>` or `NOKEY`, then `END`.
+fn key_probe(key: &str) -> String {
+    format!(
+        "keyctl print %user:{key} 2>/dev/null | sed 's/^/READ:/' | grep . || echo NOKEY; echo END"
+    )
+}
+
+/// The admin's session keyring must not reach the container: neither init
+/// (started from a session holding a key) nor an attached process may see
+/// read that key. Before the fix both could (`keyctl print` printed it:
+/// seen failing with either join removed). /proc/keys is no probe: it hides
+/// keys whose owner is not mapped in the reader's user namespace.
+#[test]
+fn session_keyring_of_the_caller_does_not_reach_the_container() {
+    if !have_root() {
+        return;
+    }
+    // The probe itself: a plain process of the session reads the key.
+    let probe = with_secret_in_session_keyring(
+        "davit-probe-key",
+        Command::new("sh").args(["-c", &key_probe("davit-probe-key")]),
+    );
+    assert!(
+        text(&probe.stdout).contains("READ:hush"),
+        "the probe cannot read its own key: {}{}",
+        text(&probe.stdout),
+        text(&probe.stderr)
+    );
+
+    let keyctl = |r: &Path| install_with_libs(r, "/usr/bin/keyctl");
+    let ct = Ct::with_rootfs("keys", "", keyctl);
+    let probe = key_probe("davit-init-key");
+    let mut start = Command::new(driver());
+    start
+        .arg(davit_run::monitor::MONITOR_ARG)
+        .args(ct.args(&["/bin/sh", "-c", &probe]).to_args());
+    let out = with_secret_in_session_keyring("davit-init-key", &mut start);
+    let s = text(&out.stdout);
+    assert!(
+        out.status.success() && s.contains("END"),
+        "{s}{}",
+        text(&out.stderr)
+    );
+    assert!(
+        s.contains("NOKEY"),
+        "init reads the admin's key:\n{s}\n{}",
+        text(&out.stderr)
+    );
+    ct.assert_clean();
+
+    let ct = Ct::with_rootfs("keysa", "", keyctl);
+    let mut h = spawn_monitor(
+        &driver(),
+        &ct.args(&["/bin/sh", "-c", "while true; do sleep 1; done"]),
+        true,
+    )
+    .unwrap();
+    h.wait_ready().unwrap();
+    let mut attach = Command::new(driver());
+    attach.arg("attach").arg(ct.runtime()).arg(&ct.name).args([
+        "--",
+        "/bin/sh",
+        "-c",
+        &key_probe("davit-attach-key"),
+    ]);
+    let out = with_secret_in_session_keyring("davit-attach-key", &mut attach);
+    let s = text(&out.stdout);
+    let _ = stop(
+        &ct.runtime(),
+        &ct.name,
+        &StopOptions {
+            kill: true,
+            ..StopOptions::default()
+        },
+    );
+    let _ = h.child.wait();
+    assert!(
+        out.status.success() && s.contains("END"),
+        "{s}{}",
+        text(&out.stderr)
+    );
+    assert!(s.contains("NOKEY"), "attach reads the admin's key:\n{s}");
+    ct.assert_clean();
+}
