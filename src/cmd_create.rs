@@ -139,10 +139,34 @@ fn read_lines(p: Option<PathBuf>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The containers directory, private to its owner (0700), made so or
+/// tightened: a container's rootfs holds setuid programs (setuid root in a
+/// privileged one) and device nodes, which no other host user may reach.
+/// Init opens the rootfs before it takes the container's ids, so nothing
+/// inside needs to search it either.
+fn private_dir(root: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !root.is_dir() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .map_err(io(format!("cannot create {}", root.display())))?;
+    }
+    let md = fs::metadata(root).map_err(io(format!("cannot read {}", root.display())))?;
+    if md.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(io(format!(
+            "cannot make {} private (chmod 0700); other users could reach the containers' setuid programs",
+            root.display()
+        )))?;
+    }
+    Ok(())
+}
+
 pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
     check_name(&a.name)?;
     let root = paths::containers_dir();
-    fs::create_dir_all(&root).map_err(io(format!("cannot create {}", root.display())))?;
+    private_dir(&root)?;
     let lockp = root.join(format!(".{}.lock", a.name));
     let lf = fs::File::create(&lockp).map_err(io(format!("cannot create {}", lockp.display())))?;
     let _lock = Flock::lock(lf, FlockArg::LockExclusive).map_err(|(_, e)| {
@@ -488,6 +512,7 @@ pub fn copy(ctx: &Ctx, a: CopyArgs) -> Result<(), Failure> {
     let src = crate::cmd_run::container(&a.name)?;
     check_name(&a.new)?;
     let root = paths::containers_dir();
+    private_dir(&root)?;
     let lockp = root.join(format!(".{}.lock", a.new));
     let lf = fs::File::create(&lockp).map_err(io(format!("cannot create {}", lockp.display())))?;
     let _lock = Flock::lock(lf, FlockArg::LockExclusive).map_err(|(_, e)| {

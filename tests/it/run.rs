@@ -864,3 +864,69 @@ fn runtime_dir_made_by_someone_else_in_tmpdir_is_refused() {
         (u.uid, 0o700)
     );
 }
+
+/// No host user but the owner may reach into a container's tree: a rootfs
+/// holds setuid programs (setuid root in a `--privileged` container) and
+/// device nodes. The containers directory is made 0700, one left 0755 by
+/// an older davit is tightened by the next create, and containers still
+/// start (init opens its rootfs before it takes the container's ids).
+#[test]
+fn other_users_cannot_reach_into_containers() {
+    if !require_root("other_users_cannot_reach_into_containers") {
+        return;
+    }
+    let env = Env::new("priv");
+    let u = plain_user();
+    let root = env.path().join("containers");
+    let mode = || {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&root).unwrap().permissions())
+            & 0o7777
+    };
+    // Another host user tries to stat the privileged container's setuid-root
+    // capable busybox.
+    let other_user_reaches = |p: &Path| {
+        let o = run(Command::new("setpriv")
+            .args([
+                "--reuid",
+                &u.uid.to_string(),
+                "--regid",
+                &u.gid.to_string(),
+                "--clear-groups",
+                "stat",
+            ])
+            .arg(p));
+        assert!(
+            o.status.success() || stderr(&o).contains("Permission denied"),
+            "{}",
+            stderr(&o)
+        );
+        o.status.success()
+    };
+    let out = env.create("p1", &["--storage", "dir", "--privileged"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode(), 0o700);
+    let busybox = root.join("p1/rootfs/bin/busybox");
+    assert!(
+        !other_user_reaches(&busybox),
+        "another user reached {}",
+        busybox.display()
+    );
+
+    // The probe can succeed: with the old 0755 it does.
+    std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    assert!(other_user_reaches(&busybox));
+    for (name, storage) in [("p2", "dir"), ("p3", "overlay")] {
+        let out = env.create(name, &["--storage", storage]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(mode(), 0o700, "not tightened by the create of {name}");
+        let out =
+            run(env
+                .davit()
+                .args(["start", name, "--", "/bin/sh", "-c", "test -x /bin/busybox"]));
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+    }
+    assert!(!other_user_reaches(&busybox));
+    for name in ["p1", "p2", "p3"] {
+        ok(env.davit().args(["destroy", name]));
+    }
+}

@@ -182,6 +182,25 @@ pub struct StateLock {
     store: StateStore,
 }
 
+/// Why a state directory with these properties cannot be trusted by the
+/// user `me`, if it cannot (see [`StateStore::check_trusted`]).
+fn why_untrusted(symlink: bool, dir: bool, uid: u32, mode: u32, me: u32) -> Option<String> {
+    if symlink {
+        Some("it is a symbolic link".to_owned())
+    } else if !dir {
+        Some("it is not a directory".to_owned())
+    } else if uid != me && me != 0 {
+        Some(format!("it belongs to uid {uid}, not to you (uid {me})"))
+    } else if mode & 0o022 != 0 {
+        Some(format!(
+            "others can write to it (mode {:04o})",
+            mode & 0o7777
+        ))
+    } else {
+        None
+    }
+}
+
 impl StateStore {
     /// The store for `name` under `runtime` (e.g. `/run/davit`).
     pub fn new(runtime: &Path, name: &str) -> StateStore {
@@ -202,10 +221,12 @@ impl StateStore {
     }
 
     /// Refuse a runtime directory, or this container's directory in it,
-    /// that is not a real directory owned by us and closed to writes by
-    /// others: a state file in it could be forged by another user (a
-    /// `$TMPDIR/davit-UID` made by someone else, say). A missing one is
-    /// fine: [`StateStore::lock`] makes it.
+    /// that is not a real directory closed to writes by others, or that
+    /// belongs to another user (unless we are root, who reads a user's
+    /// state only when pointed at it): a state file in it could be forged
+    /// by someone else (a `$TMPDIR/davit-UID` another user made, say) to
+    /// name a pid for `stop` to kill. A missing one is fine:
+    /// [`StateStore::lock`] makes it.
     ///
     /// # Errors
     /// [`Error::UntrustedStateDir`], or [`Error::Read`] if it cannot be
@@ -226,24 +247,8 @@ impl StateStore {
                     })
                 }
             };
-            let why = if m.file_type().is_symlink() {
-                Some("it is a symbolic link".to_owned())
-            } else if !m.is_dir() {
-                Some("it is not a directory".to_owned())
-            } else if m.uid() != me {
-                Some(format!(
-                    "it belongs to uid {}, not to you (uid {me})",
-                    m.uid()
-                ))
-            } else if m.mode() & 0o022 != 0 {
-                Some(format!(
-                    "others can write to it (mode {:04o})",
-                    m.mode() & 0o7777
-                ))
-            } else {
-                None
-            };
-            if let Some(why) = why {
+            let ft = m.file_type();
+            if let Some(why) = why_untrusted(ft.is_symlink(), ft.is_dir(), m.uid(), m.mode(), me) {
                 return Err(Error::UntrustedStateDir {
                     path: d.to_path_buf(),
                     why,
@@ -477,22 +482,24 @@ mod tests {
     }
 
     #[test]
-    fn state_in_a_dir_of_another_user_is_not_trusted() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("!!! SKIPPED: chowning to another user needs root");
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "CI runs as root"
-            );
-            return;
-        }
-        let tmp = tempfile::tempdir().unwrap();
-        let rt = tmp.path().join("rt");
-        fs::create_dir_all(&rt).unwrap();
-        nix::unistd::chown(&rt, Some(12345.into()), None).unwrap();
-        let e = StateStore::new(&rt, "c").lock().unwrap_err();
-        assert!(e.to_string().contains("belongs to uid 12345"), "{e}");
+    fn another_users_dir_is_trusted_by_root_only() {
+        let d = |uid, me| why_untrusted(false, true, uid, 0o40700, me);
+        assert_eq!(
+            d(12345, 1000).as_deref(),
+            Some("it belongs to uid 12345, not to you (uid 1000)")
+        );
+        assert_eq!(d(1000, 1000), None);
+        assert_eq!(
+            d(12345, 0),
+            None,
+            "root reads a user's state when pointed at it"
+        );
+        assert!(why_untrusted(false, true, 12345, 0o40770, 0)
+            .unwrap()
+            .contains("mode 0770"));
+        assert!(why_untrusted(false, false, 0, 0o100600, 0)
+            .unwrap()
+            .contains("not a directory"));
     }
 
     #[test]
