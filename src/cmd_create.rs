@@ -333,9 +333,23 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
     if let Some(init) = &lxc.init_cmd {
         cfg.init = init.clone();
     }
+    // An image is untrusted: it may mount pseudo-filesystems only.
+    let refused_mounts: Vec<String> = lxc
+        .mounts
+        .iter()
+        .filter_map(|m| {
+            m.refused_for_an_image().map(|why| {
+                format!(
+                    "lxc.mount.entry = {} {} {} {}: {why}",
+                    m.source, m.target, m.fstype, m.options
+                )
+            })
+        })
+        .collect();
     cfg.mounts = lxc
         .mounts
         .iter()
+        .filter(|m| m.refused_for_an_image().is_none())
         .map(|m| MountEntry {
             source: m.source.clone(),
             target: format!("/{}", m.target.trim_start_matches('/')).into(),
@@ -382,6 +396,7 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
         ctx.print_json(&json!({
             "name": a.name, "dir": dir, "image": entry.manifest.image, "fetch": outcome,
             "unprivileged": user_mode, "idmap": cfg.idmap, "unpack": report, "ignored_lxc_keys": ignored,
+            "refused_lxc_mounts": refused_mounts,
             "storage": cfg.storage.backend.as_str(), "base": base_json, "note": chosen.note,
         }));
     } else if !ctx.quiet {
@@ -390,6 +405,13 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
                 "{} ignored these lines of the image's LXC config: {}",
                 a.name,
                 ignored.join("; ")
+            ));
+        }
+        if !refused_mounts.is_empty() {
+            ctx.term.warning(&format!(
+                "{} refused these mounts of the image's LXC config (an image may mount only pseudo-filesystems; host directories are the admin's, in config.toml's [[mounts]]): {}",
+                a.name,
+                refused_mounts.join("; ")
             ));
         }
         if let Some(report) = report.as_ref().filter(|r| !r.skipped.is_empty()) {

@@ -930,3 +930,81 @@ fn other_users_cannot_reach_into_containers() {
         ok(env.davit().args(["destroy", name]));
     }
 }
+
+/// A signed but hostile image whose LXC config binds the host's `/` into the
+/// container (`lxc.mount.entry = / host none rbind,create=dir 0 0`) and a
+/// host block device: `create` refuses both and says so, keeps the image's
+/// tmpfs mount, and inside the container `/host` holds nothing of the host.
+#[test]
+fn image_config_cannot_mount_host_paths() {
+    if !require_root("image_config_cannot_mount_host_paths") {
+        return;
+    }
+    let f = fixture();
+    let env = Env::new("imgmnt");
+    let tree = env.path().join("tree");
+    let config = env.path().join("config");
+    std::fs::write(
+        &config,
+        "lxc.arch = x86_64\n\
+         lxc.mount.entry = / host none rbind,create=dir 0 0\n\
+         lxc.mount.entry = /dev/vda disk ext4 rw,create=dir 0 0\n\
+         lxc.mount.entry = tmpfs scratch tmpfs size=1m,create=dir 0 0\n",
+    )
+    .unwrap();
+    publish_busybox(
+        &tree,
+        &f.key,
+        BUILD_A,
+        &["--config", config.to_str().unwrap()],
+    );
+    let server = format!("file://{}", tree.display());
+    let out = run(env
+        .davit()
+        .args(busybox_create_args("m1", &server, &f.key.public))
+        .args(["--storage", "dir"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("refused these mounts of the image's LXC config")
+            && err.contains("binds the host path /")
+            && err.contains("ext4 filesystem from /dev/vda"),
+        "{err}"
+    );
+    let cfg = std::fs::read_to_string(env.path().join("containers/m1/config.toml")).unwrap();
+    assert!(!cfg.contains("/host") && !cfg.contains("/dev/vda"), "{cfg}");
+    assert!(
+        cfg.contains("tmpfs"),
+        "the image's tmpfs mount was dropped: {cfg}"
+    );
+    // Inside: no host tree at /host (the host's /proc/1 would be there), the
+    // tmpfs is mounted.
+    let out = run(env.davit().args([
+        "start",
+        "m1",
+        "--",
+        "/bin/sh",
+        "-c",
+        "ls -A /host 2>/dev/null | wc -l; grep -c ' /scratch tmpfs ' /proc/self/mounts",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).split_whitespace().collect::<Vec<_>>(),
+        ["0", "1"],
+        "{}",
+        stdout(&out)
+    );
+    let out = run(env
+        .davit()
+        .args(busybox_create_args("m2", &server, &f.key.public))
+        .args(["--storage", "dir", "--json"]));
+    let v = json(&out);
+    assert_eq!(
+        v["refused_lxc_mounts"].as_array().map(Vec::len),
+        Some(2),
+        "{v}"
+    );
+    for n in ["m1", "m2"] {
+        ok(env.davit().args(["destroy", n]));
+    }
+}

@@ -18,6 +18,42 @@ pub struct MountEntry {
     pub options: String,
 }
 
+/// The filesystems an image's own config may mount: the kernel's virtual
+/// ones, which show nothing of the host that the container's namespaces do
+/// not already show (the kernel's user-namespace rules still apply).
+pub const IMAGE_MOUNTABLE: [&str; 7] = [
+    "tmpfs", "proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2",
+];
+
+impl MountEntry {
+    /// Why an image (a signed but untrusted `meta.tar.xz`) may not make
+    /// this mount, or `None` when it may. An image may mount only the
+    /// pseudo-filesystems of [`IMAGE_MOUNTABLE`]: a bind mount's source is
+    /// a host path, and a block filesystem's a host device, so either would
+    /// hand the container a piece of the host (`/ host none rbind` gave an
+    /// unprivileged container the host's whole `/`). Host directories come
+    /// only from the admin: `mounts` in `config.toml`.
+    pub fn refused_for_an_image(&self) -> Option<String> {
+        let bind = matches!(self.fstype.as_str(), "bind" | "rbind" | "none")
+            || self.options.split(',').any(|o| o == "bind" || o == "rbind");
+        if bind {
+            Some(format!(
+                "binds the host path {} (an image may not bind host paths)",
+                self.source
+            ))
+        } else if !IMAGE_MOUNTABLE.contains(&self.fstype.as_str()) {
+            Some(format!(
+                "mounts a {} filesystem from {} (an image may mount only {})",
+                self.fstype,
+                self.source,
+                IMAGE_MOUNTABLE.join(", ")
+            ))
+        } else {
+            None
+        }
+    }
+}
+
 /// A `lxc.idmap` line: `u|g|b CONTAINER HOST LEN`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdMapLine {
@@ -214,6 +250,32 @@ pub fn parse_size(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_may_mount_pseudo_filesystems_only() {
+        let m = |s: &str, t: &str, o: &str| MountEntry {
+            source: s.into(),
+            target: "x".into(),
+            fstype: t.into(),
+            options: o.into(),
+        };
+        for ok in [
+            m("tmpfs", "tmpfs", "size=64m"),
+            m("proc", "proc", "defaults"),
+            m("cgroup2", "cgroup2", "rw"),
+        ] {
+            assert_eq!(ok.refused_for_an_image(), None, "{ok:?}");
+        }
+        let why = m("/", "none", "rbind,create=dir")
+            .refused_for_an_image()
+            .unwrap();
+        assert!(why.contains("host path /"), "{why}");
+        // A bind spelled through the options, or a pseudo type with bind.
+        assert!(m("/etc", "tmpfs", "bind").refused_for_an_image().is_some());
+        assert!(m("/srv", "bind", "").refused_for_an_image().is_some());
+        let why = m("/dev/sda1", "ext4", "rw").refused_for_an_image().unwrap();
+        assert!(why.contains("ext4 filesystem from /dev/sda1"), "{why}");
+    }
 
     #[test]
     fn parses_the_keys_davit_uses_and_lists_the_rest() {
