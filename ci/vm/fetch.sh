@@ -70,10 +70,10 @@ fi
 kdir="$CACHE/kernel/$DAVIT_VM_KERNEL_PKG"
 # cache_build's builder: the kernel package unpacked into $CACHE_TMP.
 unpack_kernel() {
-    # Beside CACHE_TMP, so a killed download is swept with it.
+    # Beside CACHE_TMP: cache_build removes it with CACHE_TMP (and a
+    # killed download's is swept by the next build).
     local dl=$CACHE_TMP.dl
     mkdir -p "$dl"
-    trap 'rm -rf "$dl"' EXIT
     log "apt-get download $DAVIT_VM_KERNEL_PKG"
     (cd "$dl" && chmod 755 . && apt-get download -q "$DAVIT_VM_KERNEL_PKG" >&2)
     mkdir -p "$dl/x" "$CACHE_TMP"
@@ -93,7 +93,6 @@ mv -f "$kpkg_file.$$" "$kpkg_file"
 unpack_qemu() {
     local dl=$CACHE_TMP.dl d
     mkdir -p "$dl"
-    trap 'rm -rf "$dl"' EXIT
     (cd "$dl" && chmod 755 . \
         && apt-get download -q qemu-system-x86 qemu-system-common qemu-system-data seabios >&2)
     mkdir -p "$CACHE_TMP"

@@ -11,6 +11,8 @@
 # (beside FINAL), the caller that got the lock first runs BUILDER ARGS...
 # with CACHE_TMP set to a unique path beside FINAL that does not exist yet;
 # BUILDER must create the artefact there (a file or a directory) and exit 0.
+# It may keep scratch files at "$CACHE_TMP".SUFFIX: they are removed with
+# CACHE_TMP, whatever the outcome.
 # The result is synced and renamed to FINAL. Callers that waited on the lock
 # then find FINAL and build nothing.
 #
@@ -55,6 +57,7 @@ cache_build() {
         echo "cache_build: $* exited 0 but made nothing at $tmp (for $final)" >&2
         rc=1
     fi
+    rm -rf --one-file-system -- "$tmp".*
     if [ "$rc" = 0 ]; then
         if [ -d "$tmp" ]; then sync -f -- "$tmp"; else sync -- "$tmp"; fi
         mv -T -- "$tmp" "$final"

@@ -179,3 +179,20 @@ fn a_daemon_left_by_the_builder_does_not_hold_the_lock() {
     );
     assert!(free, "the builder's background process kept the lock");
 }
+
+#[test]
+fn scratch_beside_the_temp_goes_with_it_on_success_and_on_failure() {
+    let d = tempfile::tempdir().unwrap();
+    let final_ = d.path().join("kernel");
+    // As ci/vm/fetch.sh's builders do: download into "$CACHE_TMP.dl", a
+    // function local under `set -u`, then unpack into CACHE_TMP.
+    let body = "local dl=$CACHE_TMP.dl; mkdir -p \"$dl\"; echo deb >\"$dl/k.deb\"; \
+                mkdir \"$CACHE_TMP\"; cp \"$dl/k.deb\" \"$CACHE_TMP/vmlinuz\"; [ \"$ARG\" = ok ]";
+    let (ok, _) = finish(spawn(&final_, body, "fail"));
+    assert!(!ok);
+    assert_eq!(leftovers(d.path(), "kernel"), Vec::<String>::new());
+    let (ok, err) = finish(spawn(&final_, body, "ok"));
+    assert!(ok, "{err}");
+    assert!(final_.join("vmlinuz").is_file());
+    assert_eq!(leftovers(d.path(), "kernel"), Vec::<String>::new());
+}
