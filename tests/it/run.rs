@@ -477,6 +477,26 @@ fn plain_user_lifecycle_through_newuidmap() {
     );
     ok(&mut d(&["stop", "u1", "-t", "5"]));
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    // With `-- CMD` pid 1 is davit's shim, which is not dumpable: the
+    // user's attach still joins it (through a pidfd).
+    ok(&mut d(&[
+        "start",
+        "-d",
+        "u1",
+        "--",
+        "/bin/sh",
+        "-c",
+        "while :; do sleep 1; done",
+    ]));
+    let shim = stdout(&ok(&mut d(&[
+        "attach",
+        "u1",
+        "--",
+        "cat",
+        "/proc/1/cmdline",
+    ])));
+    assert!(shim.starts_with("davit-shim"), "{shim:?}");
+    ok(&mut d(&["stop", "u1", "-k"]));
     ok(&mut d(&["destroy", "u1"]));
     assert!(
         !rootfs.exists(),

@@ -75,6 +75,12 @@ pub(crate) struct Plan<'a> {
     /// Run the command as pid 2 under a small pid-1 shim that forwards
     /// signals and reaps orphans (a command, not an init, is being run).
     pub shim: bool,
+    /// Make the shim dumpable again: a plain user's monitor, whose user's
+    /// `attach` joins pid 1 through a pidfd, and `setns` through a pidfd
+    /// needs ptrace access to it, which a non-dumpable fork of the monitor
+    /// does not give a user without capabilities in the host's user
+    /// namespace. Root's attach has them, so root's shim stays non-dumpable.
+    pub shim_dumpable: bool,
 }
 
 type StepResult<T> = std::result::Result<T, (InitStep, Error)>;
@@ -230,6 +236,14 @@ fn shim(exe: &std::ffi::CStr, plan: &Plan<'_>, chan: &Channel) -> ! {
     set.add(Signal::SIGCHLD);
     // Blocked before the fork: no signal or exit can slip past the wait below.
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+    // Pid 1 is a fork of the monitor that never execs. Under root's monitor
+    // it stays non-dumpable: its memory (the monitor's, with host paths and
+    // the admin's environment) cannot be ptraced or read through
+    // /proc/1/{mem,environ} by container root, who has no capability in the
+    // user namespace that owns it. /proc/1/cmdline is readable by anyone,
+    // so the arguments and the environment are overwritten in place, before
+    // CMD exists to look. CMD gets its own copies (plan.argv, plan.envp).
+    scrub_args_and_environ();
     let child = match sys::fork_process() {
         Ok(Some(pid)) => pid,
         Ok(None) => {
@@ -247,11 +261,14 @@ fn shim(exe: &std::ffi::CStr, plan: &Plan<'_>, chan: &Channel) -> ! {
     // would give it; pid 1 never execs, so end the conversation here.
     chan.shutdown();
     // What exec would have done for pid 1: drop every descriptor but stdio
-    // (CVE-2024-21626), then become dumpable again (CVE-2016-9962 is about
-    // the window before exec, now closed), so a plain user's attach can
-    // open /proc/1/ns/* as it can for an exec'd init.
+    // (CVE-2024-21626).
     let _ = sys::close_from(3);
-    let _ = nix::sys::prctl::set_dumpable(true);
+    if plan.shim_dumpable {
+        // Container root can then ptrace pid 1, whose memory is the plain
+        // user's own monitor's (its arguments and environment scrubbed
+        // above); docs/SECURITY.md says what that leaves.
+        let _ = nix::sys::prctl::set_dumpable(true);
+    }
     loop {
         let Ok(sig) = set.wait() else { continue };
         if sig != Signal::SIGCHLD {
@@ -270,6 +287,49 @@ fn shim(exe: &std::ffi::CStr, plan: &Plan<'_>, chan: &Channel) -> ! {
                 Ok(_) => continue,
             }
         }
+    }
+}
+
+/// Overwrites this process's argument and environment strings (the
+/// regions `/proc/self/stat` names) with `davit-shim` and NULs, so
+/// `/proc/1/cmdline` and `/proc/1/environ` of the shim show nothing of the
+/// monitor's host arguments and environment. `process_vm_writev` to
+/// ourselves, because `/proc/self/mem` of a non-dumpable process belongs to
+/// the host's root, whom container root cannot act as. Best effort: a
+/// failure leaves the non-dumpable guard in place. Nothing reads the
+/// arguments or the environment after this.
+fn scrub_args_and_environ() {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields 48-51 of proc(5) (arg_start, arg_end, env_start, env_end);
+    // what follows the parenthesised command name starts at field 3.
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |n: usize| f.get(n - 3).and_then(|x| x.parse::<usize>().ok());
+    let (Some(arg_start), Some(arg_end), Some(env_start), Some(env_end)) =
+        (field(48), field(49), field(50), field(51))
+    else {
+        return;
+    };
+    let me = nix::unistd::getpid();
+    for (start, end, name) in [
+        (arg_start, arg_end, &b"davit-shim"[..]),
+        (env_start, env_end, &b""[..]),
+    ] {
+        let Some(len) = end.checked_sub(start).filter(|l| *l > 0) else {
+            continue;
+        };
+        let mut buf = vec![0u8; len];
+        let n = name.len().min(len - 1);
+        buf[..n].copy_from_slice(&name[..n]);
+        let _ = nix::sys::uio::process_vm_writev(
+            me,
+            &[std::io::IoSlice::new(&buf)],
+            &[nix::sys::uio::RemoteIoVec { base: start, len }],
+        );
     }
 }
 

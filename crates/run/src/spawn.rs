@@ -131,6 +131,7 @@ pub fn spawn_init(
         cgroup2_rw: false,
         systemd_v1_rw: false,
         shim: !spec.command.is_empty(),
+        shim_dumpable: !nix::unistd::geteuid().is_root(),
     };
     let mut plan = plan;
 

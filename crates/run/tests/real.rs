@@ -249,18 +249,20 @@ fn detached_attach_and_stop_leave_nothing() {
     assert_eq!(text(&o.stdout), "0\n", "stderr: {}", text(&o.stderr));
     let o = ct.attach(&["hostname"]);
     assert_eq!(text(&o.stdout).trim(), ct.name);
-    let o = ct.attach(&["/bin/sh", "-c", "echo $container $PATH; cat /proc/1/cmdline | tr '\\0' ' '; echo; ps -o pid | wc -l; grep NoNewPrivs /proc/self/status"]);
+    let o = ct.attach(&["/bin/sh", "-c", "echo $container $PATH; cat /proc/1/cmdline | tr '\\0' ' '; echo; cat /proc/2/cmdline | tr '\\0' ' '; echo; ps -o pid | wc -l; grep NoNewPrivs /proc/self/status"]);
     let s = text(&o.stdout);
     assert!(
         s.starts_with("davit /usr/local/sbin"),
         "{s}\n{}",
         text(&o.stderr)
     );
-    // pid 1 is davit's shim, running the command as pid 2.
-    assert!(s.contains("while true; do sleep 1; done"), "{s}");
+    // pid 1 is davit's shim (its arguments overwritten), running the
+    // command as pid 2.
     let lines: Vec<&str> = s.lines().collect();
+    assert!(lines[1].starts_with("davit-shim"), "{s}");
+    assert!(lines[2].contains("while true; do sleep 1; done"), "{s}");
     // header + shim + command + sleep + our sh + ps (+wc): a handful, never the host's.
-    let n: usize = lines[2].trim().parse().unwrap();
+    let n: usize = lines[3].trim().parse().unwrap();
     assert!(n <= 8, "ps inside sees {n} lines: {s}");
     assert!(s.contains("NoNewPrivs:\t1"), "{s}");
     let o = ct.attach(&["/bin/sh", "-c", "exit 5"]);
@@ -678,5 +680,63 @@ fn session_keyring_of_the_caller_does_not_reach_the_container() {
         text(&out.stderr)
     );
     assert!(s.contains("NOKEY"), "attach reads the admin's key:\n{s}");
+    ct.assert_clean();
+}
+
+/// With `start -- CMD` pid 1 is davit's shim, a fork of the monitor. It
+/// must carry nothing of the host: container root reads its arguments
+/// (the monitor's, with host paths) and environment (the admin's), and
+/// ptraces it into the monitor's memory. Before the fix all three worked.
+#[test]
+fn shim_pid1_shows_nothing_of_the_host_and_cannot_be_ptraced() {
+    if !have_root() {
+        return;
+    }
+    // A real PTRACE_ATTACH from inside, static so it runs in busybox.
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("ptr.c");
+    std::fs::write(
+        &c,
+        "#include <stdio.h>\n#include <errno.h>\n#include <string.h>\n#include <sys/ptrace.h>\n#include <sys/wait.h>\n\
+         int main(void){ if (ptrace(PTRACE_ATTACH, 1, 0, 0) == 0) {\n\
+         waitpid(1, 0, __WALL); ptrace(PTRACE_DETACH, 1, 0, 0); puts(\"ATTACH-OK\"); return 0; }\n\
+         printf(\"ATTACH-DENIED %s\\n\", strerror(errno)); return 1; }\n",
+    )
+    .unwrap();
+    let bin = dir.path().join("ptr");
+    let cc = Command::new("gcc")
+        .args(["-static", "-O", "-o"])
+        .arg(&bin)
+        .arg(&c)
+        .output()
+        .expect("gcc (build-essential)");
+    assert!(cc.status.success(), "{}", text(&cc.stderr));
+    let ct = Ct::with_rootfs("shim", "", |r| {
+        std::fs::copy(&bin, r.join("bin/ptr")).unwrap();
+    });
+    let probe = "tr '\\0' ' ' </proc/1/cmdline; echo; \
+                 (tr '\\0' '\\n' </proc/1/environ || echo ENVIRON-DENIED) 2>/dev/null; \
+                 (dd if=/proc/1/mem bs=1 count=0 && echo MEM-OPENED || echo MEM-DENIED) 2>/dev/null; \
+                 /bin/ptr; tr '\\0' '\\n' </proc/2/environ | grep -c '^container=davit$'";
+    let out = Command::new(driver())
+        .arg(davit_run::monitor::MONITOR_ARG)
+        .args(ct.args(&["/bin/sh", "-c", probe]).to_args())
+        .env("DAVIT_ADMIN_SECRET", "hunter2")
+        .output()
+        .unwrap();
+    let s = text(&out.stdout);
+    let tmp = ct.tmp.path().to_string_lossy().into_owned();
+    assert!(s.starts_with("davit-shim"), "pid 1's cmdline: {s}");
+    for leak in ["hunter2", "__run-monitor", tmp.as_str(), "config.toml"] {
+        assert!(!s.contains(leak), "{leak:?} reached the container:\n{s}");
+    }
+    assert!(s.contains("ENVIRON-DENIED") || !s.contains('='), "{s}");
+    assert!(s.contains("MEM-DENIED"), "{s}");
+    assert!(
+        s.contains("ATTACH-DENIED"),
+        "container root ptraced pid 1:\n{s}"
+    );
+    // CMD itself (pid 2) has the container's environment.
+    assert!(s.trim_end().ends_with('1'), "{s}\n{}", text(&out.stderr));
     ct.assert_clean();
 }
