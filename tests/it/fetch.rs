@@ -250,6 +250,50 @@ fn serve_answers_head_and_range_and_hides_dotfiles() {
     }
 }
 
+/// `davit serve` never serves a dot-file, however the name is spelled, and
+/// follows a symlink only while it stays in the tree: `/%2esecret` and a
+/// link to the host's `/etc` were served before.
+#[test]
+fn serve_refuses_encoded_dot_files_and_links_out_of_the_tree() {
+    let f = fixture();
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    copy_tree(&f.tree_a, &tree);
+    std::fs::write(tree.join(".secret"), "secret").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", tree.join("passwd")).unwrap();
+    std::os::unix::fs::symlink("/etc", tree.join("etc")).unwrap();
+    // Inside the tree, as a mirror's meta/1.0 is.
+    std::os::unix::fs::symlink("images/busybox", tree.join("bb")).unwrap();
+    let srv = Served::start(&tree, None, &t.path().join("log"));
+    let code = |p: &str| {
+        stdout(&run(Command::new("curl").args([
+            "-s",
+            "--path-as-is",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("{}{p}", srv.url),
+        ])))
+    };
+    for p in [
+        "/.secret",
+        "/%2esecret",
+        "/%2Esecret",
+        "/images/%2e%2e/%2esecret",
+        "/passwd",
+        "/etc/hostname",
+        "/etc/passwd",
+    ] {
+        assert_eq!(code(p), "404", "{p} was served");
+    }
+    assert_eq!(
+        code(&format!("/bb/1.36/amd64/default/{BUILD_A}/SHA256SUMS")),
+        "200",
+        "a link inside the tree must still work"
+    );
+}
+
 /// Each case tampers with a copy of tree B (newer than the cached A) and
 /// must fail with the verification exit code, leaving the cache unchanged.
 #[test]

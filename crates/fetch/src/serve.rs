@@ -2,7 +2,9 @@
 //! HTTPS, built on axum and tower-http's `ServeDir` (GET, HEAD, `Range`,
 //! conditional requests). Paths with `//` are treated as `/`, as LXC
 //! clients send them, and dot-files (locks, half-written builds) are never
-//! served.
+//! served, however the name is spelled (`/%2esecret` is `/.secret`). A
+//! symlink in the tree is followed only while it stays inside the tree
+//! (a mirror's `meta/1.0` is one); one that leads out answers 404.
 #![forbid(unsafe_code)]
 
 use std::net::{SocketAddr, TcpListener};
@@ -37,15 +39,32 @@ pub struct ServeOptions {
 
 struct St {
     dir: PathBuf,
+    /// `dir` with every symlink resolved, to check where a request leads.
+    real: PathBuf,
     log: Option<AccessLog>,
+}
+
+/// Whether a request for `path` (as sent, percent-encoded) must be
+/// refused: any component that starts with a dot once decoded (what
+/// `ServeDir` opens is the decoded name), or a file that resolves, through
+/// symlinks, to a place outside the tree.
+fn refused(st: &St, path: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    if decoded.split('/').any(|c| c.starts_with('.')) {
+        return true;
+    }
+    match std::fs::canonicalize(st.dir.join(decoded.trim_start_matches('/'))) {
+        Ok(real) => !real.starts_with(&st.real),
+        // Missing: ServeDir answers 404 itself.
+        Err(_) => false,
+    }
 }
 
 async fn handle(State(st): State<Arc<St>>, mut req: Request) -> Response {
     let method = req.method().clone();
     let raw = req.uri().path().to_string();
     let path = collapse_slashes(&raw);
-    let hidden = path.split('/').any(|c| c.starts_with('.'));
-    let resp = if hidden {
+    let resp = if refused(&st, &path) {
         StatusCode::NOT_FOUND.into_response()
     } else {
         let pq = match req.uri().query() {
@@ -83,6 +102,7 @@ pub fn serve(o: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<()> {
             std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
         ));
     }
+    let real = std::fs::canonicalize(&o.dir).map_err(|e| Error::io("serve", &o.dir, e))?;
     let listener = TcpListener::bind(o.listen)
         .map_err(|e| Error::io("listen on", PathBuf::from(o.listen.to_string()), e))?;
     listener
@@ -93,6 +113,7 @@ pub fn serve(o: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<()> {
         .map_err(|e| Error::io("listen on", PathBuf::from(o.listen.to_string()), e))?;
     let st = Arc::new(St {
         dir: o.dir.clone(),
+        real,
         log: o.log.clone(),
     });
     let app = axum::Router::new().fallback(handle).with_state(st);
