@@ -704,6 +704,12 @@ pub fn unpack(ctx: &Ctx, a: UnpackArgs) -> Result<(), Failure> {
     if !paths::is_root() && maps.is_none() {
         return Err(Failure::usage("a plain user cannot unpack with --privileged: ids can only be shifted into your /etc/subuid range"));
     }
+    if fs::symlink_metadata(&a.dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(Failure::usage(format!(
+            "{} is a symbolic link; davit unpack never follows one (give the directory itself)",
+            a.dir.display()
+        )));
+    }
     let fresh = !a.dir.exists();
     if fresh {
         fs::create_dir_all(&a.dir).map_err(io(format!("cannot create {}", a.dir.display())))?;

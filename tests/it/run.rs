@@ -414,6 +414,35 @@ fn unpack_command_shifts_ids_and_reports_json() {
     // Not into a non-empty directory.
     let out = run(env.davit().arg("unpack").arg(&tarball).arg(&dest));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // Not through a symlink planted at the destination: it led root to
+    // unpack into, and chown, the victim directory.
+    let victim = env.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let link = env.path().join("link");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let out = run(env
+        .davit()
+        .arg("unpack")
+        .arg(&tarball)
+        .arg(&link)
+        .args(["--map", "b:0:2000000:65536"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is a symbolic link"),
+        "{}",
+        stderr(&out)
+    );
+    let md = std::fs::metadata(&victim).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&md),
+        0,
+        "the link's target was chowned"
+    );
+    assert_eq!(
+        std::fs::read_dir(&victim).unwrap().count(),
+        0,
+        "unpacked through the link"
+    );
 }
 
 #[test]

@@ -227,7 +227,16 @@ pub(crate) fn run(
             "path contains a nul byte",
         ))
     })?;
-    let root = sys::open(&dcs, libc::O_PATH | libc::O_DIRECTORY).map_err(odest)?;
+    // Never through a symlink: one planted at the destination would have
+    // us unpack into, and chown, whatever it points at.
+    if std::fs::symlink_metadata(dest).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(odest(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is a symbolic link; give the directory itself",
+        )));
+    }
+    let root =
+        sys::open(&dcs, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW).map_err(odest)?;
     {
         // The destination must be empty: we never merge into an existing tree.
         let d = sys::openat(root.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)

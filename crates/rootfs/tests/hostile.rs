@@ -495,6 +495,36 @@ fn destination_must_be_empty_and_map_safe() {
 }
 
 #[test]
+fn destination_that_is_a_symlink_is_refused() {
+    if !require_root("destination_that_is_a_symlink_is_refused") {
+        return;
+    }
+    // A link planted where the caller asked for the tree: root would
+    // unpack into, and chown, what it points at.
+    let f = Fixture::new();
+    let victim = f.dest.join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let link = f.dest.join("link");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let mut t = Raw::default();
+    let a = f.archive("a.tar", &t.dir(".", 0o755).file("y", b"", 0o644).end());
+    let shifted = UnpackOptions {
+        maps: Some(IdMaps::single(100_000, 65536)),
+        ..Default::default()
+    };
+    let e = unpack(&a, &link, &shifted, &Quiet).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("cannot open destination"),
+        "{e:#}"
+    );
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&victim).unwrap()),
+        0
+    );
+}
+
+#[test]
 fn pax_value_with_newline_cannot_desync_the_parser() {
     if !require_root("pax_value_with_newline_cannot_desync_the_parser") {
         return;
