@@ -1057,3 +1057,76 @@ fn image_config_cannot_mount_host_paths() {
         ok(env.davit().args(["destroy", n]));
     }
 }
+
+/// An image whose template file (`/etc/hostname`) is a device node (kept as
+/// a node in a `--privileged` container): `create`
+/// must not open it (as host root) to look. A node of the misc major with a
+/// minor no driver has answers ENODEV when opened, which `create` reported
+/// as a failure: proof that it opened the node. Now it is skipped, as a
+/// template that is not a regular file always was.
+#[test]
+fn template_that_is_a_device_node_is_never_opened() {
+    if !require_root("template_that_is_a_device_node_is_never_opened") {
+        return;
+    }
+    let f = fixture();
+    let env = Env::new("tpldev");
+    let tar = env.path().join("dev.tar");
+    ok(Command::new("python3")
+        .args([
+            "-c",
+            "import tarfile,sys\nt=tarfile.open(sys.argv[1],'w',format=tarfile.PAX_FORMAT)\n\
+             for n in ['./', './etc/', './bin/']:\n\
+             \ti=tarfile.TarInfo(n); i.type=tarfile.DIRTYPE; i.mode=0o755; t.addfile(i)\n\
+             i=tarfile.TarInfo('./etc/hostname'); i.type=tarfile.CHRTYPE; i.devmajor=10; i.devminor=249; i.mode=0o666; t.addfile(i)\n\
+             t.close()",
+        ])
+        .arg(&tar));
+    let tree = env.path().join("tree");
+    ok(davit()
+        .arg("publish")
+        .arg(&tar)
+        .args([
+            "--dist",
+            "devtpl",
+            "--release",
+            "1",
+            "--arch",
+            "amd64",
+            "--key",
+            &f.key.fpr,
+            "--gnupg-home",
+        ])
+        .arg(&f.key.home)
+        .arg("--to")
+        .arg(&tree));
+    let out = run(env
+        .davit()
+        .args([
+            "create",
+            "dt",
+            "devtpl",
+            "1",
+            "amd64",
+            "--network",
+            "none",
+            "--storage",
+            "dir",
+            "--privileged",
+            "--server",
+        ])
+        .arg(format!("file://{}", tree.display()))
+        .arg("--keyring")
+        .arg(&f.key.public));
+    assert!(
+        out.status.success(),
+        "create opened the device node: {}",
+        stderr(&out)
+    );
+    let md =
+        std::fs::symlink_metadata(env.path().join("containers/dt/rootfs/etc/hostname")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &md.file_type()
+    ));
+    ok(env.davit().args(["destroy", "dt"]));
+}

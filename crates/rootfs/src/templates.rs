@@ -8,6 +8,7 @@
 use std::ffi::CString;
 use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -20,7 +21,10 @@ const MAX: u64 = 1 << 20;
 /// Opens the template `rel` (a path inside the rootfs `root`, leading `/`
 /// allowed) with `flags`, resolved inside the root and never through a
 /// magic link. `Ok(None)` when there is nothing to substitute: missing, a
-/// directory, a device that cannot open, or a link loop.
+/// link loop, or anything but a regular file. It is looked at through an
+/// `O_PATH` descriptor first and opened for reading or writing only when
+/// it is a regular file: opening a device node or a FIFO of a hostile image
+/// as host root could block, or act on a host device.
 fn open_template(
     root: BorrowedFd<'_>,
     rel: &str,
@@ -33,24 +37,31 @@ fn open_template(
     if rel.is_empty() {
         return Ok(None);
     }
-    match sys::openat2(
+    let path = match sys::openat2(
         root,
         &c,
-        flags | libc::O_NOCTTY | libc::O_NONBLOCK,
+        libc::O_PATH,
         0,
         libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
     ) {
-        Ok(fd) => Ok(Some(std::fs::File::from(fd))),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ENOENT) | Some(libc::EISDIR) | Some(libc::ENXIO) | Some(libc::ELOOP)
-            ) =>
-        {
-            Ok(None)
+        Ok(fd) => fd,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ELOOP)) => {
+            return Ok(None)
         }
-        Err(e) => Err(e),
+        Err(e) => return Err(e),
+    };
+    let path = std::fs::File::from(path);
+    if !path.metadata()?.is_file() {
+        return Ok(None);
     }
+    // The very inode looked at: reopened through its descriptor.
+    let fdp = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&path));
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(flags & libc::O_ACCMODE == libc::O_RDWR)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(fdp)
+        .map(Some)
 }
 
 /// The text of an opened template with its metadata; `None` when there is
