@@ -418,7 +418,8 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
             ctx.term.say(&format!("skipped {} entries (device nodes cannot be made unprivileged; davit builds /dev at start)", report.skipped.len()));
         }
         if let Some(m) = message {
-            println!("\n---\n{}", m.trim_end());
+            // The image's own text: its escape sequences are shown, not obeyed.
+            println!("\n---\n{}", crate::report::printable(m.trim_end()));
         }
     }
     Ok(())

@@ -200,7 +200,8 @@ fn main() -> ExitCode {
         Err(f) => {
             // The only place an error is printed: the whole chain, once.
             if !f.silent {
-                eprintln!("error: {:#}", f.err);
+                // Errors quote names from images and servers: shown, not obeyed.
+                eprintln!("error: {}", report::printable(&format!("{:#}", f.err)));
             }
             ExitCode::from(f.code)
         }

@@ -7,6 +7,29 @@ use std::sync::Mutex;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// `s` made safe for a terminal: control characters other than newline and
+/// tab (escape sequences among them: ESC, CSI, OSC), and the invisible
+/// bidirectional and zero-width characters, are shown as `\x1b` or
+/// `\u{202e}` instead of acting on the terminal. For text an image or a
+/// server controls: a create-message, an error quoting an archive entry.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t') || davit_fetch::index::is_invisible_format(c)
+    };
+    if !s.chars().any(bad) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            c if !bad(c) => out.push(c),
+            c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    out.into()
+}
+
 /// Prints steps and bars to stderr when it is a terminal; warnings always
 /// (unless quiet); nothing else.
 pub struct Term {
@@ -80,14 +103,15 @@ impl Term {
     /// A line for the user on a TTY.
     pub fn say(&self, what: &str) {
         if self.tty {
-            let _ = self.multi.println(what);
+            let _ = self.multi.println(printable(what));
         }
     }
 
     /// A warning: shown unless `--quiet`.
     pub fn warning(&self, what: &str) {
         if !self.quiet {
-            self.multi.suspend(|| eprintln!("warning: {what}"));
+            self.multi
+                .suspend(|| eprintln!("warning: {}", printable(what)));
         }
     }
 }
@@ -119,5 +143,20 @@ impl davit_rootfs::Reporter for Term {
     }
     fn finish(&self, id: u64) {
         self.end(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn escapes_and_invisible_characters_are_shown_not_obeyed() {
+        assert_eq!(printable("plain\ttext\nline"), "plain\ttext\nline");
+        assert_eq!(
+            printable("\u{1b}]0;pwned\u{7}\u{1b}[2J"),
+            "\\x1b]0;pwned\\x07\\x1b[2J"
+        );
+        assert_eq!(printable("a\u{202e}b\u{9b}c\r"), "a\\u{202e}b\\x9bc\\x0d");
     }
 }

@@ -1130,3 +1130,93 @@ fn template_that_is_a_device_node_is_never_opened() {
     ));
     ok(env.davit().args(["destroy", "dt"]));
 }
+
+/// Text that an image controls reaches the terminal escaped: a
+/// create-message that sets the window title and clears the screen, and
+/// an error that quotes an archive entry whose name holds an escape
+/// sequence and a right-to-left override. Before, the bytes went out raw.
+#[test]
+fn terminal_escapes_in_image_text_are_shown_not_obeyed() {
+    if !require_root("terminal_escapes_in_image_text_are_shown_not_obeyed") {
+        return;
+    }
+    let f = fixture();
+    let env = Env::new("esc");
+    let tar = env.path().join("esc.tar");
+    // A good image (one dir), and a bad one whose entry escapes the root.
+    ok(Command::new("python3")
+        .args([
+            "-c",
+            "import tarfile,io,sys\n\
+             for path, names in [(sys.argv[1], ['./', './bin/']), (sys.argv[2], ['./', './../\\x1b[2J\\u202eevil'])]:\n\
+             \tt=tarfile.open(path,'w',format=tarfile.PAX_FORMAT)\n\
+             \tfor n in names:\n\
+             \t\ti=tarfile.TarInfo(n); i.type=tarfile.DIRTYPE; i.mode=0o755; t.addfile(i)\n\
+             \tt.close()",
+        ])
+        .arg(&tar)
+        .arg(env.path().join("bad.tar")));
+    let msg = env.path().join("message");
+    std::fs::write(&msg, "hello\x1b]0;pwned\x07\x1b[2J\u{202e}olleh\n").unwrap();
+    let tree = env.path().join("tree");
+    for (t, dist) in [(tar.clone(), "esc"), (env.path().join("bad.tar"), "bad")] {
+        ok(davit()
+            .arg("publish")
+            .arg(&t)
+            .args([
+                "--dist",
+                dist,
+                "--release",
+                "1",
+                "--arch",
+                "amd64",
+                "--key",
+                &f.key.fpr,
+                "--gnupg-home",
+            ])
+            .arg(&f.key.home)
+            .arg("--create-message")
+            .arg(&msg)
+            .arg("--to")
+            .arg(&tree));
+    }
+    let create = |name: &str, dist: &str| {
+        run(env
+            .davit()
+            .args([
+                "create",
+                name,
+                dist,
+                "1",
+                "amd64",
+                "--network",
+                "none",
+                "--storage",
+                "dir",
+                "--server",
+            ])
+            .arg(format!("file://{}", tree.display()))
+            .arg("--keyring")
+            .arg(&f.key.public))
+    };
+    let out = create("e1", "esc");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = stdout(&out);
+    assert!(
+        s.contains("hello\\x1b]0;pwned\\x07\\x1b[2J\\u{202e}olleh"),
+        "{s:?}"
+    );
+    assert!(
+        !s.contains('\x1b') && !s.contains('\u{202e}'),
+        "raw escapes reached the terminal: {s:?}"
+    );
+    let out = create("e2", "bad");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        !err.contains('\x1b') && !err.contains('\u{202e}'),
+        "raw escapes in the error: {err:?}"
+    );
+    assert!(err.contains("\\x1b[2J\\u{202e}evil"), "{err:?}");
+    ok(env.davit().args(["destroy", "e1"]));
+}

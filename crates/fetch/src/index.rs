@@ -124,13 +124,22 @@ pub struct Index {
 }
 
 /// Refuses fields that could escape a cache or server path.
+/// Invisible characters that reorder or hide text on a terminal: the
+/// Unicode bidirectional controls and the zero-width format characters. An
+/// index line is a signed but untrusted name; shown in a table it could
+/// make one image look like another.
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
 fn check_field(what: &str, v: &str, src: &str, line: usize) -> Result<()> {
     let bad = v.is_empty()
         || v == "."
         || v == ".."
         || v.len() > 128
-        || v.chars()
-            .any(|c| c == '/' || c == '\\' || c.is_control() || c.is_whitespace());
+        || v.chars().any(|c| {
+            c == '/' || c == '\\' || c.is_control() || c.is_whitespace() || is_invisible_format(c)
+        });
     if bad {
         return Err(Error::Malformed {
             what: format!("the {what} field of line {line}"),
@@ -144,7 +153,9 @@ fn check_field(what: &str, v: &str, src: &str, line: usize) -> Result<()> {
 fn check_path(v: &str, src: &str, line: usize) -> Result<()> {
     let ok = v.starts_with('/')
         && !v.split('/').any(|c| c == "..")
-        && !v.chars().any(|c| c == '\\' || c.is_control());
+        && !v
+            .chars()
+            .any(|c| c == '\\' || c.is_control() || is_invisible_format(c));
     if !ok {
         return Err(Error::Malformed {
             what: format!("the path field of line {line}"),
@@ -372,6 +383,15 @@ mod tests {
         assert!(Index::parse(bad, "t").is_err());
         let bad = "debian;b;amd64;default;1;images/x/\n";
         assert!(Index::parse(bad, "t").is_err());
+        // A right-to-left override makes "debian\u{202e}nmuc" show as another name.
+        for bad in [
+            "debian\u{202e}x;b;amd64;default;1;/images/x/\n",
+            "debian;b\u{200b};amd64;default;1;/images/x/\n",
+            "debian;b;amd64;default;1;/images/\u{2066}x/\n",
+            "debian;b;amd64;default;1\u{1b}[2J;/images/x/\n",
+        ] {
+            assert!(Index::parse(bad, "t").is_err(), "{bad:?}");
+        }
     }
 
     #[test]
