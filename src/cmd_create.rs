@@ -359,7 +359,13 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
         .collect();
     cfg.limits = Limits {
         memory: a.memory.or(lxc.memory_limit()),
-        pids: a.pids.or(lxc.pids_limit()),
+        // A default, so that no container can empty the host's pid table;
+        // `--pids 0` asks for none.
+        pids: match a.pids.or(lxc.pids_limit()) {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => Some(davit_run::config::DEFAULT_PIDS),
+        },
         cpus: a.cpus.or(lxc.cpus()),
     };
     let host = davit_run::net::HostNet::load(&crate::cmd_run::net_config_path())?;
@@ -396,7 +402,7 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
         ctx.print_json(&json!({
             "name": a.name, "dir": dir, "image": entry.manifest.image, "fetch": outcome,
             "unprivileged": user_mode, "idmap": cfg.idmap, "unpack": report, "ignored_lxc_keys": ignored,
-            "refused_lxc_mounts": refused_mounts,
+            "refused_lxc_mounts": refused_mounts, "limits": cfg.limits,
             "storage": cfg.storage.backend.as_str(), "base": base_json, "note": chosen.note,
         }));
     } else if !ctx.quiet {
@@ -405,6 +411,12 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
                 "{} ignored these lines of the image's LXC config: {}",
                 a.name,
                 ignored.join("; ")
+            ));
+        }
+        if a.pids.is_none() && lxc.pids_limit().is_none() {
+            ctx.term.say(&format!(
+                "limits: at most {} tasks (the default; --pids N to change, --pids 0 for none)",
+                davit_run::config::DEFAULT_PIDS
             ));
         }
         if !refused_mounts.is_empty() {

@@ -355,9 +355,12 @@ pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<(), Failure> {
     let c = container(&a.name)?;
     let layout = Layout::detect()?;
     let i = davit_run::info::info(&paths::runtime_dir(), &c.name, &layout)?;
-    let storage = load(&c).map(|cfg| cfg.storage).unwrap_or_default();
+    let cfg = load(&c).ok();
+    let limits = cfg.as_ref().map(|c| c.limits.clone()).unwrap_or_default();
+    let storage = cfg.map(|cfg| cfg.storage).unwrap_or_default();
     if ctx.json {
         let mut v = info_json(&i);
+        v["limits"] = json!(limits);
         v["storage"] = json!(storage.backend.as_str());
         v["base"] = json!(storage.base);
         v["upper"] = json!(storage.upper);
@@ -422,6 +425,25 @@ pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<(), Failure> {
     }
     if let Some(why) = &i.no_limits_reason {
         rows.push(("Limits", format!("none: {why}")));
+    } else {
+        let mut l = Vec::new();
+        if let Some(n) = limits.pids {
+            l.push(format!("pids {n}"));
+        }
+        if let Some(b) = limits.memory {
+            l.push(format!("memory {}", human_bytes(b)));
+        }
+        if let Some(c) = limits.cpus {
+            l.push(format!("cpus {c}"));
+        }
+        rows.push((
+            "Limits",
+            if l.is_empty() {
+                "none".to_string()
+            } else {
+                l.join(", ")
+            },
+        ));
     }
     for (k, v) in rows {
         println!("{:<12}{v}", format!("{k}:"));

@@ -1220,3 +1220,40 @@ fn terminal_escapes_in_image_text_are_shown_not_obeyed() {
     assert!(err.contains("\\x1b[2J\\u{202e}evil"), "{err:?}");
     ok(env.davit().args(["destroy", "e1"]));
 }
+
+/// No container can empty the host's pid table by default: `create` without
+/// `--pids` (and an image that sets none) gives DEFAULT_PIDS, enforced in
+/// the cgroup and shown by `info`; `--pids 0` asks for none.
+#[test]
+fn a_default_pids_limit_is_applied_and_shown() {
+    if !require_root("a_default_pids_limit_is_applied_and_shown") {
+        return;
+    }
+    let env = Env::new("dpids");
+    let out = env.create("dp", &["--storage", "dir", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["limits"]["pids"], 4096);
+    ok(env.davit().args(["start", "-d", "dp"]));
+    let v = json(&ok(env.davit().args(["info", "dp", "--json"])));
+    assert_eq!(v["limits"]["pids"], 4096, "{v}");
+    let text = stdout(&ok(env.davit().args(["info", "dp"])));
+    assert!(text.contains("Limits:     pids 4096"), "{text}");
+    let max = read_to_string(
+        &Path::new("/sys/fs/cgroup/pids")
+            .join(&env.prefix)
+            .join("dp")
+            .join("pids.max"),
+    );
+    assert_eq!(max.trim(), "4096");
+    ok(env.davit().args(["stop", "dp", "-k"]));
+    let out = env.create("dn", &["--storage", "dir", "--pids", "0", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        json(&out)["limits"].get("pids").is_none(),
+        "{}",
+        stdout(&out)
+    );
+    for n in ["dp", "dn"] {
+        ok(env.davit().args(["destroy", n]));
+    }
+}

@@ -336,6 +336,12 @@ fn default_fstype() -> String {
     "bind".to_owned()
 }
 
+/// The pids limit a container gets when neither the admin (`--pids`) nor
+/// the image's LXC config sets one: a system container's few hundred tasks
+/// fit many times over, and no container alone can empty the host's pid
+/// table (`pid_max` is 32768 or more). `--pids 0` asks for none.
+pub const DEFAULT_PIDS: u64 = 4096;
+
 /// Resource limits, applied through the cgroup before init runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
