@@ -36,13 +36,35 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> Failure {
 
 /// The id map of a new container: the invoking user's first subordinate
 /// ranges (`root`'s when run as root), unless privileged.
-pub fn default_maps() -> Result<IdMaps, Failure> {
+/// `/etc/subuid` and `/etc/subgid` (`DAVIT_SUBUID`, `DAVIT_SUBGID` override them).
+fn subid_paths() -> (PathBuf, PathBuf) {
     let subuid = std::env::var_os("DAVIT_SUBUID")
         .map(PathBuf::from)
         .unwrap_or_else(|| "/etc/subuid".into());
     let subgid = std::env::var_os("DAVIT_SUBGID")
         .map(PathBuf::from)
         .unwrap_or_else(|| "/etc/subgid".into());
+    (subuid, subgid)
+}
+
+/// Who else can act as the ids of `maps`: overlapping subid ranges of
+/// other users and host accounts inside the range (see
+/// `subid::conflicts`). Each can write the files of a container that uses
+/// the map.
+pub fn map_conflicts(maps: &IdMaps) -> Result<Vec<String>, Failure> {
+    let (subuid, subgid) = subid_paths();
+    Ok(subid::conflicts(
+        &paths::user_name(),
+        nix::unistd::getuid().as_raw(),
+        maps,
+        &subuid,
+        &subgid,
+        Path::new("/etc/passwd"),
+    )?)
+}
+
+pub fn default_maps() -> Result<IdMaps, Failure> {
+    let (subuid, subgid) = subid_paths();
     Ok(subid::default_maps(
         &paths::user_name(),
         nix::unistd::getuid().as_raw(),
@@ -178,6 +200,19 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
     } else {
         Some(default_maps()?)
     };
+    let id_conflicts = match &maps {
+        Some(m) => map_conflicts(m)?,
+        None => Vec::new(),
+    };
+    if !ctx.json {
+        for c in &id_conflicts {
+            ctx.term.warning(&format!(
+                "{}: someone else can act as this container's ids: {c}; they could write its files. Give {} a range of its own in /etc/subuid and /etc/subgid (`davit check` lists every overlap)",
+                a.name,
+                paths::user_name()
+            ));
+        }
+    }
     // Leftovers of a killed create of this name.
     for e in fs::read_dir(&root)
         .map_err(io(format!("cannot read {}", root.display())))?
@@ -402,7 +437,7 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
         ctx.print_json(&json!({
             "name": a.name, "dir": dir, "image": entry.manifest.image, "fetch": outcome,
             "unprivileged": user_mode, "idmap": cfg.idmap, "unpack": report, "ignored_lxc_keys": ignored,
-            "refused_lxc_mounts": refused_mounts, "limits": cfg.limits,
+            "refused_lxc_mounts": refused_mounts, "limits": cfg.limits, "id_conflicts": id_conflicts,
             "storage": cfg.storage.backend.as_str(), "base": base_json, "note": chosen.note,
         }));
     } else if !ctx.quiet {

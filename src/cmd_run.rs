@@ -623,6 +623,32 @@ pub fn check(ctx: &Ctx, a: CheckArgs) -> Result<(), Failure> {
             "load overlayfs (modprobe overlay) on Linux 5.11+; idmapped bases need 5.19+".into(),
         ),
     });
+    // Subordinate ids: a range of our own, which nobody else can act as.
+    if let Some(m) = &maps {
+        let conflicts = crate::cmd_create::map_conflicts(m)?;
+        let range = |r: &[davit_rootfs::IdMapping]| {
+            r.first()
+                .map(|r| format!("{}-{}", r.host, r.host as u64 + r.len as u64 - 1))
+                .unwrap_or_default()
+        };
+        items.push(davit_run::check::CheckItem {
+            item: "subordinate ids".into(),
+            ok: conflicts.is_empty(),
+            detail: if conflicts.is_empty() {
+                format!(
+                    "uids {}, gids {}, overlapping no one",
+                    range(&m.uid),
+                    range(&m.gid)
+                )
+            } else {
+                conflicts.join("; ")
+            },
+            fix: Some(format!(
+                "give {} a range no other user or account overlaps in /etc/subuid and /etc/subgid",
+                paths::user_name()
+            )),
+        });
+    }
     // Signatures are checked by gpg through gpgme.
     let gpg = std::env::var_os("PATH")
         .map(|p| {

@@ -1257,3 +1257,49 @@ fn a_default_pids_limit_is_applied_and_shown() {
         ok(env.davit().args(["destroy", n]));
     }
 }
+
+/// Root's range equal to another user's let that user write root's
+/// containers' files: `check` and `create` now name the overlap, and a range
+/// of root's own passes.
+#[test]
+fn overlapping_subordinate_ranges_are_reported_by_check_and_create() {
+    if !require_root("overlapping_subordinate_ranges_are_reported_by_check_and_create") {
+        return;
+    }
+    let env = Env::new("overlap");
+    let item = || {
+        let v = json(&ok(env.davit().args(["check", "--json"])));
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["item"] == "subordinate ids")
+            .cloned()
+            .expect("a subordinate ids item")
+    };
+    let own = item();
+    assert_eq!(own["ok"], true, "{own}");
+    // Another user is given root's uids.
+    std::fs::write(
+        env.path().join("subuid"),
+        "root:1000000:65536\nmallory:1030000:100\n",
+    )
+    .unwrap();
+    let bad = item();
+    assert_eq!(bad["ok"], false, "{bad}");
+    assert!(
+        bad["detail"]
+            .as_str()
+            .unwrap()
+            .contains("gives mallory ids 1030000-1030099 too"),
+        "{bad}"
+    );
+    let out = env.create("ov", &["--storage", "dir"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("someone else can act as this container's ids")
+            && stderr(&out).contains("mallory"),
+        "{}",
+        stderr(&out)
+    );
+    ok(env.davit().args(["destroy", "ov"]));
+}

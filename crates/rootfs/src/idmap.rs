@@ -258,6 +258,76 @@ pub mod subid {
         Ok(maps)
     }
 
+    /// Who else can act as ids of `maps` (the map of `user_name`, uid
+    /// `uid`): another entry of a subid file whose range overlaps it, or a
+    /// host account whose own uid or gid lies inside it. Either can write
+    /// files of a container that uses the map. One line per conflict,
+    /// naming the file, the other party and the ids.
+    ///
+    /// # Errors
+    /// [`Error::ReadSubid`] when a file cannot be read.
+    pub fn conflicts(
+        user_name: &str,
+        uid: u32,
+        maps: &IdMaps,
+        subuid_path: &Path,
+        subgid_path: &Path,
+        passwd_path: &Path,
+    ) -> Result<Vec<String>> {
+        let read = |p: &Path| match std::fs::read_to_string(p) {
+            Ok(t) => Ok(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(source) => Err(Error::ReadSubid {
+                path: p.to_owned(),
+                source,
+            }),
+        };
+        let ids = uid.to_string();
+        let within = |m: &[IdMapping], s: u64, n: u64| {
+            m.iter()
+                .any(|r| s < r.host as u64 + r.len as u64 && (r.host as u64) < s + n)
+        };
+        let mut out = Vec::new();
+        for (path, mine) in [(subuid_path, &maps.uid), (subgid_path, &maps.gid)] {
+            for (no, line) in read(path)?.lines().enumerate() {
+                let f: Vec<&str> = line.trim().split(':').collect();
+                let [who, s, n] = f[..] else { continue };
+                if who == user_name || who == ids || who.starts_with('#') {
+                    continue;
+                }
+                let (Ok(s), Ok(n)) = (s.parse::<u64>(), n.parse::<u64>()) else {
+                    continue;
+                };
+                if n > 0 && within(mine, s, n) {
+                    out.push(format!(
+                        "{} line {} gives {who} ids {s}-{} too",
+                        path.display(),
+                        no + 1,
+                        s + n - 1
+                    ));
+                }
+            }
+        }
+        for line in read(passwd_path)?.lines() {
+            let f: Vec<&str> = line.split(':').collect();
+            let (Some(who), Some(u), Some(g)) = (f.first(), f.get(2), f.get(3)) else {
+                continue;
+            };
+            if *who == user_name {
+                continue;
+            }
+            let (Ok(u), Ok(g)) = (u.parse::<u64>(), g.parse::<u64>()) else {
+                continue;
+            };
+            if within(&maps.uid, u, 1) || within(&maps.gid, g, 1) {
+                out.push(format!(
+                    "the host account {who} (uid {u}, gid {g}) lies inside the range"
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// A conventional start for a new range: 100000 + 65536 × uid for users
     /// (what useradd does for the first users), 1000000 for root.
     fn suggest_start(uid: u32) -> u64 {
@@ -294,6 +364,42 @@ mod tests {
         assert!(IdMaps::single(0, 65536).validate().is_err());
         let m = IdMaps::parse_spec(&["b:0:100000:65536".into(), "b:1:200000:5".into()]).unwrap();
         assert!(m.validate().is_err(), "overlapping container ranges");
+    }
+
+    #[test]
+    fn subid_conflicts_name_overlapping_ranges_and_accounts_inside() {
+        let d = tempfile::tempdir().unwrap();
+        let (su, sg, pw) = (
+            d.path().join("subuid"),
+            d.path().join("subgid"),
+            d.path().join("passwd"),
+        );
+        std::fs::write(
+            &su,
+            "root:1000000:65536\nbob:1000000:65536\ncarol:2000000:65536\n",
+        )
+        .unwrap();
+        std::fs::write(&sg, "root:1000000:65536\ncarol:1065535:10\n").unwrap();
+        std::fs::write(&pw, "root:x:0:0::/root:/bin/sh\ndave:x:1000100:1000100::/h:/bin/sh\nerin:x:1000:1000::/h:/bin/sh\n").unwrap();
+        let m = subid::default_maps("root", 0, &su, &sg).unwrap();
+        let c = subid::conflicts("root", 0, &m, &su, &sg, &pw).unwrap();
+        assert_eq!(c.len(), 3, "{c:?}");
+        assert!(
+            c[0].ends_with("subuid line 2 gives bob ids 1000000-1065535 too"),
+            "{c:?}"
+        );
+        assert!(
+            c[1].ends_with("subgid line 2 gives carol ids 1065535-1065544 too"),
+            "{c:?}"
+        );
+        assert!(c[2].contains("dave (uid 1000100"), "{c:?}");
+        // A range of its own: nothing.
+        std::fs::write(&su, "root:1000000:65536\ncarol:2000000:65536\n").unwrap();
+        std::fs::write(&sg, "root:1000000:65536\n").unwrap();
+        std::fs::write(&pw, "erin:x:1000:1000::/h:/bin/sh\n").unwrap();
+        assert!(subid::conflicts("root", 0, &m, &su, &sg, &pw)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
