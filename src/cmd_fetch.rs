@@ -48,6 +48,14 @@ pub struct SourceArgs {
     /// Which index to read [default: system as root, user as a plain user].
     #[arg(long, value_enum)]
     pub index: Option<IndexArg>,
+    /// The most a rootfs.tar.xz may be, e.g. 20G [default: 16G]; a larger
+    /// one (or an endless stream) is refused, never retried.
+    #[arg(long, env = "DAVIT_MAX_DOWNLOAD", value_name = "SIZE", value_parser = crate::cmd_publish::parse_size)]
+    pub max_download: Option<u64>,
+    /// Seconds a server may send nothing before the request is retried,
+    /// resuming where it stopped [default: 60].
+    #[arg(long, env = "DAVIT_READ_TIMEOUT", value_name = "SECS")]
+    pub read_timeout: Option<u64>,
     /// Legacy LXC flag, accepted and ignored: keys are never fetched from keyservers.
     #[arg(long, hide = true)]
     pub keyserver: Option<String>,
@@ -96,6 +104,8 @@ impl SourceArgs {
             server: Server::parse(&self.server)?,
             http: HttpOptions {
                 ca_certs: self.ca_certs.clone(),
+                read_timeout: self.read_timeout.map(Duration::from_secs),
+                max_image: self.max_download,
             },
             keys: KeyOptions {
                 builtin: !self.no_builtin_key,

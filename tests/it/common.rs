@@ -398,6 +398,14 @@ pub enum Fault {
     Slow(usize),
     /// 302 to another path.
     Redirect(String),
+    /// 200 with no length, then zeros until the client hangs up (at most
+    /// 256 MiB, so the test's server always stops).
+    Endless,
+    /// Send the headers for the full body and this many bytes, then go
+    /// silent (for at most 30 s) with the connection open.
+    Stall(usize),
+    /// Claim this Content-Length, send nothing and close.
+    ClaimLength(u64),
 }
 
 struct Rule {
@@ -537,6 +545,21 @@ fn handle(
         write!(conn, "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
         return Ok(());
     }
+    if let Some(Fault::Endless) = &fault {
+        write!(conn, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
+        let zeros = vec![0u8; 64 * 1024];
+        for _ in 0..4096 {
+            conn.write_all(&zeros)?;
+        }
+        return Ok(());
+    }
+    if let Some(Fault::ClaimLength(n)) = &fault {
+        write!(
+            conn,
+            "HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n"
+        )?;
+        return Ok(());
+    }
     let file = tree.join(clean.trim_start_matches('/'));
     let Ok(data) = std::fs::read(&file) else {
         write!(
@@ -567,6 +590,11 @@ fn handle(
             conn.write_all(&body[..n.min(body.len())])?;
             conn.flush()?;
             let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
+        Some(Fault::Stall(n)) => {
+            conn.write_all(&body[..n.min(body.len())])?;
+            conn.flush()?;
+            std::thread::sleep(Duration::from_secs(30));
         }
         Some(Fault::Slow(n)) => {
             for chunk in body.chunks(n.max(1)) {

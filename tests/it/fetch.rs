@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::common::*;
 
@@ -461,6 +461,79 @@ fn dropped_connection_resumes_with_range() {
     assert_eq!(
         std::fs::read(entry(&cache).join("rootfs.tar.xz")).unwrap(),
         std::fs::read(bd.join("rootfs.tar.xz")).unwrap()
+    );
+}
+
+/// A server that sends an endless rootfs is stopped at the cap, once
+/// (never retried), and leaves nothing in the cache; one that goes silent
+/// mid-body is timed out and resumed; one that claims more than the cache's
+/// filesystem can hold is refused before a byte is written.
+#[test]
+fn downloads_are_capped_timed_out_and_checked_against_free_space() {
+    let f = fixture();
+    let t = tempfile::tempdir().unwrap();
+    let srv = FaultServer::start(&f.tree_a);
+    let cache = t.path().join("cache");
+
+    srv.fault("rootfs.tar.xz", Fault::Endless, 10);
+    let start = Instant::now();
+    let out = run(fetch_cmd(&srv.url, &cache, &f.key).args(["--max-download", "1M"]));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("larger than the 1048576 bytes allowed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        srv.count("rootfs.tar.xz"),
+        1,
+        "an oversized download was retried"
+    );
+    assert!(start.elapsed() < Duration::from_secs(30));
+    assert!(!entry(&cache).join("rootfs.tar.xz").exists());
+
+    let srv = FaultServer::start(&f.tree_a);
+    srv.fault("rootfs.tar.xz", Fault::Stall(50_000), 1);
+    let start = Instant::now();
+    let out = ok(fetch_cmd(&srv.url, &cache, &f.key).env("DAVIT_READ_TIMEOUT", "1"));
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(srv.count("rootfs.tar.xz"), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("from byte 50000"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(entry(&cache).join("rootfs.tar.xz")).unwrap(),
+        std::fs::read(build_dir(&f.tree_a, BUILD_A).join("rootfs.tar.xz")).unwrap()
+    );
+
+    if !require_root("downloads_are_capped_timed_out_and_checked_against_free_space") {
+        return;
+    }
+    // A 4 MiB cache filesystem (a tmpfs in a private mount namespace).
+    let small = t.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    srv.fault("rootfs.tar.xz", Fault::ClaimLength(1 << 30), 1);
+    let fetch = fetch_cmd(&srv.url, &small, &f.key);
+    let mut c = Command::new("unshare");
+    c.args([
+        "-m",
+        "sh",
+        "-c",
+        "mount -t tmpfs -o size=4m tmpfs \"$0\" && exec \"$@\"",
+    ])
+    .arg(&small)
+    .arg(fetch.get_program())
+    .args(fetch.get_args())
+    .envs(fetch.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+    .stdin(std::process::Stdio::null());
+    let out = run(&mut c);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("more bytes are needed and the cache's filesystem has"),
+        "{}",
+        stderr(&out)
     );
 }
 

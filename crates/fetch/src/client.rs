@@ -474,7 +474,16 @@ impl Client {
         let url = self.opts.server.url(&format!("{}{remote}", img.path));
         let dest = dir.join(name);
         let mut f = File::create(&dest).map_err(|e| Error::io("create", &dest, e))?;
-        let limit = (!name.ends_with(".tar.xz")).then_some(SMALL);
+        // The rootfs up to its cap; everything else (meta, sums,
+        // signatures) is small.
+        let limit = Some(if name == "rootfs.tar.xz" {
+            self.opts
+                .http
+                .max_image
+                .unwrap_or(transport::DEFAULT_MAX_IMAGE)
+        } else {
+            SMALL
+        });
         match transport::download(
             self.transport.as_ref(),
             &url,

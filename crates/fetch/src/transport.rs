@@ -152,11 +152,25 @@ pub trait Transport: Sync {
     fn get(&self, url: &str, from: u64) -> std::result::Result<Response, Failure>;
 }
 
+/// How long a server may send nothing (no answer, no body bytes) before
+/// the request counts as failed and is retried from where it stopped.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The most a `rootfs.tar.xz` may be unless the caller says otherwise: the
+/// largest upstream images are under 1 GiB, so an endless stream stops
+/// long before it fills a disk.
+pub const DEFAULT_MAX_IMAGE: u64 = 16 << 30;
+
 /// Options for the HTTP transport.
 #[derive(Debug, Clone, Default)]
 pub struct HttpOptions {
     /// Extra PEM CA certificates to trust, beside the system ones.
     pub ca_certs: Vec<PathBuf>,
+    /// How long a stalled server may be silent; [`DEFAULT_READ_TIMEOUT`]
+    /// when `None`.
+    pub read_timeout: Option<Duration>,
+    /// The most a rootfs tarball may be; [`DEFAULT_MAX_IMAGE`] when `None`.
+    pub max_image: Option<u64>,
 }
 
 /// HTTP(S) through reqwest with rustls. Honours `HTTPS_PROXY`, `HTTP_PROXY`
@@ -188,7 +202,9 @@ impl Http {
             .user_agent(concat!("davit/", env!("CARGO_PKG_VERSION"), " compat:7"))
             .redirect(policy)
             .connect_timeout(Duration::from_secs(30))
-            .timeout(None::<Duration>);
+            // reqwest's blocking client applies this to the wait for the
+            // answer and to each read of the body: a stall, not a total.
+            .timeout(opts.read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT));
         for ca in &opts.ca_certs {
             let pem = std::fs::read(ca).map_err(|e| Error::io("read the CA certificate", ca, e))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
@@ -324,6 +340,10 @@ impl Default for Retry {
 pub(crate) trait Sink {
     fn reset(&mut self) -> io::Result<()>;
     fn put(&mut self, b: &[u8]) -> io::Result<()>;
+    /// Bytes free where the sink writes, when it writes to a filesystem.
+    fn room(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl Sink for Vec<u8> {
@@ -344,6 +364,10 @@ impl Sink for File {
     }
     fn put(&mut self, b: &[u8]) -> io::Result<()> {
         self.write_all(b)
+    }
+    fn room(&self) -> Option<u64> {
+        let st = nix::sys::statvfs::fstatvfs(self).ok()?;
+        Some(st.blocks_available() as u64 * st.fragment_size() as u64)
     }
 }
 
@@ -408,9 +432,23 @@ pub(crate) fn download(
                     return Err(Failure {
                         status: None,
                         final_url: last_final.clone(),
-                        source: Some(
-                            format!("{total} bytes is more than the {limit} allowed").into(),
-                        ),
+                        source: Some(Box::new(TooBig(limit))),
+                    });
+                }
+            }
+            // The whole file must fit: say so now, not when the disk is full.
+            if let (Some(total), Some(room)) = (resp.total, sink.room()) {
+                let need = total.saturating_sub(received);
+                if need > room {
+                    return Err(Failure {
+                        status: None,
+                        final_url: last_final.clone(),
+                        source: Some(Box::new(LocalWrite(io::Error::new(
+                            io::ErrorKind::StorageFull,
+                            format!(
+                                "{need} more bytes are needed and the cache's filesystem has {room} free; free some space or point --cache-dir elsewhere"
+                            ),
+                        )))),
                     });
                 }
             }
@@ -429,12 +467,11 @@ pub(crate) fn download(
                     }
                 };
                 if limit.is_some_and(|l| received + n as u64 > l) {
+                    // Not retried: the same server would send the same.
                     return Err(Failure {
                         status: None,
                         final_url: last_final.clone(),
-                        source: Some(
-                            format!("more than the {} bytes allowed", limit.unwrap_or(0)).into(),
-                        ),
+                        source: Some(Box::new(TooBig(limit.unwrap_or(0)))),
                     });
                 }
                 sink.put(&buf[..n]).map_err(|e| Failure {
@@ -473,8 +510,9 @@ pub(crate) fn download(
             }
             Err(f) => {
                 let local = f.source.as_ref().is_some_and(|s| s.is::<LocalWrite>());
+                let too_big = f.source.as_ref().is_some_and(|s| s.is::<TooBig>());
                 failures += 1;
-                if local || !f.retryable() || failures >= retry.attempts {
+                if local || too_big || !f.retryable() || failures >= retry.attempts {
                     if let Some(id) = bar {
                         rep.finish(id);
                     }
@@ -510,6 +548,22 @@ pub(crate) fn download(
         }
     }
 }
+
+/// A download over its cap: never retried.
+#[derive(Debug)]
+struct TooBig(u64);
+
+impl std::fmt::Display for TooBig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "it is larger than the {} bytes allowed (--max-download SIZE raises the cap)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for TooBig {}
 
 /// A local write error, kept apart from network errors so it is never retried.
 #[derive(Debug)]
