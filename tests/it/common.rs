@@ -22,16 +22,7 @@ pub fn repo() -> PathBuf {
 
 /// Root-only tests: under CI=true a missing privilege fails the test;
 /// elsewhere the test says so loudly and returns.
-pub fn require_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test} needs root, and CI runs as root: this is a failure, not a skip");
-    }
-    eprintln!("!!! SKIPPING {test}: it needs root (run the suite as root, as CI does)");
-    false
-}
+pub use davit_testkit::require_root;
 
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd
@@ -151,6 +142,30 @@ pub fn publish_busybox(tree: &Path, key: &Key, build: &str, extra: &[&str]) {
         .args(["--xz-block-size", "512K"])
         .args(extra);
     ok(&mut c);
+}
+
+/// `davit publish TAR --dist DIST --release 1 --arch amd64` into `tree`,
+/// signed with `key`, plus `extra` (e.g. `--create-message FILE`): a signed
+/// image of a hand-made (often hostile) tarball.
+pub fn publish_tarball(tar: &Path, dist: &str, key: &Key, tree: &Path, extra: &[&std::ffi::OsStr]) {
+    ok(davit()
+        .arg("publish")
+        .arg(tar)
+        .args([
+            "--dist",
+            dist,
+            "--release",
+            "1",
+            "--arch",
+            "amd64",
+            "--key",
+            &key.fpr,
+            "--gnupg-home",
+        ])
+        .arg(&key.home)
+        .args(extra)
+        .arg("--to")
+        .arg(tree));
 }
 
 /// Built once per test run: trees A (one build) and B (a newer build too),

@@ -57,6 +57,19 @@ impl Env {
         c
     }
 
+    /// `davit create NAME DIST 1 amd64` from the file:// server `tree`
+    /// (see `publish_tarball`), trusting the fixture's key, plus `extra`.
+    pub fn create_from(&self, name: &str, dist: &str, tree: &Path, extra: &[&str]) -> Output {
+        run(self
+            .davit()
+            .args(["create", name, dist, "1", "amd64", "--network", "none"])
+            .args(extra)
+            .arg("--server")
+            .arg(format!("file://{}", tree.display()))
+            .arg("--keyring")
+            .arg(&fixture().key.public))
+    }
+
     pub fn create(&self, name: &str, extra: &[&str]) -> Output {
         let f = fixture();
         let server = format!("file://{}", f.tree_a.display());
@@ -337,38 +350,8 @@ fn failed_create_leaves_nothing_and_the_next_create_works() {
         ])
         .arg(&evil));
     let tree = env.path().join("tree");
-    let mut c = davit();
-    ok(c.arg("publish")
-        .arg(&evil)
-        .args([
-            "--dist",
-            "evil",
-            "--release",
-            "1",
-            "--arch",
-            "amd64",
-            "--key",
-            &f.key.fpr,
-            "--gnupg-home",
-            f.key.home.to_str().unwrap(),
-            "--to",
-        ])
-        .arg(&tree));
-    let mut c = env.davit();
-    c.args([
-        "create",
-        "bad",
-        "evil",
-        "1",
-        "amd64",
-        "--network",
-        "none",
-        "--server",
-        &format!("file://{}", tree.display()),
-        "--keyring",
-    ])
-    .arg(&f.key.public);
-    let out = run(&mut c);
+    publish_tarball(&evil, "evil", &f.key, &tree, &[]);
+    let out = env.create_from("bad", "evil", &tree, &[]);
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("escaped") || stderr(&out).contains(".."),
@@ -1083,41 +1066,8 @@ fn template_that_is_a_device_node_is_never_opened() {
         ])
         .arg(&tar));
     let tree = env.path().join("tree");
-    ok(davit()
-        .arg("publish")
-        .arg(&tar)
-        .args([
-            "--dist",
-            "devtpl",
-            "--release",
-            "1",
-            "--arch",
-            "amd64",
-            "--key",
-            &f.key.fpr,
-            "--gnupg-home",
-        ])
-        .arg(&f.key.home)
-        .arg("--to")
-        .arg(&tree));
-    let out = run(env
-        .davit()
-        .args([
-            "create",
-            "dt",
-            "devtpl",
-            "1",
-            "amd64",
-            "--network",
-            "none",
-            "--storage",
-            "dir",
-            "--privileged",
-            "--server",
-        ])
-        .arg(format!("file://{}", tree.display()))
-        .arg("--keyring")
-        .arg(&f.key.public));
+    publish_tarball(&tar, "devtpl", &f.key, &tree, &[]);
+    let out = env.create_from("dt", "devtpl", &tree, &["--storage", "dir", "--privileged"]);
     assert!(
         out.status.success(),
         "create opened the device node: {}",
@@ -1160,45 +1110,15 @@ fn terminal_escapes_in_image_text_are_shown_not_obeyed() {
     std::fs::write(&msg, "hello\x1b]0;pwned\x07\x1b[2J\u{202e}olleh\n").unwrap();
     let tree = env.path().join("tree");
     for (t, dist) in [(tar.clone(), "esc"), (env.path().join("bad.tar"), "bad")] {
-        ok(davit()
-            .arg("publish")
-            .arg(&t)
-            .args([
-                "--dist",
-                dist,
-                "--release",
-                "1",
-                "--arch",
-                "amd64",
-                "--key",
-                &f.key.fpr,
-                "--gnupg-home",
-            ])
-            .arg(&f.key.home)
-            .arg("--create-message")
-            .arg(&msg)
-            .arg("--to")
-            .arg(&tree));
+        publish_tarball(
+            &t,
+            dist,
+            &f.key,
+            &tree,
+            &["--create-message".as_ref(), msg.as_os_str()],
+        );
     }
-    let create = |name: &str, dist: &str| {
-        run(env
-            .davit()
-            .args([
-                "create",
-                name,
-                dist,
-                "1",
-                "amd64",
-                "--network",
-                "none",
-                "--storage",
-                "dir",
-                "--server",
-            ])
-            .arg(format!("file://{}", tree.display()))
-            .arg("--keyring")
-            .arg(&f.key.public))
-    };
+    let create = |name: &str, dist: &str| env.create_from(name, dist, &tree, &["--storage", "dir"]);
     let out = create("e1", "esc");
     assert!(out.status.success(), "{}", stderr(&out));
     let s = stdout(&out);

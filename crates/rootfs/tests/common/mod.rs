@@ -8,22 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// Returns false (after a loud message) when not root; under `CI=true` it
 /// panics instead, so CI cannot silently skip.
-pub fn require_root(test: &str) -> bool {
-    if unsafe_free_geteuid() == 0 {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test} needs root and CI=true: refusing to skip");
-    }
-    eprintln!("\n!!!!!! SKIPPED {test}: needs root (run as root or in CI) !!!!!!\n");
-    false
-}
-
-fn unsafe_free_geteuid() -> u32 {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX)
-}
+pub use davit_testkit::require_root;
 
 /// One raw 512-byte ustar header.
 pub fn header(name: &[u8], typ: u8, size: u64, link: &[u8], mode: u32) -> [u8; 512] {

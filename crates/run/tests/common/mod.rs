@@ -9,14 +9,7 @@ pub const HOST_BASE: u32 = 100_000;
 /// Root-only tests: under `CI=true` a missing privilege fails the test;
 /// elsewhere it says so loudly and the test returns.
 pub fn have_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("this test needs root and CI=true: failing instead of skipping");
-    }
-    eprintln!("!!! SKIPPED: this test needs root (run as root, or CI=true to make it fail)");
-    false
+    davit_testkit::require_root("this test")
 }
 
 /// The example driver that hosts the monitor (`cargo build --examples`).
