@@ -34,8 +34,6 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> Failure {
     move |e| Failure::io(anyhow::anyhow!(e).context(what))
 }
 
-/// The id map of a new container: the invoking user's first subordinate
-/// ranges (`root`'s when run as root), unless privileged.
 /// `/etc/subuid` and `/etc/subgid` (`DAVIT_SUBUID`, `DAVIT_SUBGID` override them).
 fn subid_paths() -> (PathBuf, PathBuf) {
     let subuid = std::env::var_os("DAVIT_SUBUID")
@@ -63,6 +61,8 @@ pub fn map_conflicts(maps: &IdMaps) -> Result<Vec<String>, Failure> {
     )?)
 }
 
+/// The id map of a new container: the invoking user's first subordinate
+/// ranges (`root`'s when run as root), unless privileged.
 pub fn default_maps() -> Result<IdMaps, Failure> {
     let (subuid, subgid) = subid_paths();
     Ok(subid::default_maps(
@@ -369,22 +369,19 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
         cfg.init = init.clone();
     }
     // An image is untrusted: it may mount pseudo-filesystems only.
-    let refused_mounts: Vec<String> = lxc
-        .mounts
-        .iter()
-        .filter_map(|m| {
-            m.refused_for_an_image().map(|why| {
-                format!(
-                    "lxc.mount.entry = {} {} {} {}: {why}",
-                    m.source, m.target, m.fstype, m.options
-                )
-            })
-        })
-        .collect();
-    cfg.mounts = lxc
-        .mounts
-        .iter()
-        .filter(|m| m.refused_for_an_image().is_none())
+    let mut refused_mounts = Vec::new();
+    let mut mounts = Vec::new();
+    for m in &lxc.mounts {
+        match m.refused_for_an_image() {
+            Some(why) => refused_mounts.push(format!(
+                "lxc.mount.entry = {} {} {} {}: {why}",
+                m.source, m.target, m.fstype, m.options
+            )),
+            None => mounts.push(m),
+        }
+    }
+    cfg.mounts = mounts
+        .into_iter()
         .map(|m| MountEntry {
             source: m.source.clone(),
             target: format!("/{}", m.target.trim_start_matches('/')).into(),
