@@ -17,7 +17,7 @@
 #    a missing DONE line or a timeout.
 #
 # Environment: DAVIT_VM_CACHE, DAVIT_VM_TIMEOUT (the test boot, seconds,
-# default 240), DAVIT_VM_ACCEL (kvm or tcg: skip the probe),
+# default 480), DAVIT_VM_ACCEL (kvm or tcg: skip the probe),
 # DAVIT_VM_KEEP (keep the work dir with the serial log), CARGO_TARGET_DIR.
 set -euo pipefail
 
@@ -25,7 +25,7 @@ t0=$(date +%s)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 export DAVIT_VM_CACHE=${DAVIT_VM_CACHE:-${DAVIT_TEST_CACHE:-/var/cache/davit-test}/vm}
-timeout_s=${DAVIT_VM_TIMEOUT:-240}
+timeout_s=${DAVIT_VM_TIMEOUT:-480}
 say() { echo "vm: $*"; }
 die() {
     say "$*"
