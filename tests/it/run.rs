@@ -1041,12 +1041,12 @@ fn image_config_cannot_mount_host_paths() {
     }
 }
 
-/// An image whose template file (`/etc/hostname`) is a device node (kept as
-/// a node in a `--privileged` container): `create`
-/// must not open it (as host root) to look. A node of the misc major with a
-/// minor no driver has answers ENODEV when opened, which `create` reported
-/// as a failure: proof that it opened the node. Now it is skipped, as a
-/// template that is not a regular file always was.
+/// An image whose template file (`/etc/hostname`) is a device node, kept as
+/// a node in a `--privileged` container: `create` must not open it (as host
+/// root) to look. The node is of the misc major with a minor no driver
+/// answers, so opening it gives ENODEV, which `create` reported as a
+/// failure: proof that it opened the node. Now it is skipped, as a template
+/// that is not a regular file always was.
 #[test]
 fn template_that_is_a_device_node_is_never_opened() {
     if !require_root("template_that_is_a_device_node_is_never_opened") {
