@@ -971,3 +971,56 @@ fn plain_user_without_quota_or_user_mode_gets_lo_up_and_a_hint() {
         assert!(hint.unwrap().contains("no veth quota"));
     }
 }
+
+/// Issue 13, row 4: a container's router advert must not configure the
+/// host. Run in a network namespace of the test's own that stands in for
+/// the host (this thread's, so the monitor started from it lives there
+/// too): the advert is sent from the container's eth0 with a prefix and a
+/// router lifetime, and the stand-in host must take neither an address
+/// nor a default route, on the bridge or on the veth. Before the fix the
+/// bridge kept `accept_ra=1` and took both.
+#[test]
+fn router_adverts_from_a_container_do_not_configure_the_host() {
+    if !have_root() {
+        return;
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+    let net = TestNet::new("");
+    let ct = Ct::new(&net, "mode = \"bridge\"");
+    let (_h, pid) = ct.start(&["/bin/sleep", "600"]);
+    let veth = net_info(&ct.state_dir()).unwrap().unwrap().link.unwrap();
+    let prefix = "2001:db8:dead:beef::";
+    let sent = Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .arg("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/net/send_ra.py"))
+        .args(["eth0", prefix])
+        .output()
+        .unwrap();
+    assert!(
+        sent.status.success(),
+        "{}{}",
+        text(&sent.stdout),
+        text(&sent.stderr)
+    );
+    // Give a host that listens time to act on them.
+    std::thread::sleep(Duration::from_secs(2));
+    let show = |args: &[&str]| text(&Command::new("ip").args(args).output().unwrap().stdout);
+    for dev in [net.bridge.as_str(), veth.as_str()] {
+        let a = show(&["-6", "addr", "show", "dev", dev]);
+        assert!(
+            !a.contains("2001:db8:dead:beef"),
+            "{dev} took an address from the container's advert:\n{a}"
+        );
+        let ra =
+            std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{dev}/accept_ra")).unwrap();
+        assert_eq!(ra.trim(), "0", "{dev}");
+    }
+    let routes = show(&["-6", "route", "show", "default"]);
+    assert!(
+        routes.trim().is_empty(),
+        "the host took a default route from the container: {routes}"
+    );
+    ct.stop();
+    net.assert_clean();
+}

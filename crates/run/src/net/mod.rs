@@ -578,10 +578,31 @@ pub fn ensure_bridge(c: &mut Rtnl, bridge: &str, host: &HostNet) -> Result<(u32,
             s
         }
     };
+    refuse_adverts(bridge)?;
     if !link.up {
         c.set_up(link.index, true)?;
     }
     Ok((link.index, subnet))
+}
+
+/// The host takes no router advert and no redirect from a container
+/// (issue 13, row 4): `accept_ra` and `accept_redirects` off on the bridge
+/// and on every host-side veth. A host without IPv6 has nothing to turn off.
+pub fn refuse_adverts(ifname: &str) -> Result<()> {
+    if !valid_ifname(ifname) {
+        return Err(Error::ConfigInvalid {
+            reason: format!("{ifname:?} is not a valid interface name"),
+        });
+    }
+    for key in ["accept_ra", "accept_redirects"] {
+        let path = PathBuf::from(format!("/proc/sys/net/ipv6/conf/{ifname}/{key}"));
+        match std::fs::write(&path, "0") {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(Error::Write { path, source }),
+        }
+    }
+    Ok(())
 }
 
 fn ignore_eexist(e: Error) -> Result<()> {
@@ -843,6 +864,7 @@ pub fn attach_veth(
         index: Some(host_link.index),
     };
     guard.c.set_master(host_link.index, br_index)?;
+    refuse_adverts(&veth)?;
     guard.c.set_up(host_link.index, true)?;
 
     let mut inner = Rtnl::in_netns(netns)?;
