@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use clap::Args;
 use davit_run::cgroup::Layout;
-use std::io::IsTerminal;
 
-use davit_run::monitor::{spawn_monitor_on, MonitorArgs};
+use davit_run::attach::AttachIo;
+use davit_run::monitor::{spawn_monitor_on, MonitorArgs, MonitorIo};
 use davit_run::state::Status;
 use davit_run::{ContainerConfig, ErrorKind};
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::json;
 
-use crate::{exit, paths, Ctx, Failure};
+use crate::{exit, paths, relay, Ctx, Failure};
 
 impl From<davit_run::Error> for Failure {
     fn from(e: davit_run::Error) -> Self {
@@ -156,32 +156,31 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
     ] {
         sigs.add(sig);
     }
-    if !a.daemon {
-        let _ = sigs.thread_block();
-    }
-    // In the foreground on a terminal, init gets a pseudo-terminal of its own.
-    let stdin = std::io::stdin();
-    let pty = if !a.daemon && stdin.is_terminal() && std::io::stdout().is_terminal() {
-        let ws = rustix::termios::tcgetwinsize(&stdin)
-            .ok()
-            .map(|w| nix::pty::Winsize {
-                ws_row: w.ws_row,
-                ws_col: w.ws_col,
-                ws_xpixel: w.ws_xpixel,
-                ws_ypixel: w.ws_ypixel,
-            });
-        Some(
-            nix::pty::openpty(ws.as_ref(), None)
-                .map_err(|e| Failure::io(anyhow::anyhow!(e).context("openpty")))?,
-        )
+    // Never the caller's terminal inside (docs/SECURITY.md): a pty of the
+    // container's own on a terminal, pipes for any other terminal.
+    let mode = if a.daemon {
+        relay::Mode::Plain
     } else {
-        None
+        relay::mode()
     };
-    let (master, slave) = match pty {
-        Some(p) => (Some(p.master), Some(p.slave)),
-        None => (None, None),
+    if !a.daemon {
+        let mut blocked = sigs;
+        if mode == relay::Mode::Pty {
+            blocked.add(Signal::SIGWINCH);
+        }
+        let _ = blocked.thread_block();
+    }
+    let (io, pending) = match mode {
+        relay::Mode::Pty => (MonitorIo::Console, None),
+        relay::Mode::Pipes => {
+            let (theirs, p) = relay::pipes().map_err(|e| {
+                Failure::io(anyhow::anyhow!(e).context("cannot make pipes for the container"))
+            })?;
+            (MonitorIo::Fds(theirs), Some(p))
+        }
+        relay::Mode::Plain => (MonitorIo::Inherit, None),
     };
-    let mut h = spawn_monitor_on(&monitor_exe()?, &args, a.daemon, slave)?;
+    let mut h = spawn_monitor_on(&monitor_exe()?, &args, a.daemon, io)?;
     let pid = match h.wait_ready() {
         Ok(pid) => pid,
         Err(e) => {
@@ -208,30 +207,20 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
         }
         return Ok(());
     }
+    let relay = match mode {
+        relay::Mode::Pty => Some(relay::pty(h.take_console()?)),
+        _ => pending.map(relay::Pending::start),
+    };
     // Ctrl-C, `kill`, a hang-up: passed to init (pid 1 passes them to CMD).
     std::thread::spawn(move || loop {
         if let Ok(sig) = sigs.wait() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
         }
     });
-    let relay = master.map(|m| {
-        let raw = RawMode::enter();
-        let m = std::fs::File::from(m);
-        let mut to_pty = m.try_clone().expect("dup of the pty master");
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to_pty);
-        });
-        let mut from_pty = m;
-        let out = std::thread::spawn(move || {
-            // EIO once the container side is closed.
-            let _ = std::io::copy(&mut from_pty, &mut std::io::stdout().lock());
-        });
-        (raw, out)
-    });
     let status = h.child.wait().map_err(|e| Failure::io(e.into()))?;
-    if let Some((raw, out)) = relay {
-        let _ = out.join();
-        drop(raw);
+    if let Some(r) = relay {
+        // Every container process is gone: the rest is in flight.
+        r.finish(Duration::from_secs(1));
     }
     let code = status.code().unwrap_or(1);
     if code == 0 {
@@ -242,35 +231,6 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
             anyhow::anyhow!("{} exited with status {code}", c.name),
         )
         .silent())
-    }
-}
-
-/// The host terminal in raw mode while a container owns it; restored on drop.
-struct RawMode(Option<nix::sys::termios::Termios>);
-
-impl RawMode {
-    fn enter() -> RawMode {
-        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
-        let stdin = std::io::stdin();
-        let saved = tcgetattr(&stdin).ok();
-        if let Some(t) = &saved {
-            let mut raw = t.clone();
-            cfmakeraw(&mut raw);
-            let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
-        }
-        RawMode(saved)
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        if let Some(t) = &self.0 {
-            let _ = nix::sys::termios::tcsetattr(
-                std::io::stdin(),
-                nix::sys::termios::SetArg::TCSANOW,
-                t,
-            );
-        }
     }
 }
 
@@ -293,11 +253,35 @@ pub fn attach(_ctx: &Ctx, a: AttachArgs) -> Result<(), Failure> {
     } else {
         a.command
     };
+    // Never the caller's terminal inside (docs/SECURITY.md): a pty of the
+    // container's own on a terminal, pipes for any other terminal.
+    let mode = relay::mode();
+    let (io, mut pending) = match mode {
+        relay::Mode::Pty => (AttachIo::Pty, None),
+        relay::Mode::Pipes => {
+            let (theirs, p) = relay::pipes().map_err(|e| {
+                Failure::io(anyhow::anyhow!(e).context("cannot make pipes for the command"))
+            })?;
+            (AttachIo::Fds(theirs), Some(p))
+        }
+        relay::Mode::Plain => (AttachIo::Inherit, None),
+    };
     let opts = davit_run::attach::AttachOptions {
         command,
         term: std::env::var("TERM").ok(),
+        io,
     };
-    let code = davit_run::attach::attach(&paths::runtime_dir(), &c.name, &opts)?;
+    let mut relay = None;
+    let code = davit_run::attach::attach(&paths::runtime_dir(), &c.name, opts, &mut |master| {
+        relay = match master {
+            Some(m) => Some(relay::pty(m)),
+            None => pending.take().map(relay::Pending::start),
+        };
+    })?;
+    if let Some(r) = relay {
+        // A process the command left behind may hold its terminal open.
+        r.finish(Duration::from_millis(300));
+    }
     if code == 0 {
         Ok(())
     } else {

@@ -13,6 +13,7 @@ mod cmd_publish;
 mod cmd_run;
 mod cmd_serve;
 mod paths;
+mod relay;
 mod report;
 mod storage;
 

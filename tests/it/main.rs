@@ -5,3 +5,4 @@ mod fetch;
 mod offline;
 mod run;
 mod storage;
+mod terminal;

@@ -96,8 +96,14 @@ fn attach(args: &[OsString]) -> ! {
     let opts = davit_run::attach::AttachOptions {
         command,
         term: None,
+        io: davit_run::attach::AttachIo::Inherit,
     };
-    match davit_run::attach::attach(Path::new(&args[0]), &args[1].to_string_lossy(), &opts) {
+    match davit_run::attach::attach(
+        Path::new(&args[0]),
+        &args[1].to_string_lossy(),
+        opts,
+        &mut |_| {},
+    ) {
         Ok(code) => std::process::exit(code),
         Err(e) => fail("attach", &e),
     }

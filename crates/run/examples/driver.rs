@@ -22,9 +22,14 @@ fn main() {
             let opts = davit_run::attach::AttachOptions {
                 command,
                 term: None,
+                io: davit_run::attach::AttachIo::Inherit,
             };
-            match davit_run::attach::attach(Path::new(&args[2]), &args[3].to_string_lossy(), &opts)
-            {
+            match davit_run::attach::attach(
+                Path::new(&args[2]),
+                &args[3].to_string_lossy(),
+                opts,
+                &mut |_| {},
+            ) {
                 Ok(code) => std::process::exit(code),
                 Err(e) => {
                     eprintln!("attach failed ({}): {e}", e.kind());

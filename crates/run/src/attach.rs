@@ -20,16 +20,33 @@ use crate::monitor::exit_code;
 use crate::msg::{Channel, Msg};
 use crate::spawn::{cstrings, path_dirs, DEFAULT_PATH};
 use crate::state::StateStore;
-use crate::sys;
+use crate::{sys, tty};
 
 /// What to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct AttachOptions {
     /// The command and arguments, resolved inside the container; empty
     /// means a login shell (`/bin/sh -l`).
     pub command: Vec<String>,
     /// `TERM` to pass (default `linux`).
     pub term: Option<String>,
+    /// Its standard descriptors.
+    pub io: AttachIo,
+}
+
+/// The standard descriptors of an attached command. In every case it runs
+/// in a session of its own and holds no descriptor of the host's terminal.
+#[derive(Debug)]
+pub enum AttachIo {
+    /// The caller's own; any that is a terminal is replaced by `/dev/null`.
+    Inherit,
+    /// These three as standard input, output and error (pipes the caller
+    /// relays, say); any that is a terminal is replaced by `/dev/null`.
+    Fds([OwnedFd; 3]),
+    /// A pseudo-terminal allocated from the container's own devpts, as
+    /// `lxc-attach` and `runc exec -t` do: the command's controlling
+    /// terminal; the master is handed to the caller to relay.
+    Pty,
 }
 
 /// The clean environment of an attached command.
@@ -44,7 +61,10 @@ pub fn attach_env(term: Option<&str>) -> Vec<(String, String)> {
 
 /// Run a command inside running container `name` and return its exit
 /// status (128 + signal when killed). Must be called from a single-threaded
-/// process.
+/// process. `on_running` is called once, when the command has been
+/// exec'd, with the master of its terminal for [`AttachIo::Pty`]; the
+/// caller may start threads there (to relay) and they may run on while
+/// this waits for the command.
 ///
 /// A transient child joins the container's cgroup (while still on the
 /// host), opens nothing more, joins every namespace with one
@@ -56,7 +76,12 @@ pub fn attach_env(term: Option<&str>) -> Vec<(String, String)> {
 /// # Errors
 /// [`Error::NotRunning`], [`Error::Syscall`], or [`Error::Init`] with the
 /// failing step's kind and errno.
-pub fn attach(runtime: &Path, name: &str, opts: &AttachOptions) -> Result<i32> {
+pub fn attach(
+    runtime: &Path,
+    name: &str,
+    opts: AttachOptions,
+    on_running: &mut dyn FnMut(Option<OwnedFd>),
+) -> Result<i32> {
     let store = StateStore::new(runtime, name);
     let st = store
         .peek()?
@@ -95,6 +120,24 @@ pub fn attach(runtime: &Path, name: &str, opts: &AttachOptions) -> Result<i32> {
         "the environment",
     )?;
     let dirs = path_dirs(&env);
+    let null: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|source| Error::Read {
+            path: "/dev/null".into(),
+            source,
+        })?
+        .into();
+    let pty = matches!(opts.io, AttachIo::Pty);
+    let io = Io {
+        null,
+        pty,
+        fds: match opts.io {
+            AttachIo::Fds(fds) => Some(fds),
+            _ => None,
+        },
+    };
     let (mut parent, child) = Channel::pair()?;
 
     let Some(single) = sys::single_threaded() else {
@@ -112,37 +155,56 @@ pub fn attach(runtime: &Path, name: &str, opts: &AttachOptions) -> Result<i32> {
         Ok(sys::Cloned::Child) => {
             drop(parent);
             transient(
-                child, &pidfd, flags, userns, &cg, &argv, &envp, &dirs, &single,
+                child, &pidfd, flags, userns, &cg, &argv, &envp, &dirs, &io, &single,
             )
         }
         Ok(sys::Cloned::Parent { pid, .. }) => pid,
     };
     drop(child);
-    let r = parent.recv();
-    let ws = loop {
+    // The command's ends of the caller's pipes live on in it alone, so the
+    // caller sees end of file when it is done.
+    drop(io);
+    let reap = || loop {
         match waitpid(a, None) {
             Err(Errno::EINTR) => continue,
-            Ok(ws) => break ws,
-            Err(e) => return Err(Error::sys(format!("waitpid({a})"), e)),
+            Ok(ws) => break Ok(ws),
+            Err(e) => break Err(Error::sys(format!("waitpid({a})"), e)),
         }
     };
-    match r? {
-        None => {}
-        Some(Msg::Failed { step, kind, errno }) => {
-            return Err(Error::Init {
-                step,
-                kind,
-                source: (errno != 0).then(|| Errno::from_raw(errno)),
-            })
+    let mut master = None;
+    let r = loop {
+        match parent.recv_with_fd() {
+            Ok(Some((Msg::Console, Some(fd)))) if master.is_none() => master = Some(fd),
+            Ok(None) => break Ok(()),
+            Ok(Some((Msg::Failed { step, kind, errno }, _))) => {
+                break Err(Error::Init {
+                    step,
+                    kind,
+                    source: (errno != 0).then(|| Errno::from_raw(errno)),
+                })
+            }
+            Ok(Some(_)) => {
+                break Err(Error::Protocol {
+                    want: "end of file after exec",
+                    got: "another message".into(),
+                })
+            }
+            Err(e) => break Err(e),
         }
-        Some(_) => {
-            return Err(Error::Protocol {
-                want: "end of file after exec",
-                got: "another message".into(),
-            })
-        }
+    };
+    if let Err(e) = r {
+        let _ = reap();
+        return Err(e);
     }
-    Ok(exit_code(ws).unwrap_or(1))
+    on_running(master);
+    Ok(exit_code(reap()?).unwrap_or(1))
+}
+
+/// What the attached command's standard descriptors become.
+struct Io {
+    null: OwnedFd,
+    fds: Option<[OwnedFd; 3]>,
+    pty: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -155,6 +217,7 @@ fn transient(
     argv: &[CString],
     envp: &[CString],
     dirs: &[std::path::PathBuf],
+    io: &Io,
     single: &sys::SingleThreaded,
 ) -> ! {
     let fail = |chan: &mut Channel, step: InitStep, e: Error| -> ! {
@@ -190,7 +253,7 @@ fn transient(
     // know us), so fork on the strength of the check made before forking.
     match sys::fork_checked(single) {
         Err(e) => fail(&mut chan, InitStep::Sync, Error::sys("fork()", e)),
-        Ok(sys::Cloned::Child) => match grandchild(userns, argv, envp, dirs) {
+        Ok(sys::Cloned::Child) => match grandchild(&mut chan, userns, argv, envp, dirs, io) {
             Ok(never) => match never {},
             Err((step, e)) => fail(&mut chan, step, e),
         },
@@ -209,10 +272,12 @@ fn transient(
 }
 
 fn grandchild(
+    chan: &mut Channel,
     userns: bool,
     argv: &[CString],
     envp: &[CString],
     dirs: &[std::path::PathBuf],
+    io: &Io,
 ) -> std::result::Result<Infallible, (InitStep, Error)> {
     let at = |step: InitStep| move |e: Error| (step, e);
     if userns {
@@ -247,6 +312,9 @@ fn grandchild(
         }
         Err(e) => return Err((InitStep::Cwd, Error::sys("getcwd()", e))),
     }
+    // Never the caller's terminal (CVE-2017-5226 class): a session of our
+    // own, on the container's own pty or on no terminal at all.
+    terminal(chan, io).map_err(at(InitStep::Console))?;
     drop_caps().map_err(at(InitStep::Capabilities))?;
     nix::sys::prctl::set_no_new_privs()
         .map_err(|e| Error::sys("prctl(PR_SET_NO_NEW_PRIVS, 1)", e))
@@ -257,6 +325,38 @@ fn grandchild(
         .map_err(at(InitStep::CloseFds))?;
     let e = nix::unistd::execve(&exe, argv, envp).unwrap_err();
     Err((InitStep::Exec, Error::sys(format!("execve({exe:?}, …)"), e)))
+}
+
+fn terminal(chan: &mut Channel, io: &Io) -> Result<()> {
+    if io.pty {
+        // The container's root now: its /dev/pts/ptmx, checked to be one.
+        let root = sys::openat2(
+            rustix::fs::CWD,
+            Path::new("/"),
+            (nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY).bits(),
+            0,
+            0,
+        )
+        .map_err(|e| Error::sys("open(\"/\", O_PATH)", e))?;
+        let (master, slave) = tty::open_pty_at(root.as_fd(), "dev/pts/ptmx")?;
+        tty::take_terminal(&slave, true)?;
+        return chan.send_with_fd(Msg::Console, master.as_fd());
+    }
+    if let Some(fds) = &io.fds {
+        // Out of the way of 0-2 first, so no dup2 overwrites another.
+        let mut high = Vec::with_capacity(3);
+        for fd in fds {
+            high.push(
+                sys::dup_at_least(fd.as_fd(), 10)
+                    .map_err(|e| Error::sys("fcntl(F_DUPFD_CLOEXEC)", e))?,
+            );
+        }
+        for (n, fd) in high.iter().enumerate() {
+            nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(fd), n as i32)
+                .map_err(|e| Error::sys(format!("dup2(…, {n})"), e))?;
+        }
+    }
+    tty::leave_terminals(io.null.as_fd())
 }
 
 fn resolve(argv: &[CString], dirs: &[std::path::PathBuf]) -> Result<CString> {

@@ -147,10 +147,13 @@ pub enum InitStep {
     Overlay,
     /// Joining a session keyring of the container's own.
     Keyring,
+    /// The container's terminal: a pty from its own devpts, or a session
+    /// of its own without the host's terminal.
+    Console,
 }
 
 impl InitStep {
-    const ALL: [InitStep; 19] = [
+    const ALL: [InitStep; 20] = [
         InitStep::Sync,
         InitStep::SetIds,
         InitStep::CgroupNs,
@@ -170,6 +173,7 @@ impl InitStep {
         InitStep::Exec,
         InitStep::Overlay,
         InitStep::Keyring,
+        InitStep::Console,
     ];
 
     /// A stable byte for the sync socket.
@@ -205,6 +209,7 @@ impl InitStep {
             InitStep::CloseFds => "close inherited descriptors",
             InitStep::Exec => "exec init",
             InitStep::Keyring => "join a new session keyring",
+            InitStep::Console => "set up the container's terminal",
             InitStep::Overlay => "mount the overlay root from its base, upper and work directories (`davit check` says what this host supports; `davit create --storage dir` needs no overlay)",
         }
     }

@@ -22,7 +22,7 @@ use crate::cgroup::{Layout, Version};
 use crate::config::{Backend, ContainerConfig, MountEntry};
 use crate::error::{Error, InitStep, Result};
 use crate::msg::{Channel, Msg};
-use crate::sys;
+use crate::{sys, tty};
 
 /// The capabilities removed from the bounding set, as LXC's default config.
 pub const DROPPED_CAPS: [caps::Capability; 5] = [
@@ -81,6 +81,12 @@ pub(crate) struct Plan<'a> {
     /// does not give a user without capabilities in the host's user
     /// namespace. Root's attach has them, so root's shim stays non-dumpable.
     pub shim_dumpable: bool,
+    /// Give init a pseudo-terminal from the container's own devpts, bound
+    /// on `/dev/console`, and send its master to the parent.
+    pub console: bool,
+    /// The host's `/dev/null`, put in place of any standard descriptor that
+    /// is a terminal when there is no console.
+    pub null: OwnedFd,
 }
 
 type StepResult<T> = std::result::Result<T, (InitStep, Error)>;
@@ -187,6 +193,17 @@ fn setup(chan: &mut Channel, plan: &Plan<'_>) -> StepResult<Infallible> {
     mount_sys(root).at(InitStep::Sys)?;
     build_dev(root, !plan.userns).at(InitStep::Dev)?;
     mask_paths(root).at(InitStep::Mask)?;
+    // Never the host's terminal: init gets a session of its own, and the
+    // container's own pty or no terminal at all.
+    if plan.console {
+        let (master, slave) = tty::open_pty_at(root, "dev/pts/ptmx").at(InitStep::Console)?;
+        bind_console(root, &slave).at(InitStep::Console)?;
+        tty::take_terminal(&slave, !plan.shim).at(InitStep::Console)?;
+        chan.send_with_fd(Msg::Console, master.as_fd())
+            .at(InitStep::Sync)?;
+    } else {
+        tty::leave_terminals(plan.null.as_fd()).at(InitStep::Console)?;
+    }
     mount_cgroupfs(root, plan.layout, plan.cgroup2_rw, plan.systemd_v1_rw)
         .at(InitStep::CgroupFs)?;
     for m in &plan.cfg.mounts {
@@ -766,6 +783,36 @@ fn build_dev(root: BorrowedFd<'_>, privileged: bool) -> Result<()> {
     )
     .map_err(|e| Error::sys("fchmodat(dev, \".\", 0755)", e))?;
     Ok(())
+}
+
+/// `/dev/console` is the container's terminal (as LXC binds its pty there).
+fn bind_console(root: BorrowedFd<'_>, slave: &OwnedFd) -> Result<()> {
+    let dev = plain_dir(root, "dev")?;
+    let f = sys::openat2(
+        dev.as_fd(),
+        Path::new("console"),
+        (OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW).bits(),
+        0o600,
+        sys::RESOLVE_BENEATH | sys::RESOLVE_NO_SYMLINKS,
+    )
+    .map_err(|e| Error::sys("openat2(dev, \"console\", O_CREAT|O_EXCL)", e))?;
+    drop(f);
+    let t = sys::openat2(
+        dev.as_fd(),
+        Path::new("console"),
+        (OFlag::O_PATH | OFlag::O_NOFOLLOW).bits(),
+        0,
+        sys::RESOLVE_BENEATH | sys::RESOLVE_NO_SYMLINKS,
+    )
+    .map_err(|e| Error::sys("openat2(dev, \"console\", O_PATH)", e))?;
+    mount_on(
+        Some(fd_path(slave.as_fd()).as_str()),
+        t.as_fd(),
+        "/dev/console",
+        None,
+        MsFlags::MS_BIND,
+        None,
+    )
 }
 
 /// Mask and read-only paths. `/dev/null` is opened `O_PATH` and checked to

@@ -80,6 +80,7 @@ pub mod state;
 pub mod stop;
 pub mod storage;
 pub mod sys;
+mod tty;
 
 pub use config::ContainerConfig;
 pub use error::{Error, ErrorKind, InitStep, Result};

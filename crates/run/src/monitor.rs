@@ -18,6 +18,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use crate::cgroup::{self, Cgroup, Layout};
 use crate::config::ContainerConfig;
 use crate::error::{Error, ErrorKind, Result};
+use crate::msg::{Channel, Msg};
 use crate::spawn::{spawn_init, InitSpec};
 use crate::state::{ProcessRef, State, StateLock, StateStore, Status};
 use crate::sys;
@@ -27,6 +28,10 @@ pub const MONITOR_ARG: &str = "__run-monitor";
 
 /// The descriptor number the ready pipe gets in the monitor.
 pub const READY_FD: RawFd = 3;
+
+/// The descriptor number the console socket gets in the monitor: a unix
+/// socket on which the master of init's pseudo-terminal is sent.
+pub const CONSOLE_FD: RawFd = 4;
 
 /// Exit code of the monitor when the container could not be started.
 pub const EXIT_SETUP_FAILED: i32 = 125;
@@ -47,6 +52,9 @@ pub struct MonitorArgs {
     /// net: the host config with the `[network]` table; `None` means
     /// [`crate::net::HOST_CONFIG`] (`/etc/davit/config.toml`).
     pub net_config: Option<PathBuf>,
+    /// Give init a pseudo-terminal of the container's own and send its
+    /// master on descriptor [`CONSOLE_FD`].
+    pub console: bool,
 }
 
 impl MonitorArgs {
@@ -59,6 +67,7 @@ impl MonitorArgs {
             command: Vec::new(),
             ready_fd: false,
             net_config: None,
+            console: false,
         }
     }
 
@@ -74,6 +83,9 @@ impl MonitorArgs {
         ];
         if self.ready_fd {
             v.push("--ready-fd".into());
+        }
+        if self.console {
+            v.push("--console".into());
         }
         if let Some(p) = &self.net_config {
             v.push("--net-config".into());
@@ -116,6 +128,7 @@ impl MonitorArgs {
                         .map_err(|_| bad("cgroup prefix is not UTF-8".into()))?;
                 }
                 Some("--ready-fd") => out.ready_fd = true,
+                Some("--console") => out.console = true,
                 Some("--net-config") => out.net_config = Some(val("--net-config")?.into()),
                 Some("--") => {
                     out.command = it
@@ -166,7 +179,11 @@ pub fn monitor_main(args: &[OsString]) -> ! {
         _ => None,
     };
     let mut ready = ready;
-    let code = match parsed.and_then(|a| run_monitor(&a, &mut ready)) {
+    let console = match &parsed {
+        Ok(a) if a.console => console_socket(),
+        _ => None,
+    };
+    let code = match parsed.and_then(|a| run_monitor(&a, &mut ready, console)) {
         Ok(code) => code,
         Err(e) => {
             report(&mut ready, &Report::Failed(&e));
@@ -197,6 +214,15 @@ fn ready_file() -> Option<File> {
         return None;
     }
     sys::take_inherited_fd(READY_FD).map(File::from)
+}
+
+fn console_socket() -> Option<std::os::unix::net::UnixStream> {
+    // The socket handed over by `spawn_monitor_on` as CONSOLE_FD.
+    let st = nix::sys::stat::fstat(CONSOLE_FD).ok()?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return None;
+    }
+    sys::take_inherited_fd(CONSOLE_FD).map(std::os::unix::net::UnixStream::from)
 }
 
 enum Report<'a> {
@@ -258,13 +284,27 @@ fn cgroup_placement(
 }
 
 /// The monitor's work, callable in-process by a single-threaded caller.
-/// Returns init's exit status.
+/// With `args.console`, the master of init's terminal is sent on `console`
+/// once init runs. Returns init's exit status.
 ///
 /// # Errors
 /// Any error before init runs; afterwards failures only affect cleanup and
 /// are folded into the returned status.
-pub fn run_monitor(args: &MonitorArgs, ready: &mut Option<File>) -> Result<i32> {
+pub fn run_monitor(
+    args: &MonitorArgs,
+    ready: &mut Option<File>,
+    console: Option<std::os::unix::net::UnixStream>,
+) -> Result<i32> {
     let _ = nix::unistd::chdir("/");
+    let mut console = match (args.console, console) {
+        (false, _) => None,
+        (true, Some(s)) => Some(Channel::from_stream(s)),
+        (true, None) => {
+            return Err(Error::ConfigInvalid {
+                reason: format!("--console needs a unix socket on descriptor {CONSOLE_FD}"),
+            })
+        }
+    };
     let cfg = ContainerConfig::load(&args.config)?;
     let store = StateStore::new(&args.runtime, &cfg.name);
     let layout = Layout::detect()?;
@@ -322,6 +362,7 @@ pub fn run_monitor(args: &MonitorArgs, ready: &mut Option<File>) -> Result<i32> 
         command: args.command.clone(),
         cgroup: cg.as_ref(),
         layout: &layout,
+        console: console.is_some(),
     };
     let mut on_ready = |sp: &crate::spawn::Spawned| -> Result<()> {
         // net: set up from the host while init still waits to be released.
@@ -351,7 +392,7 @@ pub fn run_monitor(args: &MonitorArgs, ready: &mut Option<File>) -> Result<i32> 
         });
         lock.save(&s)
     };
-    let spawned = match spawn_init(&spec, &mut on_ready) {
+    let mut spawned = match spawn_init(&spec, &mut on_ready) {
         Ok(s) => s,
         Err(e) => {
             if let Some(cg) = &cg {
@@ -365,6 +406,12 @@ pub fn run_monitor(args: &MonitorArgs, ready: &mut Option<File>) -> Result<i32> 
             return Err(e);
         }
     };
+    // The terminal's master goes to the CLI, which relays it; the monitor
+    // keeps no copy.
+    if let (Some(chan), Some(master)) = (console.as_mut(), spawned.console.take()) {
+        let _ = chan.send_with_fd(Msg::Console, std::os::fd::AsFd::as_fd(&master));
+    }
+    drop(console);
     report(ready, &Report::Ready(spawned.pid.as_raw()));
 
     let code = loop {
@@ -439,20 +486,36 @@ pub struct MonitorHandle {
     /// The monitor process.
     pub child: Child,
     ready: Option<BufReader<File>>,
+    console: Option<Channel>,
 }
 
-/// Start `exe MONITOR_ARG args…` with a ready pipe. With `detach` the
-/// monitor gets its own session (`setsid`) and null stdio; otherwise it
-/// inherits the caller's stdio, which init then uses.
+/// The standard descriptors of a monitor, and so of init.
+#[derive(Debug)]
+pub enum MonitorIo {
+    /// The caller's own (`/dev/null` with `detach`). Init replaces any of
+    /// them that is a terminal with `/dev/null`.
+    Inherit,
+    /// These three, as standard input, output and error (pipes the caller
+    /// relays, say). Init replaces any that is a terminal.
+    Fds([OwnedFd; 3]),
+    /// A pseudo-terminal allocated inside the container: the monitor's own
+    /// standard descriptors are `/dev/null`, and the master comes back
+    /// through [`MonitorHandle::take_console`].
+    Console,
+}
+
+/// Start `exe MONITOR_ARG args…` with a ready pipe, in a session of its
+/// own (it never has the caller's controlling terminal). With `detach` its
+/// standard descriptors are `/dev/null`; otherwise it inherits the
+/// caller's, which init then uses.
 ///
 /// # Errors
 /// [`Error::Spawn`] if the process cannot be started.
 pub fn spawn_monitor(exe: &Path, args: &MonitorArgs, detach: bool) -> Result<MonitorHandle> {
-    spawn_monitor_on(exe, args, detach, None)
+    spawn_monitor_on(exe, args, detach, MonitorIo::Inherit)
 }
 
-/// Like [`spawn_monitor`], with `tty` (a pseudo-terminal's slave) as the
-/// monitor's, and so init's, standard input, output and error.
+/// Like [`spawn_monitor`], with the standard descriptors `io` says.
 ///
 /// # Errors
 /// [`Error::Spawn`] if the process cannot be started.
@@ -460,42 +523,69 @@ pub fn spawn_monitor_on(
     exe: &Path,
     args: &MonitorArgs,
     detach: bool,
-    tty: Option<OwnedFd>,
+    io: MonitorIo,
 ) -> Result<MonitorHandle> {
+    let spawn_err = |program: &str| {
+        let program = program.to_owned();
+        move |source| Error::Spawn { program, source }
+    };
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::sys("pipe2(O_CLOEXEC)", e))?;
     let mut args = args.clone();
     args.ready_fd = true;
+    let mut pass = vec![(w, READY_FD)];
+    let mut console = None;
     let mut cmd = Command::new(exe);
-    cmd.arg(MONITOR_ARG).args(args.to_args());
-    if let Some(t) = tty {
-        let dup = |t: &OwnedFd| {
-            t.try_clone().map_err(|source| Error::Spawn {
-                program: "dup(tty)".into(),
-                source,
-            })
-        };
-        cmd.stdin(Stdio::from(dup(&t)?))
-            .stdout(Stdio::from(dup(&t)?))
-            .stderr(Stdio::from(t));
-    } else if detach {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+    match io {
+        MonitorIo::Fds([i, o, e]) => {
+            cmd.stdin(Stdio::from(i))
+                .stdout(Stdio::from(o))
+                .stderr(Stdio::from(e));
+        }
+        MonitorIo::Console => {
+            let (mine, theirs) =
+                std::os::unix::net::UnixStream::pair().map_err(spawn_err("socketpair"))?;
+            pass.push((OwnedFd::from(theirs), CONSOLE_FD));
+            console = Some(Channel::from_stream(mine));
+            args.console = true;
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+        }
+        MonitorIo::Inherit if detach => {
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+        }
+        MonitorIo::Inherit => {}
     }
-    sys::command_pass_fds(&mut cmd, vec![(w, READY_FD)], detach);
-    let child = cmd.spawn().map_err(|source| Error::Spawn {
-        program: exe.display().to_string(),
-        source,
-    })?;
+    cmd.arg(MONITOR_ARG).args(args.to_args());
+    sys::command_pass_fds(&mut cmd, pass, true);
+    let child = cmd.spawn().map_err(spawn_err(&exe.display().to_string()))?;
     drop(cmd);
     Ok(MonitorHandle {
         child,
         ready: Some(BufReader::new(File::from(r))),
+        console,
     })
 }
 
 impl MonitorHandle {
+    /// The master of init's pseudo-terminal, after [`MonitorHandle::wait_ready`]
+    /// succeeded for a monitor spawned with [`MonitorIo::Console`].
+    ///
+    /// # Errors
+    /// [`Error::Protocol`] if there is none.
+    pub fn take_console(&mut self) -> Result<OwnedFd> {
+        match self.console.take() {
+            Some(mut c) => c.expect_with_fd(Msg::Console),
+            None => Err(Error::Protocol {
+                want: "a console",
+                got: "a monitor spawned without one".into(),
+            }),
+        }
+    }
+
     /// Wait for the monitor's report: init's host pid once it runs.
     ///
     /// # Errors

@@ -24,6 +24,9 @@ pub(crate) enum Msg {
     Ready,
     /// Parent → child: state recorded, exec now.
     Start,
+    /// Child → parent, with the master of the container's terminal
+    /// attached: the pseudo-terminal init (or an attached command) runs on.
+    Console,
     /// Either way: a step failed.
     Failed {
         step: InitStep,
@@ -41,6 +44,7 @@ impl Msg {
             Msg::MapsDone => b[0] = 1,
             Msg::Ready => b[0] = 2,
             Msg::Start => b[0] = 3,
+            Msg::Console => b[0] = 5,
             Msg::Failed { step, kind, errno } => {
                 b[0] = 4;
                 b[1] = step.to_u8();
@@ -56,6 +60,7 @@ impl Msg {
             1 => Msg::MapsDone,
             2 => Msg::Ready,
             3 => Msg::Start,
+            5 => Msg::Console,
             4 => Msg::Failed {
                 step: InitStep::from_u8(b[1]),
                 kind: ErrorKind::from_u8(b[2]),
@@ -70,6 +75,7 @@ impl Msg {
             Msg::MapsDone => "maps-done",
             Msg::Ready => "ready",
             Msg::Start => "start",
+            Msg::Console => "console",
             Msg::Failed { .. } => "failed",
         }
     }
@@ -91,6 +97,11 @@ impl Channel {
             )
         })?;
         Ok((Channel { sock: a }, Channel { sock: b }))
+    }
+
+    /// A channel over a socket inherited from another process.
+    pub(crate) fn from_stream(sock: UnixStream) -> Channel {
+        Channel { sock }
     }
 
     /// Ends the conversation for both holders of this end (a forked copy
@@ -204,6 +215,12 @@ impl Channel {
     /// Like [`Channel::expect_maps_done`], also taking the descriptor the
     /// parent attached to it.
     pub(crate) fn expect_maps_done_with_fd(&mut self) -> Result<OwnedFd> {
+        self.expect_with_fd(Msg::MapsDone)
+    }
+
+    /// The next message and the descriptor that came with it, if any; `None`
+    /// at end of file.
+    pub(crate) fn recv_with_fd(&mut self) -> Result<Option<(Msg, Option<OwnedFd>)>> {
         let mut b = [0u8; LEN];
         let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
         let mut anc = RecvAncillaryBuffer::new(&mut space);
@@ -230,25 +247,40 @@ impl Channel {
                 fd = fds.next();
             }
         }
+        if got == 0 {
+            return Ok(None);
+        }
         if got != LEN {
             return Err(Error::Protocol {
-                want: "maps-done",
+                want: "a whole message",
                 got: format!("{got} bytes"),
             });
         }
         match Msg::decode(b) {
-            Some(Msg::MapsDone) => fd.ok_or(Error::Protocol {
-                want: "maps-done with a descriptor",
-                got: "maps-done without one".to_owned(),
-            }),
-            Some(Msg::Failed { step, kind, errno }) => Err(failed(step, kind, errno)),
-            Some(m) => Err(Error::Protocol {
-                want: "maps-done",
-                got: m.name().to_owned(),
-            }),
+            Some(m) => Ok(Some((m, fd))),
             None => Err(Error::Protocol {
                 want: "a known message",
                 got: format!("tag {}", b[0]),
+            }),
+        }
+    }
+
+    /// Message `want` with a descriptor attached.
+    pub(crate) fn expect_with_fd(&mut self, want: Msg) -> Result<OwnedFd> {
+        match self.recv_with_fd()? {
+            Some((m, Some(fd))) if m == want => Ok(fd),
+            Some((m, None)) if m == want => Err(Error::Protocol {
+                want: want.name(),
+                got: format!("{} without a descriptor", m.name()),
+            }),
+            Some((Msg::Failed { step, kind, errno }, _)) => Err(failed(step, kind, errno)),
+            Some((m, _)) => Err(Error::Protocol {
+                want: want.name(),
+                got: m.name().to_owned(),
+            }),
+            None => Err(Error::Protocol {
+                want: want.name(),
+                got: "end of file (the peer exited)".to_owned(),
             }),
         }
     }

@@ -35,6 +35,11 @@ pub struct InitSpec<'a> {
     pub cgroup: Option<&'a Cgroup>,
     /// The host's cgroup layout, for `/sys/fs/cgroup` inside.
     pub layout: &'a Layout,
+    /// Give init a pseudo-terminal from the container's own devpts (bound
+    /// on `/dev/console`); its master comes back in [`Spawned::console`].
+    /// Without it init still gets a session of its own and no standard
+    /// descriptor that is a terminal.
+    pub console: bool,
 }
 
 /// A started init.
@@ -50,6 +55,8 @@ pub struct Spawned {
     /// still dumpable so a plain user's monitor can hand it to the network
     /// helper (net module).
     pub netns: Option<OwnedFd>,
+    /// The master of init's terminal, with [`InitSpec::console`].
+    pub console: Option<OwnedFd>,
 }
 
 /// The environment init starts with: `PATH`, `TERM`, `HOME`,
@@ -132,6 +139,16 @@ pub fn spawn_init(
         systemd_v1_rw: false,
         shim: !spec.command.is_empty(),
         shim_dumpable: !nix::unistd::geteuid().is_root(),
+        console: spec.console,
+        null: std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|source| Error::Read {
+                path: "/dev/null".into(),
+                source,
+            })?
+            .into(),
     };
     let mut plan = plan;
 
@@ -236,6 +253,7 @@ pub fn spawn_init(
         pidfd,
         start_time: 0,
         netns: None,
+        console: None,
     };
     let r = release(spec, &mut spawned, parent_chan, into_cgroup, on_ready);
     if let Err(e) = r {
@@ -267,6 +285,9 @@ fn release(
         chan.send_with_fd(Msg::MapsDone, tree.as_fd())?;
     } else {
         chan.send(Msg::MapsDone)?;
+    }
+    if spec.console {
+        spawned.console = Some(chan.expect_with_fd(Msg::Console)?);
     }
     chan.expect_ready()?;
     spawned.start_time = start_time(spawned.pid.as_raw()).ok_or(Error::NotRunning {

@@ -394,7 +394,23 @@ pub fn move_mount_onto(
 
 /// Arrange for `cmd`'s child to receive each `(fd, target)` as descriptor
 /// number `target` (without close-on-exec), and optionally to call `setsid`.
+/// A source numbered like another's target is moved up first, so no
+/// `dup2` overwrites a descriptor still to be passed.
 pub fn command_pass_fds(cmd: &mut Command, fds: Vec<(OwnedFd, RawFd)>, setsid: bool) {
+    let targets: Vec<RawFd> = fds.iter().map(|(_, t)| *t).collect();
+    let fds: Vec<(OwnedFd, RawFd)> = fds
+        .into_iter()
+        .map(|(fd, t)| {
+            let clash = targets.iter().any(|&o| o != t && o == fd.as_raw_fd());
+            match clash {
+                true => match dup_at_least(std::os::fd::AsFd::as_fd(&fd), 64) {
+                    Ok(up) => (up, t),
+                    Err(_) => (fd, t),
+                },
+                false => (fd, t),
+            }
+        })
+        .collect();
     let hook = move || -> std::io::Result<()> {
         for (fd, target) in &fds {
             let src = fd.as_raw_fd();
