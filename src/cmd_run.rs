@@ -341,9 +341,20 @@ pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<(), Failure> {
     let i = davit_run::info::info(&paths::runtime_dir(), &c.name, &layout)?;
     let cfg = load(&c).ok();
     let limits = cfg.as_ref().map(|c| c.limits.clone()).unwrap_or_default();
+    // What the running container was started with, else what its next
+    // start will load.
+    let seccomp = i
+        .seccomp
+        .clone()
+        .or_else(|| cfg.as_ref().map(|c| c.seccomp.clone()))
+        .unwrap_or_default();
     let storage = cfg.map(|cfg| cfg.storage).unwrap_or_default();
     if ctx.json {
         let mut v = info_json(&i);
+        v["seccomp"] = json!({
+            "summary": seccomp.summary(),
+            "rules": seccomp.rules().iter().map(|r| r.syscall.to_string()).collect::<Vec<_>>(),
+        });
         v["limits"] = json!(limits);
         v["storage"] = json!(storage.backend.as_str());
         v["base"] = json!(storage.base);
@@ -429,6 +440,7 @@ pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<(), Failure> {
             },
         ));
     }
+    rows.push(("Seccomp", seccomp.summary()));
     for (k, v) in rows {
         println!("{:<12}{v}", format!("{k}:"));
     }

@@ -1141,7 +1141,8 @@ fn terminal_escapes_in_image_text_are_shown_not_obeyed() {
     ok(env.davit().args(["destroy", "e1"]));
 }
 
-/// No container can empty the host's pid table by default: `create` without
+/// No container can empty the host's pid table by default (and the
+/// seccomp filter in force is shown next to the limits): `create` without
 /// `--pids` (and an image that sets none) gives DEFAULT_PIDS, enforced in
 /// the cgroup and shown by `info`; `--pids 0` asks for none.
 #[test]
@@ -1158,6 +1159,10 @@ fn a_default_pids_limit_is_applied_and_shown() {
     assert_eq!(v["limits"]["pids"], 4096, "{v}");
     let text = stdout(&ok(env.davit().args(["info", "dp"])));
     assert!(text.contains("Limits:     pids 4096"), "{text}");
+    // The seccomp filter in force is shown too (issue 13).
+    assert!(text.contains("Seccomp:    default (12 rules)"), "{text}");
+    let rules = v["seccomp"]["rules"].as_array().unwrap();
+    assert!(rules.iter().any(|r| r == "open_by_handle_at"), "{v}");
     let max = read_to_string(
         &Path::new("/sys/fs/cgroup/pids")
             .join(&env.prefix)

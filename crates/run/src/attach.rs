@@ -129,8 +129,12 @@ pub fn attach(
             source,
         })?
         .into();
+    // The filter init runs under (a state without one predates seccomp:
+    // the default).
+    let seccomp = st.seccomp.clone().unwrap_or_default().build()?;
     let pty = matches!(opts.io, AttachIo::Pty);
     let io = Io {
+        seccomp,
         null,
         pty,
         fds: match opts.io {
@@ -202,6 +206,7 @@ pub fn attach(
 
 /// What the attached command's standard descriptors become.
 struct Io {
+    seccomp: Option<libseccomp::ScmpFilterContext>,
     null: OwnedFd,
     fds: Option<[OwnedFd; 3]>,
     pty: bool,
@@ -323,6 +328,10 @@ fn grandchild(
     sys::cloexec_from(3)
         .map_err(|e| Error::sys("close_range(3, ~0U, CLOSE_RANGE_CLOEXEC)", e))
         .map_err(at(InitStep::CloseFds))?;
+    // The same filter as init, last before the exec.
+    if let Some(f) = &io.seccomp {
+        crate::seccomp::load(f).map_err(at(InitStep::Seccomp))?;
+    }
     let e = nix::unistd::execve(&exe, argv, envp).unwrap_err();
     Err((InitStep::Exec, Error::sys(format!("execve({exe:?}, …)"), e)))
 }

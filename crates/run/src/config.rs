@@ -85,6 +85,13 @@ pub struct ContainerConfig {
     /// mount point).
     #[serde(default, skip_serializing_if = "Storage::is_dir")]
     pub storage: Storage,
+    /// The seccomp filter: the default deny list unless set otherwise.
+    #[serde(default, skip_serializing_if = "is_default_seccomp")]
+    pub seccomp: crate::seccomp::Seccomp,
+}
+
+fn is_default_seccomp(s: &crate::seccomp::Seccomp) -> bool {
+    *s == crate::seccomp::Seccomp::default()
 }
 
 /// The storage backend of a container.
@@ -427,6 +434,7 @@ impl ContainerConfig {
             mounts: Vec::new(),
             limits: Limits::default(),
             network: Network::default(),
+            seccomp: crate::seccomp::Seccomp::default(),
         }
     }
 
@@ -509,6 +517,7 @@ impl ContainerConfig {
         if !self.privileged {
             self.idmap.validate()?;
         }
+        self.seccomp.validate()?;
         if self.storage.backend == Backend::Overlay {
             self.storage.overlay_dirs()?;
             if self.storage.idmapped_lower && self.privileged {

@@ -150,10 +150,12 @@ pub enum InitStep {
     /// The container's terminal: a pty from its own devpts, or a session
     /// of its own without the host's terminal.
     Console,
+    /// Loading the seccomp filter.
+    Seccomp,
 }
 
 impl InitStep {
-    const ALL: [InitStep; 20] = [
+    const ALL: [InitStep; 21] = [
         InitStep::Sync,
         InitStep::SetIds,
         InitStep::CgroupNs,
@@ -174,6 +176,7 @@ impl InitStep {
         InitStep::Overlay,
         InitStep::Keyring,
         InitStep::Console,
+        InitStep::Seccomp,
     ];
 
     /// A stable byte for the sync socket.
@@ -210,6 +213,7 @@ impl InitStep {
             InitStep::Exec => "exec init",
             InitStep::Keyring => "join a new session keyring",
             InitStep::Console => "set up the container's terminal",
+            InitStep::Seccomp => "load the seccomp filter (`[seccomp]` in config.toml; `davit info` shows the rules)",
             InitStep::Overlay => "mount the overlay root from its base, upper and work directories (`davit check` says what this host supports; `davit create --storage dir` needs no overlay)",
         }
     }

@@ -28,6 +28,8 @@ pub struct Info {
     pub exit_status: Option<i32>,
     /// net: IP, Link and TX/RX/Total bytes (container's view) while running.
     pub net: Option<crate::net::NetInfo>,
+    /// The seccomp policy of the running container.
+    pub seccomp: Option<crate::seccomp::Seccomp>,
 }
 
 /// Information on container `name` (stopped if it has no state).
@@ -46,6 +48,7 @@ pub fn info(runtime: &Path, name: &str, layout: &Layout) -> Result<Info> {
             no_limits_reason: None,
             exit_status: None,
             net: None,
+            seccomp: None,
         });
     };
     let alive = st.is_alive();
@@ -72,6 +75,7 @@ pub fn info(runtime: &Path, name: &str, layout: &Layout) -> Result<Info> {
         } else {
             None
         },
+        seccomp: st.seccomp.clone().filter(|_| alive),
     })
 }
 

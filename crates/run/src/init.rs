@@ -87,6 +87,8 @@ pub(crate) struct Plan<'a> {
     /// The host's `/dev/null`, put in place of any standard descriptor that
     /// is a terminal when there is no console.
     pub null: OwnedFd,
+    /// The seccomp filter, loaded just before exec; `None` when unconfined.
+    pub seccomp: Option<libseccomp::ScmpFilterContext>,
 }
 
 type StepResult<T> = std::result::Result<T, (InitStep, Error)>;
@@ -223,6 +225,11 @@ fn setup(chan: &mut Channel, plan: &Plan<'_>) -> StepResult<Infallible> {
         .at(InitStep::CloseFds)?;
     chan.send(Msg::Ready).at(InitStep::Sync)?;
     chan.expect_start().at(InitStep::Sync)?;
+    // Last: nothing of ours runs under the filter but the exec (or the
+    // shim's fork and waits).
+    if let Some(f) = &plan.seccomp {
+        crate::seccomp::load(f).at(InitStep::Seccomp)?;
+    }
     if plan.shim {
         shim(&exe, plan, chan);
     }

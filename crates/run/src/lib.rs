@@ -75,6 +75,7 @@ pub mod monitor;
 mod msg;
 // net (issue 5): bridge + veth over netlink, quota helper, user mode.
 pub mod net;
+pub mod seccomp;
 pub mod spawn;
 pub mod state;
 pub mod stop;

@@ -342,6 +342,7 @@ pub fn run_monitor(
     st.monitor = me;
     st.privileged = cfg.privileged;
     st.no_limits_reason = why;
+    st.seccomp = Some(cfg.seccomp.clone());
     if let Some(cg) = &cg {
         st.cgroup_paths = cg.paths();
         st.cgroup_mounts = cg

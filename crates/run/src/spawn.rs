@@ -149,6 +149,7 @@ pub fn spawn_init(
                 source,
             })?
             .into(),
+        seccomp: cfg.seccomp.build()?,
     };
     let mut plan = plan;
 

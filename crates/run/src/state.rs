@@ -133,6 +133,9 @@ pub struct State {
     /// Exit status of the last run: the code, or 128 + signal.
     #[serde(default)]
     pub exit_status: Option<i32>,
+    /// The seccomp policy init runs under; `attach` loads the same.
+    #[serde(default)]
+    pub seccomp: Option<crate::seccomp::Seccomp>,
 }
 
 impl State {
@@ -148,6 +151,7 @@ impl State {
             privileged: false,
             no_limits_reason: None,
             exit_status: None,
+            seccomp: None,
         }
     }
 

@@ -740,3 +740,152 @@ fn shim_pid1_shows_nothing_of_the_host_and_cannot_be_ptraced() {
     assert!(s.trim_end().ends_with('1'), "{s}\n{}", text(&out.stderr));
     ct.assert_clean();
 }
+
+/// `tests/seccomp/probe.c`, static, built once into `dir`.
+fn seccomp_probe(dir: &Path) -> PathBuf {
+    let bin = dir.join("probe");
+    let cc = Command::new("gcc")
+        .args(["-static", "-O", "-o"])
+        .arg(&bin)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/seccomp/probe.c"))
+        .output()
+        .expect("gcc (build-essential)");
+    assert!(cc.status.success(), "{}", text(&cc.stderr));
+    bin
+}
+
+/// The probe's `NAME=RESULT` lines.
+fn probe_results(out: &std::process::Output) -> std::collections::BTreeMap<String, String> {
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("probe done"),
+        "the probe did not finish:\n{s}{}",
+        text(&out.stderr)
+    );
+    s.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn assert_results(
+    got: &std::collections::BTreeMap<String, String>,
+    want: &[(&str, &str)],
+    what: &str,
+) {
+    for (k, v) in want {
+        assert_eq!(
+            got.get(*k).map(String::as_str),
+            Some(*v),
+            "{what}: {k} (all: {got:?})"
+        );
+    }
+}
+
+/// Issue 13 (seccomp): container root tries, for real, what the default
+/// filter refuses, in init's command and through attach: the keyring calls
+/// (ENOSYS, also through the i386 ABI with `int 0x80`), a forced unmount, a
+/// filter with a notify listener, and in a privileged container the
+/// Shocker primitive (`open_by_handle_at`) and `kexec_load`. Without the
+/// filter each succeeds or fails differently (`[seccomp] profile =
+/// "unconfined"` shows it here), and `allow`/`deny` lift and add rules.
+#[test]
+fn default_seccomp_filter_refuses_what_lxc_refuses_in_init_and_attach() {
+    if !have_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let probe = seccomp_probe(dir.path());
+    let with_probe = |tag: &str, extra: &str| {
+        let p = probe.clone();
+        Ct::with_rootfs(tag, extra, move |r| {
+            std::fs::copy(&p, r.join("bin/probe")).unwrap();
+        })
+    };
+    let refused = [
+        ("keyctl", "ENOSYS"),
+        ("add_key", "ENOSYS"),
+        ("request_key", "ENOSYS"),
+        ("keyctl32", "ENOSYS"),
+        ("umount_force", "EPERM"),
+        ("listener", "EPERM"),
+        ("mlock", "ok"),
+    ];
+
+    let ct = with_probe("sc", "");
+    let out = ct.run(&["/bin/probe"]);
+    assert_results(&probe_results(&out), &refused, "init, default filter");
+    // attach loads the same filter.
+    let mut h = spawn_monitor(&driver(), &ct.args(&["/bin/sleep", "60"]), true).unwrap();
+    h.wait_ready().unwrap();
+    let out = ct.attach(&["/bin/probe"]);
+    assert_results(&probe_results(&out), &refused, "attach, default filter");
+    stop(
+        &ct.runtime(),
+        &ct.name,
+        &StopOptions {
+            timeout: Some(Duration::from_secs(2)),
+            ..StopOptions::default()
+        },
+    )
+    .unwrap();
+    let _ = h.child.wait();
+    ct.assert_clean();
+
+    // Lifted and added rules.
+    let ct = with_probe(
+        "sca",
+        "[seccomp]\nallow = [\"keyctl\"]\ndeny = [\"mlock\"]\n",
+    );
+    let got = probe_results(&ct.run(&["/bin/probe"]));
+    assert_results(
+        &got,
+        &[("keyctl", "ok"), ("add_key", "ENOSYS"), ("mlock", "EPERM")],
+        "allow keyctl, deny mlock",
+    );
+    ct.assert_clean();
+
+    // Unconfined: the same calls go through, so the test above can fail.
+    let ct = with_probe("scu", "[seccomp]\nprofile = \"unconfined\"\n");
+    let got = probe_results(&ct.run(&["/bin/probe"]));
+    assert_results(
+        &got,
+        &[
+            ("keyctl", "ok"),
+            ("keyctl32", "ok"),
+            ("add_key", "ok"),
+            ("request_key", "ENOKEY"),
+            ("umount_force", "ok"),
+            ("listener", "ok"),
+        ],
+        "unconfined",
+    );
+    ct.assert_clean();
+
+    // Privileged (container root is host root): the Shocker primitive and
+    // kexec are refused by the filter, not only by capabilities.
+    let ct = with_probe("scp", "privileged = true\n");
+    let got = probe_results(&ct.run(&["/bin/probe"]));
+    assert_results(
+        &got,
+        &[("open_by_handle_at", "EPERM"), ("kexec_load", "EPERM")],
+        "privileged, default filter",
+    );
+    ct.assert_clean();
+    let ct = with_probe(
+        "scq",
+        "privileged = true\n[seccomp]\nprofile = \"unconfined\"\n",
+    );
+    let got = probe_results(&ct.run(&["/bin/probe"]));
+    assert_eq!(
+        got.get("open_by_handle_at").map(String::as_str),
+        Some("ok"),
+        "{got:?}"
+    );
+    assert_ne!(
+        got.get("kexec_load").map(String::as_str),
+        Some("EPERM"),
+        "{got:?}"
+    );
+    ct.assert_clean();
+}
