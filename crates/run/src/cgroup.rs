@@ -643,6 +643,30 @@ impl Cgroup {
             .map(|d| d.path.as_path())
     }
 
+    /// Only the devices in `rules` may be opened by tasks in this cgroup:
+    /// the v1 `devices` controller where the host has one, else a device
+    /// program on the v2 directory of a pure v2 host.
+    ///
+    /// # Errors
+    /// As [`crate::devices::apply_v1`] and [`crate::devices::apply_v2`];
+    /// [`Error::CgroupState`] when neither is possible.
+    pub fn restrict_devices(&self, rules: &[crate::devices::Rule]) -> Result<()> {
+        if let Some(d) = self
+            .dirs
+            .iter()
+            .find(|d| d.hierarchy.version == Version::V1 && d.hierarchy.has("devices"))
+        {
+            return crate::devices::apply_v1(&d.path, rules);
+        }
+        match self.v2_dir() {
+            Some(dir) if self.v2_only() => crate::devices::apply_v2(dir, rules),
+            _ => Err(Error::CgroupState {
+                reason: "no devices controller on v1 and no pure v2 hierarchy for a device program"
+                    .to_owned(),
+            }),
+        }
+    }
+
     /// The directory in the named v1 hierarchy `name=NAME` (e.g.
     /// `name=systemd`), if the host mounts one.
     pub fn named_v1_dir(&self, name: &str) -> Option<&Path> {

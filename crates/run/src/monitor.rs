@@ -337,6 +337,13 @@ pub fn run_monitor(
         None if cfg.limits.is_empty() => None,
         None => None,
     };
+    // The device allow list (root only: a plain user may not write it).
+    if let (Some(cg), true) = (&cg, nix::unistd::geteuid().is_root()) {
+        if let Err(e) = cg.restrict_devices(&crate::devices::DEFAULT_RULES) {
+            let _ = cg.destroy(Duration::from_secs(5));
+            return Err(e);
+        }
+    }
     st = State::new(&cfg.name);
     st.status = Status::Starting;
     st.monitor = me;

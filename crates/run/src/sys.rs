@@ -638,3 +638,101 @@ pub fn join_new_session_keyring() -> Result<bool, Errno> {
         e => Err(e),
     }
 }
+
+// --- the v2 device allow list (devices.rs) ---
+const BPF_PROG_LOAD: libc::c_int = 5;
+const BPF_PROG_ATTACH: libc::c_int = 8;
+const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+const BPF_CGROUP_DEVICE: u32 = 6;
+const BPF_F_ALLOW_MULTI: u32 = 2;
+
+/// The `BPF_PROG_LOAD` part of `union bpf_attr` (the kernel zero-fills
+/// the rest up to the size it knows).
+#[repr(C)]
+struct BpfProgLoad {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+}
+
+/// The `BPF_PROG_ATTACH` part of `union bpf_attr`.
+#[repr(C)]
+struct BpfProgAttach {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+}
+
+/// `bpf(BPF_PROG_LOAD)` of a `BPF_PROG_TYPE_CGROUP_DEVICE` program given as
+/// encoded instructions; with the verifier's log when it refuses.
+pub fn bpf_prog_load_cgroup_device(
+    insns: &[[u8; 8]],
+    license: &str,
+) -> (Result<OwnedFd, Errno>, String) {
+    let code: Vec<u8> = insns.iter().flatten().copied().collect();
+    let Ok(lic) = CString::new(license) else {
+        return (Err(Errno::EINVAL), String::new());
+    };
+    let mut log = vec![0u8; 64 * 1024];
+    let attr = BpfProgLoad {
+        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+        insn_cnt: insns.len() as u32,
+        insns: code.as_ptr() as u64,
+        license: lic.as_ptr() as u64,
+        log_level: 1,
+        log_size: log.len() as u32,
+        log_buf: log.as_mut_ptr() as u64,
+        kern_version: 0,
+        prog_flags: 0,
+    };
+    // SAFETY: attr points at live buffers (code, lic, log) that outlive
+    // the call and whose lengths it states; the kernel writes only into
+    // log, within log_size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const BpfProgLoad,
+            std::mem::size_of::<BpfProgLoad>(),
+        )
+    };
+    let text = String::from_utf8_lossy(&log[..log.iter().position(|&b| b == 0).unwrap_or(0)])
+        .trim()
+        .to_owned();
+    if r < 0 {
+        return (Err(Errno::last()), text);
+    }
+    // SAFETY: BPF_PROG_LOAD returned a new descriptor that we now own.
+    (Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) }), text)
+}
+
+/// `bpf(BPF_PROG_ATTACH)` of device program `prog` to cgroup directory
+/// `cgroup`, `BPF_F_ALLOW_MULTI`.
+pub fn bpf_prog_attach_cgroup_device(
+    cgroup: BorrowedFd<'_>,
+    prog: BorrowedFd<'_>,
+) -> Result<(), Errno> {
+    let attr = BpfProgAttach {
+        target_fd: cgroup.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type: BPF_CGROUP_DEVICE,
+        attach_flags: BPF_F_ALLOW_MULTI,
+    };
+    // SAFETY: attr is a plain struct read by the kernel during the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            &attr as *const BpfProgAttach,
+            std::mem::size_of::<BpfProgAttach>(),
+        )
+    };
+    Errno::result(r).map(drop)
+}

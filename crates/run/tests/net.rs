@@ -1024,3 +1024,106 @@ fn router_adverts_from_a_container_do_not_configure_the_host() {
     ct.stop();
     net.assert_clean();
 }
+
+/// Issue 13, row 8: the plain user who runs the setuid helper cannot stop
+/// or kill it while it waits for (or holds) the bridge's lease lock. The
+/// test holds the lock itself so the helper (a `release`, which takes it
+/// first) waits; the user's SIGSTOP and SIGKILL must be refused, and once
+/// the lock is free the helper finishes. Before the fix both signals
+/// landed (the helper kept the user's real uid), and a stopped helper
+/// would have hung every later start on the bridge.
+#[test]
+fn the_user_cannot_stop_or_kill_the_helper_holding_the_lease_lock() {
+    if !have_root() {
+        return;
+    }
+    let uid = net_user();
+    let net = TestNet::new("");
+    install_helper(&net, &format!("{NET_USER} veth {} 1\n", net.bridge));
+    let lock = net.leases().lock().unwrap();
+    let h = net.tmp.path().join("helper/davit-usernet");
+    let helper = as_user(
+        &net,
+        uid,
+        &[
+            h.display().to_string(),
+            "release".into(),
+            "--name".into(),
+            "x".into(),
+            "--bridge".into(),
+            net.bridge.clone(),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let pid = helper.id();
+    // If the test fails, the helper (stopped, maybe) is killed, by its pid.
+    // (Disarmed before it is reaped: a reaped pid may be someone else's.)
+    struct Reap(Option<u32>);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            if let Some(p) = self.0 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    let mut reap = Reap(Some(pid));
+    // Wait until it is the helper (the exec chain is done) and blocked.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next();
+        if comm.trim() == "davit-usernet" && state == Some("S") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "helper never waited: {comm} {stat}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    for sig in ["STOP", "KILL"] {
+        let o = Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+            ])
+            .args(["kill", &format!("-{sig}"), &pid.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            !o.status.success(),
+            "the user's SIG{sig} reached the helper ({uids})"
+        );
+        assert!(
+            text(&o.stderr).contains("not permitted"),
+            "{}",
+            text(&o.stderr)
+        );
+    }
+    drop(lock);
+    reap.0 = None;
+    let out = helper.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    net.assert_clean();
+}

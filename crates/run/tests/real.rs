@@ -2,7 +2,10 @@
 //! rootfs owned by the shifted ids, started through the example driver
 //! re-executed as the monitor. Under `CI=true` a missing privilege fails.
 mod common;
-use common::{busybox_rootfs, driver, have_root, idmap_toml, lchown_tree, text, Ct, HOST_BASE};
+use common::{
+    busybox_rootfs, driver, have_root, idmap_toml, lchown_tree, readable_block_device, text, Ct,
+    DEVICE_ATTACK, HOST_BASE,
+};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -887,5 +890,33 @@ fn default_seccomp_filter_refuses_what_lxc_refuses_in_init_and_attach() {
         Some("EPERM"),
         "{got:?}"
     );
+    ct.assert_clean();
+}
+
+/// Issue 13, row 10: `--privileged` container root (host root) may make
+/// device nodes and mount a devtmpfs, but opens only the allow list: not
+/// the host's kernel log, not its disks. Before the fix (`a *:* rwm`) both
+/// reads succeeded. On this host it is the v1 devices controller; the VM
+/// lane runs the same attack against the v2 device program.
+#[test]
+fn privileged_container_opens_only_the_allowed_devices() {
+    if !have_root() {
+        return;
+    }
+    let disk = readable_block_device().expect("a block device root can read (loop0 will do)");
+    let ct = Ct::new("devpol", "privileged = true\n");
+    let out = ct.run(&["/bin/sh", "-c", DEVICE_ATTACK, "sh", &disk]);
+    let o = text(&out.stdout);
+    assert!(
+        o.contains("MKNOD-OK") && o.contains("DEVTMPFS-MOUNTED"),
+        "{o}{}",
+        text(&out.stderr)
+    );
+    assert!(
+        o.contains("KMSG-DENIED"),
+        "read the host's kernel log:\n{o}"
+    );
+    assert!(o.contains("DISK-DENIED"), "read the host's {disk}:\n{o}");
+    assert!(o.contains("USUAL-OK"), "{o}");
     ct.assert_clean();
 }

@@ -17,7 +17,7 @@
 //! | `DAVIT_VM_DELEGATED` | as the user: the delegated subtree (relative to `/sys/fs/cgroup`) davit must pick |
 //! | `DAVIT_VM_FLAT` | as the user: another delegated cgroup, with no leaf and no controllers enabled |
 mod common;
-use common::{driver, idmap_toml, text, Ct};
+use common::{driver, idmap_toml, readable_block_device, text, Ct, DEVICE_ATTACK};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -69,6 +69,11 @@ static N: AtomicUsize = AtomicUsize::new(0);
 /// runtime dir in a temp dir, and a unique cgroup prefix.
 impl Ct {
     fn new(tag: &str, limits: &str) -> Ct {
+        Ct::with_top(tag, "", limits)
+    }
+
+    /// With `top` (top-level keys such as `privileged = true`) too.
+    fn with_top(tag: &str, top: &str, limits: &str) -> Ct {
         let tmp = tempfile::tempdir().unwrap();
         let n = N.fetch_add(1, Ordering::SeqCst);
         let name = format!("vm{tag}{n}");
@@ -76,7 +81,7 @@ impl Ct {
         let rootfs = env_or("DAVIT_VM_ROOTFS", "/vm/rootfs-root");
         let base = env_or("DAVIT_VM_IDBASE", "100000");
         let cfg = format!(
-            "name = \"{name}\"\nrootfs = \"{rootfs}\"\n[limits]\n{limits}\n{}",
+            "name = \"{name}\"\nrootfs = \"{rootfs}\"\n{top}[limits]\n{limits}\n{}",
             idmap_toml(base)
         );
         std::fs::write(tmp.path().join("config.toml"), cfg).unwrap();
@@ -573,4 +578,30 @@ fn user_in_the_delegated_cgroup_itself_starts_without_limits() {
     assert!(why.contains("holds processes"), "{why}");
     assert!(!ct.prefix_dir().exists());
     assert!(!base.join(&ct.prefix).exists());
+}
+
+/// Issue 13, row 10 on pure v2: the device allow list is a
+/// `BPF_PROG_TYPE_CGROUP_DEVICE` program on the container's cgroup.
+/// Privileged container root makes `/dev/kmsg` and mounts a devtmpfs, and
+/// opens neither the kernel log nor a block device (when the VM has one).
+#[test]
+fn privileged_container_opens_only_the_allowed_devices_through_the_device_program() {
+    if !vm() || !is_root() {
+        return;
+    }
+    let disk = readable_block_device().unwrap_or_default();
+    let ct = Ct::with_top("devp", "privileged = true\n", "");
+    let out = ct.run(&["/bin/sh", "-c", DEVICE_ATTACK, "sh", &disk]);
+    let o = text(&out.stdout);
+    assert!(
+        o.contains("MKNOD-OK") && o.contains("DEVTMPFS-MOUNTED"),
+        "{o}{}",
+        text(&out.stderr)
+    );
+    assert!(o.contains("KMSG-DENIED"), "read the kernel log:\n{o}");
+    if !disk.is_empty() {
+        assert!(o.contains("DISK-DENIED"), "read {disk}:\n{o}");
+    }
+    assert!(o.contains("USUAL-OK"), "{o}");
+    ct.assert_clean();
 }

@@ -524,6 +524,59 @@ pub fn call_release(helper: &Path, name: &str, bridge: &str) -> Result<()> {
     }
 }
 
+/// Out of the caller's reach for as long as the helper runs (issue 13,
+/// row 8): it holds the bridge's lease lock and counts the quota, so a
+/// caller who could stop or kill it would hang every other start on the
+/// bridge, or get veths the quota does not count.
+///
+/// * Real and saved uid become 0: `kill(2)` from the caller (uid match on
+///   the target's real or saved uid) is refused, SIGSTOP and SIGKILL
+///   included. The caller's uid was read before.
+/// * The signals a terminal sends without that check (Ctrl-Z, Ctrl-C,
+///   hang-up, background I/O) are ignored, and so are those the caller's
+///   rlimits would raise; CPU, file size and memory limits go to infinity,
+///   so no limit the caller set can kill it half-way.
+/// * It leaves the caller's cgroup for the root of each hierarchy, where a
+///   delegated `cgroup.freeze` or `cgroup.kill` cannot reach it (where the
+///   root takes it: not always inside a cgroup namespace).
+fn harden() -> Result<()> {
+    use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
+    use nix::sys::signal::Signal;
+    let root = Uid::from_raw(0);
+    nix::unistd::setresuid(root, root, root).map_err(|e| Error::sys("setresuid(0, 0, 0)", e))?;
+    for sig in [
+        Signal::SIGTSTP,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGHUP,
+        Signal::SIGPIPE,
+        Signal::SIGXCPU,
+        Signal::SIGXFSZ,
+    ] {
+        sys::set_signal_ignored(sig, true)
+            .map_err(|e| Error::sys(format!("sigaction({sig}, SIG_IGN)"), e))?;
+    }
+    for r in [
+        Resource::RLIMIT_CPU,
+        Resource::RLIMIT_FSIZE,
+        Resource::RLIMIT_AS,
+        Resource::RLIMIT_DATA,
+    ] {
+        setrlimit(r, RLIM_INFINITY, RLIM_INFINITY)
+            .map_err(|e| Error::sys(format!("setrlimit({r:?}, RLIM_INFINITY)"), e))?;
+    }
+    // Best effort: inside a cgroup namespace the root may not take us.
+    if let Ok(layout) = crate::cgroup::Layout::detect() {
+        let me = std::process::id().to_string();
+        for h in &layout.hierarchies {
+            let _ = std::fs::write(h.mountpoint.join("cgroup.procs"), &me);
+        }
+    }
+    Ok(())
+}
+
 /// The whole helper process: parse, act, and say what to print. Returns
 /// `(exit code, stdout, stderr)`; the binary only prints them. The caller's
 /// descriptor 3 is adopted only for `--netns-fd 3`.
@@ -540,6 +593,9 @@ pub fn helper_main(args: &[OsString]) -> (i32, String, String) {
         );
     }
     let ruid = nix::unistd::getuid().as_raw();
+    if let Err(e) = harden() {
+        return (EXIT_FAILED, String::new(), format!("davit-usernet: {e}\n"));
+    }
     let passed = match &req {
         HelperRequest::Attach { netns_fd: true, .. } => sys::take_inherited_fd(NETNS_FD),
         _ => None,

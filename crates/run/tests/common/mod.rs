@@ -161,3 +161,27 @@ impl Ct {
             .unwrap()
     }
 }
+
+/// What a privileged container's root tries against the device policy
+/// (issue 13, row 10): make `/dev/kmsg` with mknod and read it, mount a
+/// devtmpfs and read the block device `$1` through it (when given); the
+/// usual nodes keep working.
+pub const DEVICE_ATTACK: &str = "mknod /tmp/kmsg c 1 11 && echo MKNOD-OK; \
+     head -c 1 /tmp/kmsg >/dev/null 2>&1 && echo KMSG-READ || echo KMSG-DENIED; \
+     mkdir -p /tmp/d && mount -t devtmpfs none /tmp/d && echo DEVTMPFS-MOUNTED; \
+     if [ -n \"$1\" ]; then dd if=/tmp/d/$1 of=/dev/null bs=512 count=1 2>/dev/null \
+       && echo DISK-READ || echo DISK-DENIED; fi; umount /tmp/d; \
+     head -c 1 /dev/zero >/dev/null && head -c 1 /dev/urandom >/dev/null && echo x >/dev/null && echo USUAL-OK";
+
+/// A block device that root on this host may open and read (the host's
+/// own sandbox may forbid some), for [`DEVICE_ATTACK`].
+pub fn readable_block_device() -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/block")
+        .ok()?
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .find(|n| std::fs::File::open(format!("/dev/{n}")).is_ok())
+}
