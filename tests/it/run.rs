@@ -487,6 +487,17 @@ fn plain_user_lifecycle_through_newuidmap() {
         .collect::<Vec<_>>(),
         ["0", u.subuid.to_string().as_str(), "65536"]
     );
+    // Without a cgroup of its own (no delegation here) the container sees
+    // no cgroup tree at all, not the host's (issue 13).
+    let cg = stdout(&ok(&mut d(&[
+        "attach",
+        "u1",
+        "--",
+        "sh",
+        "-c",
+        "ls -A /sys/fs/cgroup; echo END",
+    ])));
+    assert_eq!(cg.trim(), "END", "the host's cgroup tree is visible: {cg}");
     ok(&mut d(&["stop", "u1", "-t", "5"]));
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
     // With `-- CMD` pid 1 is davit's shim, which is not dumpable: the

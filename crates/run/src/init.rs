@@ -87,6 +87,9 @@ pub(crate) struct Plan<'a> {
     /// The host's `/dev/null`, put in place of any standard descriptor that
     /// is a terminal when there is no console.
     pub null: OwnedFd,
+    /// Whether init has a cgroup of its own; without one `/sys/fs/cgroup`
+    /// is an empty read-only tmpfs, never the host's tree.
+    pub own_cgroup: bool,
     /// The seccomp filter, loaded just before exec; `None` when unconfined.
     pub seccomp: Option<libseccomp::ScmpFilterContext>,
 }
@@ -206,8 +209,13 @@ fn setup(chan: &mut Channel, plan: &Plan<'_>) -> StepResult<Infallible> {
     } else {
         tty::leave_terminals(plan.null.as_fd()).at(InitStep::Console)?;
     }
-    mount_cgroupfs(root, plan.layout, plan.cgroup2_rw, plan.systemd_v1_rw)
-        .at(InitStep::CgroupFs)?;
+    mount_cgroupfs(
+        root,
+        plan.own_cgroup.then_some(plan.layout),
+        plan.cgroup2_rw,
+        plan.systemd_v1_rw,
+    )
+    .at(InitStep::CgroupFs)?;
     for m in &plan.cfg.mounts {
         user_mount(root, m).at(InitStep::UserMounts)?;
     }
@@ -900,9 +908,14 @@ fn mask_paths(root: BorrowedFd<'_>) -> Result<()> {
 /// `name=systemd` hierarchy are writable only when delegated (the mount
 /// shows the cgroup namespace root, our own leaf, never the hierarchy root
 /// that holds `release_agent`).
+/// `/sys/fs/cgroup`: the container's own cgroups (the namespace made
+/// after joining them roots every hierarchy there), or with `layout`
+/// `None` (no cgroup of its own: a plain user without delegation) an empty
+/// read-only tmpfs, since its cgroup namespace would be rooted at the
+/// caller's cgroup and could show the host's whole tree.
 fn mount_cgroupfs(
     root: BorrowedFd<'_>,
-    layout: &Layout,
+    layout: Option<&Layout>,
     v2_rw: bool,
     systemd_rw: bool,
 ) -> Result<()> {
@@ -927,6 +940,16 @@ fn mount_cgroupfs(
         } else {
             common | MsFlags::MS_RDONLY
         }
+    };
+    let Some(layout) = layout else {
+        return mount_on(
+            Some("tmpfs"),
+            base.as_fd(),
+            "/sys/fs/cgroup",
+            Some("tmpfs"),
+            common | MsFlags::MS_RDONLY,
+            Some("mode=555,size=4k"),
+        );
     };
     if layout.hierarchies.iter().all(|h| h.version == Version::V2) {
         if layout.unified().is_some() {

@@ -149,6 +149,7 @@ pub fn spawn_init(
                 source,
             })?
             .into(),
+        own_cgroup: spec.cgroup.is_some(),
         seccomp: cfg.seccomp.build()?,
     };
     let mut plan = plan;

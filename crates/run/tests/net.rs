@@ -1127,3 +1127,126 @@ fn the_user_cannot_stop_or_kill_the_helper_holding_the_lease_lock() {
     );
     net.assert_clean();
 }
+
+/// Icmp InEchos of this thread's network namespace.
+fn in_echos() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+    let mut icmp = snmp.lines().filter(|l| l.starts_with("Icmp:"));
+    let (names, values) = (icmp.next().unwrap(), icmp.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "InEchos")
+        .unwrap();
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+/// The MAC this namespace has for `ip`, from `ip neigh`.
+fn neigh_mac(ip: Ipv4Addr) -> Option<String> {
+    let o = Command::new("ip")
+        .args(["neigh", "show", &ip.to_string()])
+        .output()
+        .unwrap();
+    let s = text(&o.stdout);
+    let mut w = s.split_whitespace();
+    w.find(|x| *x == "lladdr")?;
+    w.next().map(str::to_owned)
+}
+
+/// Issue 13 (L2 spoofing): on the bridge, container A tries to take over
+/// B's traffic and to hide behind another MAC: a gratuitous ARP and ARP
+/// answers claiming B's address, echo requests from B's address, and echo
+/// requests from a made-up MAC. Run in a network namespace standing in for
+/// the host. The host's neighbour entry for B must keep B's MAC, and none
+/// of the spoofed requests may arrive (counted in the stand-in's Icmp
+/// InEchos), while A's honest ones do. Before the port filter all three
+/// got through.
+#[test]
+fn containers_cannot_spoof_arp_addresses_or_macs_on_the_bridge() {
+    if !have_root() {
+        return;
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+    let net = TestNet::new("");
+    let a = Ct::new(&net, "mode = \"bridge\"");
+    let b = Ct::new(&net, "mode = \"bridge\"");
+    let (_ha, _) = a.start(&["/bin/sleep", "600"]);
+    let (_hb, _) = b.start(&["/bin/sleep", "600"]);
+    let (ipa, ipb, gw) = (a.ip(), b.ip(), net.subnet.first_host());
+    let ping = |ip: Ipv4Addr| {
+        Command::new("busybox")
+            .args(["ping", "-c", "1", "-W", "2", &ip.to_string()])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(ping(ipa) && ping(ipb), "the host reaches both");
+    let mac_b = neigh_mac(ipb).expect("the host knows B");
+    let sh = |ct: &Ct, script: &str| text(&ct.attach(&["/bin/sh", "-c", script]).stdout);
+
+    // A's honest echo requests arrive (the path works).
+    let n0 = in_echos();
+    sh(&a, &format!("ping -c 2 -W 1 {gw}"));
+    assert!(in_echos() >= n0 + 2, "A's own echo requests did not arrive");
+
+    // ARP: A claims B's address, unsolicited and as answers.
+    std::thread::sleep(Duration::from_millis(1200)); // past the neighbour locktime
+    let arp = a.attach(&[
+        "/bin/sh",
+        "-c",
+        &format!(
+            "ip addr add {ipb}/32 dev eth0; arping -U -c 3 -s {ipb} -I eth0 {ipb}; \
+             arping -A -c 3 -s {ipb} -I eth0 {gw}; arping -c 2 -s {ipb} -I eth0 {gw}; \
+             ip addr del {ipb}/32 dev eth0"
+        ),
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        neigh_mac(ipb).as_deref(),
+        Some(mac_b.as_str()),
+        "A took over B's address in the host's neighbour table ({ipa} is A): {}{}",
+        text(&arp.stdout),
+        text(&arp.stderr)
+    );
+
+    // IPv4: echo requests from B's address.
+    let n1 = in_echos();
+    sh(
+        &a,
+        &format!("ip addr add {ipb}/32 dev eth0; ping -c 2 -W 1 -I {ipb} {gw}; ip addr del {ipb}/32 dev eth0"),
+    );
+    assert_eq!(
+        in_echos(),
+        n1,
+        "echo requests from B's address reached the host"
+    );
+
+    // MAC: A takes another MAC and sends again.
+    let n2 = in_echos();
+    let out = sh(
+        &a,
+        &format!(
+            "ip link set eth0 address 02:de:ad:be:ef:01 || \
+             {{ ip link set eth0 down; ip link set eth0 address 02:de:ad:be:ef:01; ip link set eth0 up; \
+                ip route add default via {gw}; }}; ip link show eth0; ping -c 2 -W 1 {gw}"
+        ),
+    );
+    assert!(
+        out.contains("02:de:ad:be:ef:01"),
+        "the MAC did not change: {out}"
+    );
+    assert_eq!(in_echos(), n2, "frames from a made-up MAC reached the host");
+
+    a.stop();
+    b.stop();
+    net.assert_clean();
+    let o = Command::new("nft")
+        .args(["list", "table", "netdev", davit_run::net::l2::TABLE])
+        .output()
+        .unwrap();
+    assert!(
+        !text(&o.stdout).contains("chain port-"),
+        "port chains left: {}",
+        text(&o.stdout)
+    );
+}

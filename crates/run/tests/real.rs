@@ -920,3 +920,48 @@ fn privileged_container_opens_only_the_allowed_devices() {
     assert!(o.contains("USUAL-OK"), "{o}");
     ct.assert_clean();
 }
+
+/// Issue 13 (masks): in a user namespace container root can unmount the
+/// masks over `/proc` and `/sys` (they are its own mount namespace's; only a
+/// nested user namespace would lock them, and that would take from it the
+/// network, UTS and pid namespaces it must manage). What the masks guard
+/// is then still guarded by the kernel: this test undoes them, as an
+/// attacker would, and writes a host-wide sysctl (`vm.overcommit_ratio`)
+/// and a sysfs knob (`/sys/kernel/mm/ksm/run`); both are refused and the
+/// host's values are unchanged. docs/SECURITY.md says what is left.
+#[test]
+fn undone_masks_give_container_root_nothing_of_the_host() {
+    if !have_root() {
+        return;
+    }
+    let knobs = ["/proc/sys/vm/overcommit_ratio", "/sys/kernel/mm/ksm/run"];
+    let before: Vec<String> = knobs
+        .iter()
+        .map(|k| std::fs::read_to_string(k).unwrap())
+        .collect();
+    let ct = Ct::new("masks", "");
+    let script = format!(
+        "umount /proc/sys && echo PROC-SYS-UNMOUNTED; \
+         echo 77 > /proc/sys/vm/overcommit_ratio 2>/dev/null && echo SYSCTL-WRITTEN || echo SYSCTL-DENIED; \
+         mount -o remount,rw /sys 2>/dev/null && echo SYS-REMOUNTED-RW; \
+         echo {} > /sys/kernel/mm/ksm/run 2>/dev/null && echo SYSFS-WRITTEN || echo SYSFS-DENIED",
+        if before[1].trim() == "0" { 1 } else { 0 }
+    );
+    let out = ct.run(&["/bin/sh", "-c", &script]);
+    let o = text(&out.stdout);
+    for denied in ["SYSCTL-DENIED", "SYSFS-DENIED"] {
+        assert!(
+            o.contains(denied),
+            "{denied} missing:\n{o}{}",
+            text(&out.stderr)
+        );
+    }
+    for (k, b) in knobs.iter().zip(&before) {
+        assert_eq!(
+            &std::fs::read_to_string(k).unwrap(),
+            b,
+            "the host's {k} changed"
+        );
+    }
+    ct.assert_clean();
+}

@@ -22,6 +22,7 @@
 //! too. [`net_info`] gives `info` its IP / Link / TX / RX / Total lines.
 #![forbid(unsafe_code)]
 
+pub mod l2;
 pub mod lease;
 pub mod rtnl;
 pub mod usermode;
@@ -763,12 +764,14 @@ fn lo_up_as_owner(netns: BorrowedFd<'_>) -> Result<()> {
 struct VethGuard<'a> {
     c: &'a mut Rtnl,
     index: Option<u32>,
+    name: String,
 }
 
 impl Drop for VethGuard<'_> {
     fn drop(&mut self) {
         if let Some(i) = self.index {
             let _ = self.c.delete_link(i);
+            l2::unguard(&self.name);
         }
     }
 }
@@ -788,10 +791,13 @@ pub fn attach_veth(
     let mut c = Rtnl::new()?;
     let (br_index, subnet) = ensure_bridge(&mut c, &req.bridge, host)?;
     let peer_mac = req.hwaddr.as_deref().map(parse_mac).transpose()?;
+    let container_end_mac = peer_mac.unwrap_or_else(container_mac);
     let store = LeaseStore::new(&host.lease_dir, &req.bridge);
     let mut leases = store.lock()?;
     for dead in leases.table.reclaim() {
-        delete_recorded_veth(&mut c, &dead.veth, dead.ifindex, Some(br_index));
+        if !delete_recorded_veth(&mut c, &dead.veth, dead.ifindex, Some(br_index)) {
+            forget_filter(&mut c, &dead.veth);
+        }
     }
     let (addr, prefix) = match &req.address {
         Some(s) => {
@@ -837,13 +843,7 @@ pub fn attach_veth(
                 reason: format!("veth name {name:?} is not a valid interface name"),
             });
         }
-        match c.create_veth(
-            &name,
-            host_mac(),
-            &tmp,
-            peer_mac.or(Some(container_mac())),
-            netns,
-        ) {
+        match c.create_veth(&name, host_mac(), &tmp, Some(container_end_mac), netns) {
             Ok(()) => break name,
             Err(e)
                 if e.errno() == Some(nix::errno::Errno::EEXIST)
@@ -862,9 +862,12 @@ pub fn attach_veth(
     let mut guard = VethGuard {
         c: &mut c,
         index: Some(host_link.index),
+        name: veth.clone(),
     };
     guard.c.set_master(host_link.index, br_index)?;
     refuse_adverts(&veth)?;
+    // Only the container's own MAC and address leave its port.
+    l2::guard(&veth, container_end_mac, addr)?;
     guard.c.set_up(host_link.index, true)?;
 
     let mut inner = Rtnl::in_netns(netns)?;
@@ -906,6 +909,14 @@ pub fn attach_veth(
     })
 }
 
+/// The veth `name` went with its container's namespace: drop its L2
+/// filter, unless a link of that name exists again (someone else's now).
+fn forget_filter(c: &mut Rtnl, name: &str) {
+    if matches!(c.link(name), Ok(None)) {
+        l2::unguard(name);
+    }
+}
+
 /// Delete host link `name` only if it still has index `ifindex` and is a
 /// veth (on `bridge` when given): never an interface davit did not make.
 fn delete_recorded_veth(c: &mut Rtnl, name: &str, ifindex: u32, bridge: Option<u32>) -> bool {
@@ -918,7 +929,11 @@ fn delete_recorded_veth(c: &mut Rtnl, name: &str, ifindex: u32, bridge: Option<u
     if bridge.is_some() && l.master != bridge {
         return false;
     }
-    c.delete_link(ifindex).is_ok()
+    let gone = c.delete_link(ifindex).is_ok();
+    if gone {
+        l2::unguard(name);
+    }
+    gone
 }
 
 /// Release what [`setup`] made: the lease (only this container's, only once
@@ -946,7 +961,9 @@ pub fn teardown(att: &Attachment, name: &str) -> Result<()> {
     }
     let mut c = Rtnl::new()?;
     if let Some(link) = &att.link {
-        delete_recorded_veth(&mut c, link, att.ifindex, None);
+        if !delete_recorded_veth(&mut c, link, att.ifindex, None) {
+            forget_filter(&mut c, link);
+        }
     }
     let store = LeaseStore::new(dir, bridge);
     let mut l = store.lock()?;

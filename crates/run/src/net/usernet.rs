@@ -424,7 +424,9 @@ fn release_dead(host: &HostNet, ruid: u32, name: &str, bridge: &str) -> Result<(
     let mut keep = Vec::new();
     for x in l.table.leases.drain(..) {
         if x.uid == ruid && x.name == name && !x.is_live() {
-            super::delete_recorded_veth(&mut c, &x.veth, x.ifindex, br);
+            if !super::delete_recorded_veth(&mut c, &x.veth, x.ifindex, br) {
+                super::forget_filter(&mut c, &x.veth);
+            }
         } else {
             keep.push(x);
         }
@@ -536,6 +538,8 @@ pub fn call_release(helper: &Path, name: &str, bridge: &str) -> Result<()> {
 ///   hang-up, background I/O) are ignored, and so are those the caller's
 ///   rlimits would raise; CPU, file size and memory limits go to infinity,
 ///   so no limit the caller set can kill it half-way.
+/// * Its environment is emptied (`PATH` set), since what it runs is no
+///   longer a secure exec once every uid is 0.
 /// * It leaves the caller's cgroup for the root of each hierarchy, where a
 ///   delegated `cgroup.freeze` or `cgroup.kill` cannot reach it (where the
 ///   root takes it: not always inside a cgroup namespace).
@@ -567,6 +571,13 @@ fn harden() -> Result<()> {
         setrlimit(r, RLIM_INFINITY, RLIM_INFINITY)
             .map_err(|e| Error::sys(format!("setrlimit({r:?}, RLIM_INFINITY)"), e))?;
     }
+    // Nothing of the caller's environment reaches what we run (nft for the
+    // L2 filter): with every uid 0 now, an exec is no longer "secure", so
+    // LD_PRELOAD and friends would be honoured.
+    for (k, _) in std::env::vars_os() {
+        std::env::remove_var(k);
+    }
+    std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     // Best effort: inside a cgroup namespace the root may not take us.
     if let Ok(layout) = crate::cgroup::Layout::detect() {
         let me = std::process::id().to_string();

@@ -1,0 +1,183 @@
+//! The L2 filter on davit's bridge ports (issue 13, "L2 spoofing"): a
+//! container may send frames only from its own MAC, ARP only as its own
+//! MAC and IPv4 address, IPv4 only from its address, and no IPv6 router
+//! adverts, so it can neither take over a neighbour's or the host's
+//! traffic (ARP/MAC spoofing) nor pose as a router. One nftables base
+//! chain per host-side veth, on the `netdev` ingress hook of that veth
+//! (frames the container sends), in table `netdev davit`; it goes with the
+//! veth. Written through the nftables crate (JSON to `nft -j -f -`).
+#![forbid(unsafe_code)]
+
+use std::borrow::Cow;
+use std::net::Ipv4Addr;
+
+use nftables::batch::Batch;
+use nftables::expr::{Expression, NamedExpression, Payload, PayloadField};
+use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, Rule, Table};
+use nftables::stmt::{Drop, Match, Operator, Statement};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+
+use crate::error::{Error, Result};
+
+/// The table every port chain lives in.
+pub const TABLE: &str = "davit";
+
+/// The chain of host-side veth `veth`.
+pub fn chain_name(veth: &str) -> String {
+    format!("port-{veth}")
+}
+
+fn mac_str(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn field(protocol: &'static str, name: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: Cow::Borrowed(protocol),
+            field: Cow::Borrowed(name),
+        },
+    )))
+}
+
+fn cmp(left: Expression<'static>, op: Operator, right: String) -> Statement<'static> {
+    Statement::Match(Match {
+        left,
+        right: Expression::String(Cow::Owned(right)),
+        op,
+    })
+}
+
+fn table() -> NfListObject<'static> {
+    NfListObject::Table(Table {
+        family: NfFamily::NetDev,
+        name: Cow::Borrowed(TABLE),
+        handle: None,
+    })
+}
+
+fn chain(veth: &str, hook: bool) -> Chain<'static> {
+    Chain {
+        family: NfFamily::NetDev,
+        table: Cow::Borrowed(TABLE),
+        name: Cow::Owned(chain_name(veth)),
+        _type: hook.then_some(NfChainType::Filter),
+        hook: hook.then_some(NfHook::Ingress),
+        prio: hook.then_some(0),
+        dev: hook.then(|| Cow::Owned(veth.to_owned())),
+        policy: hook.then_some(NfChainPolicy::Accept),
+        ..Chain::default()
+    }
+}
+
+/// The rules for a port whose container has `mac` and `ip`.
+pub fn rules(mac: [u8; 6], ip: Ipv4Addr) -> Vec<Vec<Statement<'static>>> {
+    let drop = Statement::Drop(Some(Drop {}));
+    let ether_type = |t: &str| cmp(field("ether", "type"), Operator::EQ, t.to_owned());
+    vec![
+        vec![
+            cmp(field("ether", "saddr"), Operator::NEQ, mac_str(mac)),
+            drop.clone(),
+        ],
+        vec![
+            ether_type("arp"),
+            cmp(field("arp", "saddr ether"), Operator::NEQ, mac_str(mac)),
+            drop.clone(),
+        ],
+        vec![
+            ether_type("arp"),
+            cmp(field("arp", "saddr ip"), Operator::NEQ, ip.to_string()),
+            drop.clone(),
+        ],
+        vec![
+            ether_type("ip"),
+            cmp(field("ip", "saddr"), Operator::NEQ, ip.to_string()),
+            drop.clone(),
+        ],
+        vec![
+            ether_type("ip6"),
+            cmp(
+                field("icmpv6", "type"),
+                Operator::EQ,
+                "nd-router-advert".to_owned(),
+            ),
+            drop,
+        ],
+    ]
+}
+
+/// Where nft lives: a fixed, root-owned path, never a `PATH` lookup (the
+/// setuid helper runs this too, for a caller who controls its `PATH`).
+pub const NFT_PATHS: [&str; 4] = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft", "/bin/nft"];
+
+fn nft() -> Result<&'static str> {
+    NFT_PATHS
+        .iter()
+        .copied()
+        .find(|p| std::path::Path::new(p).is_file())
+        .ok_or_else(|| Error::Unsupported {
+            what: format!(
+                "the bridge's L2 filter needs nft (not found at {}): apt-get install nftables, or dnf install nftables",
+                NFT_PATHS.join(", ")
+            ),
+        })
+}
+
+fn apply(b: Batch<'_>, what: &str) -> Result<()> {
+    let nft = nft()?;
+    nftables::helper::apply_ruleset_with_args(
+        &b.to_nftables(),
+        Some(nft),
+        nftables::helper::DEFAULT_ARGS,
+    )
+    .map_err(|e| {
+        let detail = match &e {
+            nftables::helper::NftablesError::NftFailed { stderr, .. } => {
+                format!("{e}: {}", stderr.trim())
+            }
+            _ => e.to_string(),
+        };
+        Error::Unsupported {
+            what: format!("{what}: {detail}"),
+        }
+    })
+}
+
+/// Install the filter on host-side veth `veth` (before it goes up).
+///
+/// # Errors
+/// [`Error::Unsupported`] with nft's message (or how to install it).
+pub fn guard(veth: &str, mac: [u8; 6], ip: Ipv4Addr) -> Result<()> {
+    let mut b = Batch::new();
+    b.add(table());
+    b.add(NfListObject::Chain(chain(veth, true)));
+    for expr in rules(mac, ip) {
+        b.add(NfListObject::Rule(Rule {
+            family: NfFamily::NetDev,
+            table: Cow::Borrowed(TABLE),
+            chain: Cow::Owned(chain_name(veth)),
+            expr: Cow::Owned(expr),
+            ..Rule::default()
+        }));
+    }
+    apply(b, &format!("the L2 filter on {veth}"))
+}
+
+/// Remove the filter of `veth`; a missing one is not an error.
+pub fn unguard(veth: &str) {
+    let mut b = Batch::new();
+    // Added first (a no-op when present) so that flush and delete have
+    // something to act on either way.
+    b.add(table());
+    b.add(NfListObject::Chain(chain(veth, false)));
+    b.add_cmd(NfCmd::Flush(FlushObject::Chain(chain(veth, false))));
+    b.delete(NfListObject::Chain(chain(veth, false)));
+    let _ = apply(b, &format!("removing the L2 filter of {veth}"));
+    // The table goes with its last chain (refused while others remain).
+    let mut b = Batch::new();
+    b.delete(table());
+    let _ = apply(b, "removing the empty L2 table");
+}
