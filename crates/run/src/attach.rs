@@ -120,15 +120,7 @@ pub fn attach(
         "the environment",
     )?;
     let dirs = path_dirs(&env);
-    let null: OwnedFd = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map_err(|source| Error::Read {
-            path: "/dev/null".into(),
-            source,
-        })?
-        .into();
+    let null = tty::host_null()?;
     // The filter init runs under (a state without one predates seccomp:
     // the default).
     let seccomp = st.seccomp.clone().unwrap_or_default().build()?;

@@ -140,15 +140,7 @@ pub fn spawn_init(
         shim: !spec.command.is_empty(),
         shim_dumpable: !nix::unistd::geteuid().is_root(),
         console: spec.console,
-        null: std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .map_err(|source| Error::Read {
-                path: "/dev/null".into(),
-                source,
-            })?
-            .into(),
+        null: crate::tty::host_null()?,
         own_cgroup: spec.cgroup.is_some(),
         seccomp: cfg.seccomp.build()?,
     };

@@ -75,6 +75,20 @@ pub(crate) fn take_terminal(slave: &OwnedFd, controlling: bool) -> Result<()> {
     Ok(())
 }
 
+/// The host's `/dev/null`, opened before any namespace is joined, to put
+/// in place of a terminal on 0-2.
+pub(crate) fn host_null() -> Result<OwnedFd> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(|source| Error::Read {
+            path: "/dev/null".into(),
+            source,
+        })
+}
+
 /// A session of our own (no controlling terminal), and no standard
 /// descriptor that is a terminal: each that is becomes `null`.
 pub(crate) fn leave_terminals(null: BorrowedFd<'_>) -> Result<()> {
@@ -93,12 +107,11 @@ fn is_terminal(fd: i32) -> bool {
     nix::unistd::isatty(fd).unwrap_or(false)
 }
 
+/// `setsid`: init and an attached command are fresh children, never
+/// group leaders, so this cannot fail for them; if it does, going on would
+/// keep whatever session (and controlling terminal) they came with.
 fn new_session() -> Result<()> {
-    match nix::unistd::setsid() {
-        Ok(_) => Ok(()),
-        // Already a session leader (a monitor started with setsid is not
-        // init; init is a fresh child, so this is only the in-process case).
-        Err(Errno::EPERM) if nix::unistd::getsid(None) == Ok(nix::unistd::getpid()) => Ok(()),
-        Err(e) => Err(Error::sys("setsid()", e)),
-    }
+    nix::unistd::setsid()
+        .map(drop)
+        .map_err(|e| Error::sys("setsid()", e))
 }

@@ -3,8 +3,8 @@
 //! re-executed as the monitor. Under `CI=true` a missing privilege fails.
 mod common;
 use common::{
-    busybox_rootfs, driver, have_root, idmap_toml, lchown_tree, readable_block_device, text, Ct,
-    DEVICE_ATTACK, HOST_BASE,
+    assert_device_attack_fails, busybox_rootfs, driver, have_root, idmap_toml, lchown_tree,
+    readable_block_device, text, Ct, HOST_BASE,
 };
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -905,19 +905,7 @@ fn privileged_container_opens_only_the_allowed_devices() {
     }
     let disk = readable_block_device().expect("a block device root can read (loop0 will do)");
     let ct = Ct::new("devpol", "privileged = true\n");
-    let out = ct.run(&["/bin/sh", "-c", DEVICE_ATTACK, "sh", &disk]);
-    let o = text(&out.stdout);
-    assert!(
-        o.contains("MKNOD-OK") && o.contains("DEVTMPFS-MOUNTED"),
-        "{o}{}",
-        text(&out.stderr)
-    );
-    assert!(
-        o.contains("KMSG-DENIED"),
-        "read the host's kernel log:\n{o}"
-    );
-    assert!(o.contains("DISK-DENIED"), "read the host's {disk}:\n{o}");
-    assert!(o.contains("USUAL-OK"), "{o}");
+    assert_device_attack_fails(&ct, &disk);
     ct.assert_clean();
 }
 

@@ -17,7 +17,7 @@
 //! | `DAVIT_VM_DELEGATED` | as the user: the delegated subtree (relative to `/sys/fs/cgroup`) davit must pick |
 //! | `DAVIT_VM_FLAT` | as the user: another delegated cgroup, with no leaf and no controllers enabled |
 mod common;
-use common::{driver, idmap_toml, readable_block_device, text, Ct, DEVICE_ATTACK};
+use common::{assert_device_attack_fails, driver, idmap_toml, readable_block_device, text, Ct};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -591,17 +591,6 @@ fn privileged_container_opens_only_the_allowed_devices_through_the_device_progra
     }
     let disk = readable_block_device().unwrap_or_default();
     let ct = Ct::with_top("devp", "privileged = true\n", "");
-    let out = ct.run(&["/bin/sh", "-c", DEVICE_ATTACK, "sh", &disk]);
-    let o = text(&out.stdout);
-    assert!(
-        o.contains("MKNOD-OK") && o.contains("DEVTMPFS-MOUNTED"),
-        "{o}{}",
-        text(&out.stderr)
-    );
-    assert!(o.contains("KMSG-DENIED"), "read the kernel log:\n{o}");
-    if !disk.is_empty() {
-        assert!(o.contains("DISK-DENIED"), "read {disk}:\n{o}");
-    }
-    assert!(o.contains("USUAL-OK"), "{o}");
+    assert_device_attack_fails(&ct, &disk);
     ct.assert_clean();
 }

@@ -185,3 +185,20 @@ pub fn readable_block_device() -> Option<String> {
         .into_iter()
         .find(|n| std::fs::File::open(format!("/dev/{n}")).is_ok())
 }
+
+/// Run [`DEVICE_ATTACK`] in `ct` (privileged) against `disk` (empty: none)
+/// and assert that only the allowed devices opened.
+pub fn assert_device_attack_fails(ct: &Ct, disk: &str) {
+    let out = ct.run(&["/bin/sh", "-c", DEVICE_ATTACK, "sh", disk]);
+    let o = text(&out.stdout);
+    assert!(
+        o.contains("MKNOD-OK") && o.contains("DEVTMPFS-MOUNTED"),
+        "{o}{}",
+        text(&out.stderr)
+    );
+    assert!(o.contains("KMSG-DENIED"), "read the kernel log:\n{o}");
+    if !disk.is_empty() {
+        assert!(o.contains("DISK-DENIED"), "read {disk}:\n{o}");
+    }
+    assert!(o.contains("USUAL-OK"), "{o}");
+}
