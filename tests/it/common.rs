@@ -820,3 +820,19 @@ impl UserSetup {
             .args(extra))
     }
 }
+
+impl Drop for UserSetup {
+    /// After a failed test: stop whatever the user's containers left
+    /// running (their monitors and inits are the user's, started here).
+    fn drop(&mut self) {
+        let dir = self.home.join("data/davit/containers");
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.') {
+                    let _ = self.davit(&["stop", "-k", &name]).output();
+                }
+            }
+        }
+    }
+}

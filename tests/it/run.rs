@@ -501,7 +501,7 @@ fn plain_user_lifecycle_through_newuidmap() {
     ok(&mut d(&["stop", "u1", "-t", "5"]));
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
     // With `-- CMD` pid 1 is davit's shim, which is not dumpable: the
-    // user's attach still joins it (through a pidfd).
+    // user's attach joins CMD's namespaces instead (the same ones).
     ok(&mut d(&[
         "start",
         "-d",
@@ -519,6 +519,23 @@ fn plain_user_lifecycle_through_newuidmap() {
         "/proc/1/cmdline",
     ])));
     assert!(shim.starts_with("davit-shim"), "{shim:?}");
+    // Container root cannot ptrace the shim or read its memory under the
+    // plain user's monitor either (issue 13, row 6; before, pid 1 was
+    // made dumpable for this user's attach, and both worked).
+    let probe = us.home.join("ptrace1");
+    let cc = Command::new("gcc")
+        .args(["-static", "-O", "-o"])
+        .arg(&probe)
+        .arg(repo().join("tests/it/probes/ptrace1.c"))
+        .output()
+        .expect("gcc (build-essential)");
+    assert!(cc.status.success(), "{}", stderr(&cc));
+    std::fs::copy(&probe, rootfs.join("bin/ptrace1")).unwrap();
+    let o = stdout(&ok(&mut d(&["attach", "u1", "--", "/bin/ptrace1"])));
+    assert!(
+        o.contains("ATTACH-DENIED") && o.contains("MEM-DENIED"),
+        "container root reached into pid 1: {o}"
+    );
     ok(&mut d(&["stop", "u1", "-k"]));
     ok(&mut d(&["destroy", "u1"]));
     assert!(

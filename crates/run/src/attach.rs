@@ -90,6 +90,12 @@ pub fn attach(
         Some(i) if st.status.can_attach() && i.is_alive() => i,
         _ => return Err(Error::NotRunning { name: name.into() }),
     };
+    // A plain user may not setns through the shim's pidfd (it is not
+    // dumpable): CMD, in the same namespaces, serves instead.
+    let init = match st.attach_via {
+        Some(cmd) if !nix::unistd::geteuid().is_root() && cmd.is_alive() => cmd,
+        _ => init,
+    };
     let pidfd = sys::pidfd_open(Pid::from_raw(init.pid))
         .map_err(|e| Error::sys(format!("pidfd_open({})", init.pid), e))?;
     if !init.is_alive() {

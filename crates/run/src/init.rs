@@ -75,12 +75,6 @@ pub(crate) struct Plan<'a> {
     /// Run the command as pid 2 under a small pid-1 shim that forwards
     /// signals and reaps orphans (a command, not an init, is being run).
     pub shim: bool,
-    /// Make the shim dumpable again: a plain user's monitor, whose user's
-    /// `attach` joins pid 1 through a pidfd, and `setns` through a pidfd
-    /// needs ptrace access to it, which a non-dumpable fork of the monitor
-    /// does not give a user without capabilities in the host's user
-    /// namespace. Root's attach has them, so root's shim stays non-dumpable.
-    pub shim_dumpable: bool,
     /// Give init a pseudo-terminal from the container's own devpts, bound
     /// on `/dev/console`, and send its master to the parent.
     pub console: bool,
@@ -295,12 +289,9 @@ fn shim(exe: &std::ffi::CStr, plan: &Plan<'_>, chan: &Channel) -> ! {
     // What exec would have done for pid 1: drop every descriptor but stdio
     // (CVE-2024-21626).
     let _ = sys::close_from(3);
-    if plan.shim_dumpable {
-        // Container root can then ptrace pid 1, whose memory is the plain
-        // user's own monitor's (its arguments and environment scrubbed
-        // above); docs/SECURITY.md says what that leaves.
-        let _ = nix::sys::prctl::set_dumpable(true);
-    }
+    // pid 1 stays non-dumpable for good, under a plain user's monitor too:
+    // that user's attach joins CMD's namespaces instead (the monitor
+    // records CMD as `attach_via`), which needs no ptrace access to pid 1.
     loop {
         let Ok(sig) = set.wait() else { continue };
         if sig != Signal::SIGCHLD {

@@ -420,6 +420,16 @@ pub fn run_monitor(
         let _ = chan.send_with_fd(Msg::Console, std::os::fd::AsFd::as_fd(&master));
     }
     drop(console);
+    if !args.command.is_empty() {
+        if let Some(cmd) = first_child(spawned.pid.as_raw(), Duration::from_secs(2)) {
+            if let Ok(lock) = store.lock() {
+                if let Ok(mut s) = lock.load() {
+                    s.attach_via = Some(cmd);
+                    let _ = lock.save(&s);
+                }
+            }
+        }
+    }
     report(ready, &Report::Ready(spawned.pid.as_raw()));
 
     let code = loop {
@@ -454,6 +464,39 @@ pub fn run_monitor(
     s.exit_status = Some(code);
     lock.save(&s)?;
     Ok(code)
+}
+
+/// The first child of `parent` (its `PPid` in `/proc/PID/stat`), waiting up
+/// to `timeout` for it: right after start, pid 1's only child is CMD.
+fn first_child(parent: i32, timeout: Duration) -> Option<ProcessRef> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut found: Option<ProcessRef> = None;
+        for e in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // Fields after the ")" that closes the command name: state, ppid.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if ppid == Some(parent) {
+                if let Some(p) = ProcessRef::of(pid) {
+                    if found.is_none_or(|f| p.start_time < f.start_time) {
+                        found = Some(p);
+                    }
+                }
+            }
+        }
+        if found.is_some() || std::time::Instant::now() >= deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Clean up after a monitor that died: kill whatever is left in the

@@ -138,7 +138,6 @@ pub fn spawn_init(
         cgroup2_rw: false,
         systemd_v1_rw: false,
         shim: !spec.command.is_empty(),
-        shim_dumpable: !nix::unistd::geteuid().is_root(),
         console: spec.console,
         null: crate::tty::host_null()?,
         own_cgroup: spec.cgroup.is_some(),

@@ -136,6 +136,12 @@ pub struct State {
     /// The seccomp policy init runs under; `attach` loads the same.
     #[serde(default)]
     pub seccomp: Option<crate::seccomp::Seccomp>,
+    /// With `start -- CMD`: CMD, pid 1's first child, in the same
+    /// namespaces. A plain user's `attach` joins it, since pid 1 (the shim,
+    /// a fork of the monitor) is not dumpable and `setns` through its pidfd
+    /// needs ptrace access that user does not have.
+    #[serde(default)]
+    pub attach_via: Option<ProcessRef>,
 }
 
 impl State {
@@ -152,6 +158,7 @@ impl State {
             no_limits_reason: None,
             exit_status: None,
             seccomp: None,
+            attach_via: None,
         }
     }
 
