@@ -243,24 +243,32 @@ pub(crate) fn channel() -> (Filled, Receiver<Vec<u8>>, Pipe) {
     let (tx, rx) = sync_channel(BUFFERS);
     let (back_tx, back_rx) = sync_channel(BUFFERS + 2);
     let pipe = Pipe {
-        rx,
-        back: back_tx,
-        cur: Vec::new(),
-        pos: 0,
-        done: false,
+        norm: crate::tarnorm::Norm::new(Raw {
+            rx,
+            back: back_tx,
+            cur: Vec::new(),
+            pos: 0,
+            done: false,
+        }),
         count: Rc::new(Cell::new(0)),
         rec: Rc::new(RefCell::new(None)),
     };
     (tx, back_rx, pipe)
 }
 
-/// The tar parser's view of the decoded stream.
-pub(crate) struct Pipe {
+/// The decoded stream as it comes from the decoder thread.
+pub(crate) struct Raw {
     rx: Receiver<io::Result<Vec<u8>>>,
     back: SyncSender<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
     done: bool,
+}
+
+/// The tar parser's view of the decoded stream: as GNU tar reads member
+/// sizes (`tarnorm`).
+pub(crate) struct Pipe {
+    norm: crate::tarnorm::Norm<Raw>,
     /// Decoded bytes handed to the parser so far.
     pub(crate) count: Rc<Cell<u64>>,
     /// When `Some`, every byte handed to the parser is also appended here
@@ -268,7 +276,7 @@ pub(crate) struct Pipe {
     pub(crate) rec: Rc<RefCell<Option<Vec<u8>>>>,
 }
 
-impl Read for Pipe {
+impl Read for Raw {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.cur.len() {
             if self.done {
@@ -295,6 +303,13 @@ impl Read for Pipe {
         let n = out.len().min(self.cur.len() - self.pos);
         out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
         self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Read for Pipe {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = self.norm.read(out)?;
         self.count.set(self.count.get() + n as u64);
         if let Some(v) = self.rec.borrow_mut().as_mut() {
             v.extend_from_slice(&out[..n]);

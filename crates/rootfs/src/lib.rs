@@ -49,6 +49,7 @@ mod exclude;
 pub mod idmap;
 pub mod meta;
 mod sys;
+mod tarnorm;
 pub mod templates;
 mod unpack;
 mod userns;

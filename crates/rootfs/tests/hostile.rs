@@ -571,3 +571,120 @@ fn pax_value_with_newline_cannot_desync_the_parser() {
     assert_eq!(out.stdout, b"a\nb");
     f.assert_outside_unchanged();
 }
+
+/// Every name under `dir` (relative, sorted), without the `dev` skeleton
+/// the unpacker adds.
+fn tree_names(dir: &std::path::Path) -> Vec<String> {
+    let mut v = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            if rel == "dev" || rel.starts_with("dev/") {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            v.push(rel);
+        }
+    }
+    v.sort();
+    v
+}
+
+/// What GNU tar lists of `archive` (names without a trailing `/`, sorted).
+fn gnu_listing(archive: &std::path::Path) -> Vec<String> {
+    let o = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(archive)
+        .output()
+        .expect("GNU tar");
+    let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| l.trim_end_matches('/').to_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issue 17 (size differential): a directory or hard link header whose
+/// size field (or, for a directory, a pax `size`) claims data. GNU tar
+/// reads none after them, the `tar` crate skipped that much, so an archive
+/// could hide a setuid member from `tar -t` (and the reviewer) that davit
+/// then wrote, or make davit drop a member GNU tar lists. The unpacked tree
+/// must be what GNU tar lists. Before the fix: `d/payload` (mode 4755) was
+/// written and `d/innocent` was not; `after` was dropped.
+#[test]
+fn sizes_on_directories_and_hard_links_are_read_as_gnu_tar_reads_them() {
+    if !require_root("sizes_on_directories_and_hard_links_are_read_as_gnu_tar_reads_them") {
+        return;
+    }
+    let with_size = |mut h: [u8; 512], size: u64| {
+        h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+        fix_cksum(&mut h);
+        h
+    };
+    // A directory claiming 512 bytes, then a file whose "data" is, to
+    // davit's old reading, the header of a setuid payload.
+    let mut t = Raw::default();
+    t.push(with_size(header(b"d/", b'5', 0, b"", 0o755), 512), &[])
+        .push(header(b"d/innocent", b'0', 1024, b"", 0o644), &[])
+        .push(header(b"d/payload", b'0', 5, b"", 0o4755), b"evil\n");
+    let dir_case = t.end();
+    // A hard link claiming 512 bytes, then a member GNU tar lists.
+    let mut t = Raw::default();
+    t.file("f", b"x", 0o644)
+        .push(with_size(header(b"l", b'1', 0, b"f", 0o644), 512), &[])
+        .file("after", b"y", 0o644);
+    let link_case = t.end();
+    // A directory with a pax size.
+    let mut t = Raw::default();
+    t.pax(&[("size", b"512")])
+        .dir("pd/", 0o755)
+        .file("hidden", b"z", 0o644)
+        .file("after2", b"w", 0o644);
+    let pax_case = t.end();
+    for (what, bytes) in [
+        ("dir", dir_case),
+        ("hardlink", link_case),
+        ("pax dir", pax_case),
+    ] {
+        let f = Fixture::new();
+        let a = f.archive("a.tar", &bytes);
+        unpack(&a, &f.dest, &opts(), &Quiet).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(tree_names(&f.dest), gnu_listing(&a), "{what}");
+        f.assert_outside_unchanged();
+    }
+}
+
+/// Issue 17: a pax header may not claim more than 1 MiB (bsdtar's and Go's
+/// cap); before, the parser read any size into memory (a 1 GiB header in a
+/// 260 KiB .tar.xz took 3 GiB). Here a 2 MiB one, which was accepted.
+#[test]
+fn a_pax_header_over_the_cap_is_refused() {
+    if !require_root("a_pax_header_over_the_cap_is_refused") {
+        return;
+    }
+    let big = 2 << 20;
+    let mut rec = format!("{} comment=", big).into_bytes();
+    rec.resize(big - 1, b'a');
+    rec.push(b'\n');
+    let mut t = Raw::default();
+    t.push(
+        header(b"PaxHeaders/f", b'x', rec.len() as u64, b"", 0o644),
+        &rec,
+    )
+    .file("f", b"x", 0o644);
+    let f = Fixture::new();
+    let e = run(&f, &t.end()).expect_err("a 2 MiB pax header");
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg += &format!(": {s}");
+        src = s.source();
+    }
+    assert!(msg.contains("over the cap of 1048576"), "{msg}");
+    f.assert_outside_unchanged();
+}
