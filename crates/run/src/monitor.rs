@@ -421,7 +421,11 @@ pub fn run_monitor(
     }
     drop(console);
     if !args.command.is_empty() {
-        if let Some(cmd) = first_child(spawned.pid.as_raw(), Duration::from_secs(2)) {
+        let init = ProcessRef {
+            pid: spawned.pid.as_raw(),
+            start_time: spawned.start_time,
+        };
+        if let Some(cmd) = first_child(init, Duration::from_secs(2)) {
             if let Ok(lock) = store.lock() {
                 if let Ok(mut s) = lock.load() {
                     s.attach_via = Some(cmd);
@@ -467,10 +471,15 @@ pub fn run_monitor(
 }
 
 /// The first child of `parent` (its `PPid` in `/proc/PID/stat`), waiting up
-/// to `timeout` for it: right after start, pid 1's only child is CMD.
-fn first_child(parent: i32, timeout: Duration) -> Option<ProcessRef> {
+/// to `timeout` for it while `parent` lives: right after start, pid 1's only
+/// child is CMD. A CMD that is already gone ends the wait with its pid 1.
+fn first_child(init: ProcessRef, timeout: Duration) -> Option<ProcessRef> {
+    let parent = init.pid;
     let deadline = std::time::Instant::now() + timeout;
     loop {
+        if !init.is_alive() {
+            return None;
+        }
         let mut found: Option<ProcessRef> = None;
         for e in std::fs::read_dir("/proc").ok()?.flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {

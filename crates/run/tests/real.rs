@@ -335,7 +335,13 @@ fn pids_limit_contains_a_fork_bomb() {
     let ct = Ct::new("bomb", "[limits]\npids = 32\n");
     let mut h = spawn_monitor(
         &driver(),
-        &ct.args(&["/bin/sh", "-c", "b() { b | b & }; b 2>/dev/null; sleep 60"]),
+        // `exec sleep`: once the bomb fills the pids limit, a fork for
+        // sleep would fail and end CMD, and the container with it.
+        &ct.args(&[
+            "/bin/sh",
+            "-c",
+            "b() { b | b & }; b 2>/dev/null; exec sleep 60",
+        ]),
         true,
     )
     .unwrap();
