@@ -688,3 +688,32 @@ fn a_pax_header_over_the_cap_is_refused() {
     assert!(msg.contains("over the cap of 1048576"), "{msg}");
     f.assert_outside_unchanged();
 }
+
+/// Issue 17: entry names reach error messages (and the skip report)
+/// escaped: an archive whose refused member is named with a terminal
+/// escape (set the title, clear the screen) and a right-to-left override
+/// cannot drive the terminal of whoever reads the error. Before, the bytes
+/// went out raw from the library (the CLI escaped them; other callers of
+/// the library did not).
+#[test]
+fn entry_names_in_errors_are_escaped() {
+    if !require_root("entry_names_in_errors_are_escaped") {
+        return;
+    }
+    let f = Fixture::new();
+    let name = "a/../../\u{1b}]0;pwned\u{7}\u{1b}[2J\u{202e}txt.exe";
+    let mut t = Raw::default();
+    t.dir("a/", 0o755).file(name, b"x", 0o644);
+    let (kind, msg) = err_kind(run(&f, &t.end()));
+    assert_eq!(kind, ErrorKind::Unsafe, "{msg}");
+    assert!(
+        !msg.chars()
+            .any(|c| c == '\u{1b}' || c == '\u{7}' || c == '\u{202e}'),
+        "raw control characters in {msg:?}"
+    );
+    assert!(
+        msg.contains("\\x1b]0;pwned\\x07\\x1b[2J\\u{202e}txt.exe"),
+        "{msg:?}"
+    );
+    f.assert_outside_unchanged();
+}
