@@ -7,27 +7,11 @@ use std::sync::Mutex;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// `s` made safe for a terminal: control characters other than newline and
-/// tab (escape sequences among them: ESC, CSI, OSC), and the invisible
-/// bidirectional and zero-width characters, are shown as `\x1b` or
-/// `\u{202e}` instead of acting on the terminal. For text an image or a
-/// server controls: a create-message, an error quoting an archive entry.
+/// `s` made safe for a terminal (`davit_rootfs::text::printable`, newlines
+/// and tabs kept). For text an image or a server controls: a
+/// create-message, an error quoting an archive entry.
 pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    let bad = |c: char| {
-        (c.is_control() && c != '\n' && c != '\t') || davit_fetch::index::is_invisible_format(c)
-    };
-    if !s.chars().any(bad) {
-        return s.into();
-    }
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            c if !bad(c) => out.push(c),
-            c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-        }
-    }
-    out.into()
+    davit_rootfs::text::printable(s, true)
 }
 
 /// Prints steps and bars to stderr when it is a terminal; warnings always

@@ -51,6 +51,7 @@ pub mod meta;
 mod sys;
 mod tarnorm;
 pub mod templates;
+pub mod text;
 mod unpack;
 mod userns;
 mod xattr;

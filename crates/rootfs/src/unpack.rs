@@ -77,27 +77,10 @@ struct Unpacker<'a> {
 }
 
 /// An entry name for messages and reports: lossy UTF-8 with control and
-/// invisible format characters (bidi overrides, zero-width marks) escaped
-/// as `\xNN` or `\u{NNNN}`, so an archive cannot drive the terminal of
-/// whoever reads the error (issue 17).
+/// invisible format characters escaped (`text::printable`), so an archive
+/// cannot drive the terminal of whoever reads the error (issue 17).
 fn lossy(b: &[u8]) -> String {
-    let s = String::from_utf8_lossy(b);
-    let bad = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
-    };
-    if !s.chars().any(bad) {
-        return s.into_owned();
-    }
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            c if !bad(c) => out.push(c),
-            c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-        }
-    }
-    out
+    crate::text::printable(&String::from_utf8_lossy(b), false).into_owned()
 }
 
 fn cstr(b: &[u8]) -> Option<CString> {

@@ -420,7 +420,8 @@ pub fn run_monitor(
         let _ = chan.send_with_fd(Msg::Console, std::os::fd::AsFd::as_fd(&master));
     }
     drop(console);
-    if !args.command.is_empty() {
+    // Only a plain user's attach goes through CMD (root's joins pid 1).
+    if !args.command.is_empty() && !nix::unistd::geteuid().is_root() {
         let init = ProcessRef {
             pid: spawned.pid.as_raw(),
             start_time: spawned.start_time,

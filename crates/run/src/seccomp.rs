@@ -76,6 +76,14 @@ const fn always(syscall: &'static str, errno: i32) -> Rule {
     }
 }
 
+const fn flags(syscall: &'static str, errno: i32, arg: u32, mask: u64) -> Rule {
+    Rule {
+        syscall: Cow::Borrowed(syscall),
+        errno,
+        when: When::Flags { arg, mask },
+    }
+}
+
 /// `MNT_FORCE`, `umount2`'s second argument.
 const MNT_FORCE: u64 = 1;
 /// `SECCOMP_FILTER_FLAG_NEW_LISTENER`, `seccomp`'s second argument.
@@ -93,25 +101,11 @@ pub static DEFAULT_RULES: [Rule; 12] = [
     always("init_module", libc::EPERM),
     always("finit_module", libc::EPERM),
     always("delete_module", libc::EPERM),
-    Rule {
-        syscall: Cow::Borrowed("umount2"),
-        errno: libc::EPERM,
-        when: When::Flags {
-            arg: 1,
-            mask: MNT_FORCE,
-        },
-    },
+    flags("umount2", libc::EPERM, 1, MNT_FORCE),
     always("keyctl", libc::ENOSYS),
     always("add_key", libc::ENOSYS),
     always("request_key", libc::ENOSYS),
-    Rule {
-        syscall: Cow::Borrowed("seccomp"),
-        errno: libc::EPERM,
-        when: When::Flags {
-            arg: 1,
-            mask: NEW_LISTENER,
-        },
-    },
+    flags("seccomp", libc::EPERM, 1, NEW_LISTENER),
     always("bpf", libc::EPERM),
 ];
 
