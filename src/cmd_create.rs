@@ -24,6 +24,7 @@ impl From<davit_rootfs::Error> for Failure {
             K::Unsafe | K::Corrupt => exit::VERIFY,
             K::Io => exit::IO,
             K::Map => exit::USAGE,
+            K::Unmapped => exit::UNMAPPED,
             _ => exit::FAILURE,
         };
         Failure::new(code, e.into())
@@ -87,6 +88,110 @@ fn unpack_any(
             &exe, archive, dest, opts, &ctx.term,
         )?)
     }
+}
+
+/// Unpacks into `dir` all or nothing. As root: into a staging directory
+/// beside it (`.NAME.davit-unpack-XXXXXX`, with the mode and owner of `dir`
+/// if it exists), renamed onto `dir` (a new one, or the existing empty one)
+/// only once the whole archive is in; a failed unpack removes the staging
+/// directory and leaves `dir` as it was, a killed one leaves only the
+/// dot-directory. As a plain user (whose unpacked root belongs to a
+/// subordinate id, which the user cannot rename in a sticky directory such
+/// as /tmp), or when `dir` is a mount point (no rename reaches it): into
+/// `dir` itself, and a failure removes it again if it was new, or empties
+/// it.
+fn unpack_staged(
+    archive: &Path,
+    dir: &Path,
+    existing: Option<&fs::Metadata>,
+    opts: &UnpackOptions,
+    ctx: &Ctx,
+) -> Result<davit_rootfs::Report, Failure> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let parent = match dir.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => Path::new("/"),
+    };
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    let mount_point = match (existing, fs::metadata(parent)) {
+        (Some(m), Ok(p)) => m.dev() != p.dev(),
+        _ => false,
+    };
+    let maps = opts.maps.as_ref();
+    let mode = existing.map_or(0o755, |m| m.mode() & 0o7777);
+    let name = match name {
+        Some(n) if paths::is_root() && !mount_point => n,
+        _ => {
+            if existing.is_none() {
+                fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+            }
+            return unpack_any(archive, dir, opts, ctx).inspect_err(|_| {
+                if existing.is_none() {
+                    let _ = remove_tree(dir, maps);
+                } else {
+                    empty_dir(dir, maps, mode);
+                }
+            });
+        }
+    };
+    if existing.is_none() {
+        fs::create_dir_all(parent).map_err(io(format!("cannot create {}", parent.display())))?;
+    }
+    let stage = tempfile::Builder::new()
+        .prefix(&format!(".{name}.davit-unpack-"))
+        .tempdir_in(parent)
+        .map_err(io(format!(
+            "cannot make a staging directory in {}",
+            parent.display()
+        )))?
+        .keep();
+    let prepare = || -> std::io::Result<()> {
+        fs::set_permissions(&stage, fs::Permissions::from_mode(mode))?;
+        if let Some(m) = existing {
+            std::os::unix::fs::chown(&stage, Some(m.uid()), Some(m.gid()))?;
+        }
+        Ok(())
+    };
+    let res = prepare()
+        .map_err(io(format!("cannot prepare {}", stage.display())))
+        .and_then(|()| unpack_any(archive, &stage, opts, ctx))
+        .and_then(|r| {
+            fs::rename(&stage, dir)
+                .map_err(io(format!(
+                    "cannot rename {} to {}",
+                    stage.display(),
+                    dir.display()
+                )))
+                .map(|()| r)
+        });
+    if res.is_err() {
+        let _ = remove_tree(&stage, maps);
+    }
+    res
+}
+
+/// Removes everything inside `dir` (which was empty, with `mode`, before
+/// a failed unpack), best effort.
+fn empty_dir(dir: &Path, maps: Option<&IdMaps>, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    if paths::is_root() {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            let _ = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+        }
+    } else if remove_tree(dir, maps).is_ok() {
+        // A plain user's unpacked entries belong to subordinate ids: only
+        // the user namespace can remove them, and it takes the directory.
+        let _ = fs::create_dir(dir);
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(mode));
+    }
+    // Mode and owner of `dir` itself may have come from the archive.
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(mode));
 }
 
 /// Removes a tree that may be owned by subordinate ids.
@@ -331,6 +436,7 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
             threads: 0,
             templates: templates.clone(),
             template_vars: vars.clone(),
+            max_file_size: ctx.max_file_size,
         };
         ctx.term.say("unpacking the rootfs");
         match unpack_any(&entry.rootfs(), &rootfs, &opts, ctx) {
@@ -755,19 +861,29 @@ pub fn unpack(ctx: &Ctx, a: UnpackArgs) -> Result<(), Failure> {
             a.dir.display()
         )));
     }
-    let fresh = !a.dir.exists();
-    if fresh {
-        fs::create_dir_all(&a.dir).map_err(io(format!("cannot create {}", a.dir.display())))?;
-    } else if fs::read_dir(&a.dir)
-        .map_err(io(format!("cannot read {}", a.dir.display())))?
-        .next()
-        .is_some()
-    {
-        return Err(Failure::usage(format!(
-            "{} is not empty; unpack into an empty or new directory",
-            a.dir.display()
-        )));
-    }
+    let existing = match fs::symlink_metadata(&a.dir) {
+        Ok(m) if !m.is_dir() => {
+            return Err(Failure::usage(format!(
+                "{} is not a directory; unpack into an empty or new directory",
+                a.dir.display()
+            )))
+        }
+        Ok(m) => {
+            if fs::read_dir(&a.dir)
+                .map_err(io(format!("cannot read {}", a.dir.display())))?
+                .next()
+                .is_some()
+            {
+                return Err(Failure::usage(format!(
+                    "{} is not empty; unpack into an empty or new directory",
+                    a.dir.display()
+                )));
+            }
+            Some(m)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io(format!("cannot read {}", a.dir.display()))(e)),
+    };
     let opts = UnpackOptions {
         maps: maps.clone(),
         excludes: read_lines(a.exclude_file.clone()),
@@ -775,17 +891,9 @@ pub fn unpack(ctx: &Ctx, a: UnpackArgs) -> Result<(), Failure> {
         threads: 0,
         templates: Vec::new(),
         template_vars: Vec::new(),
+        max_file_size: ctx.max_file_size,
     };
-    let report = match unpack_any(&a.tarball, &a.dir, &opts, ctx) {
-        Ok(r) => r,
-        Err(e) => {
-            // Never leave a half-written tree behind.
-            if fresh {
-                let _ = remove_tree(&a.dir, maps.as_ref());
-            }
-            return Err(e);
-        }
-    };
+    let report = unpack_staged(&a.tarball, &a.dir, existing.as_ref(), &opts, ctx)?;
     if ctx.json {
         ctx.print_json(&report);
     } else {

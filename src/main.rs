@@ -31,6 +31,8 @@ pub mod exit {
     pub const VERIFY: u8 = 5;
     /// A local file could not be read or written.
     pub const IO: u8 = 6;
+    /// The image needs an id outside the id map.
+    pub const UNMAPPED: u8 = 7;
     /// `stop`: the container was not running (as `lxc-stop`).
     pub const NOT_RUNNING: u8 = 2;
 }
@@ -48,6 +50,10 @@ struct Cli {
     /// Print one JSON result on stdout.
     #[arg(long, global = true)]
     json: bool,
+    /// Refuse an archive member that claims more than this (`64G`, the
+    /// default; a sparse file's apparent size counts) when unpacking.
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_max_file_size)]
+    max_file_size: Option<u64>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -141,6 +147,12 @@ pub struct Ctx {
     pub quiet: bool,
     pub json: bool,
     pub term: report::Term,
+    /// `--max-file-size`, for every unpack.
+    pub max_file_size: Option<u64>,
+}
+
+fn parse_max_file_size(s: &str) -> Result<u64, String> {
+    davit_rootfs::meta::parse_size(s).ok_or_else(|| format!("{s:?} is not a size like 64G"))
 }
 
 /// Seconds since the epoch (0 if the clock is before it).
@@ -175,6 +187,7 @@ fn main() -> ExitCode {
         quiet: cli.quiet,
         json: cli.json,
         term: report::Term::new(cli.quiet, cli.json),
+        max_file_size: cli.max_file_size,
     };
     let r = match cli.cmd {
         Cmd::Fetch(a) => cmd_fetch::fetch(&ctx, a),

@@ -191,6 +191,7 @@ pub fn ensure_base(
             threads: 0,
             templates: Vec::new(),
             template_vars: Vec::new(),
+            max_file_size: ctx.max_file_size,
         };
         ctx.term.say(&format!(
             "unpacking the base for {} {} {} ({}) once; containers of this build share it",

@@ -428,6 +428,130 @@ fn unpack_command_shifts_ids_and_reports_json() {
     );
 }
 
+/// Issue 17: `davit unpack` into an existing empty directory is as all or
+/// nothing as into a new one (a corrupt xz stream left 44 of 46 entries
+/// behind), an id outside the map has its own exit code (7, not the usage
+/// error 2) and names the entry, and `--max-file-size` caps a member.
+#[test]
+fn unpack_command_is_all_or_nothing_and_names_what_is_wrong() {
+    if !require_root("unpack_command_is_all_or_nothing_and_names_what_is_wrong") {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let f = fixture();
+    let env = Env::new("unpack-atomic");
+    let good = build_dir(&f.tree_a, BUILD_A).join("rootfs.tar.xz");
+    let bad = env.path().join("bad.tar.xz");
+    std::fs::copy(&good, &bad).unwrap();
+    let len = std::fs::metadata(&bad).unwrap().len() as usize;
+    flip_byte(&bad, len * 3 / 4);
+    let leftovers = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("davit-unpack"))
+            .collect()
+    };
+    let map = ["--map", "b:0:2000000:65536"];
+
+    // Into an existing empty directory, and into a new one.
+    let pre = env.path().join("pre");
+    std::fs::create_dir(&pre).unwrap();
+    std::fs::set_permissions(&pre, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let out = run(env.davit().arg("unpack").arg(&bad).arg(&pre).args(map));
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("bad.tar.xz"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_dir(&pre).unwrap().count(),
+        0,
+        "entries left behind"
+    );
+    assert_eq!(std::fs::metadata(&pre).unwrap().mode() & 0o7777, 0o750);
+    let new = env.path().join("new");
+    let out = run(env.davit().arg("unpack").arg(&bad).arg(&new).args(map));
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(!new.exists());
+    assert!(
+        leftovers(env.path()).is_empty(),
+        "{:?}",
+        leftovers(env.path())
+    );
+
+    // A good archive into the existing empty directory.
+    ok(env.davit().arg("unpack").arg(&good).arg(&pre).args(map));
+    assert_eq!(
+        std::fs::symlink_metadata(pre.join("etc/passwd"))
+            .unwrap()
+            .uid(),
+        2000000
+    );
+    assert!(
+        leftovers(env.path()).is_empty(),
+        "{:?}",
+        leftovers(env.path())
+    );
+
+    // An id outside the map: exit 7, the entry named, nothing left.
+    std::fs::create_dir(env.path().join("src")).unwrap();
+    std::fs::write(env.path().join("src/high"), b"x").unwrap();
+    let high = env.path().join("high.tar");
+    ok(Command::new("tar")
+        .args(["--owner=70000", "--group=70000", "--numeric-owner", "-cf"])
+        .arg(&high)
+        .arg("-C")
+        .arg(env.path().join("src"))
+        .arg("."));
+    let small = env.path().join("small");
+    let out = run(env.davit().arg("unpack").arg(&high).arg(&small).args(map));
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains("uid 70000 of entry ./ is outside the id map") && e.contains("--map"),
+        "{e}"
+    );
+    assert!(!small.exists() && leftovers(env.path()).is_empty());
+
+    // A member over the cap.
+    let capped = env.path().join("capped");
+    let out = run(env
+        .davit()
+        .args(["--max-file-size", "1K", "unpack"])
+        .arg(&good)
+        .arg(&capped)
+        .args(map));
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("over the cap of 1024 (raise it with --max-file-size)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!capped.exists() && leftovers(env.path()).is_empty());
+
+    // A plain user (into the directory itself, emptied on failure).
+    let u = plain_user();
+    let home = user_readable_tree("unpack-atomic");
+    let upre = home.path().join("pre");
+    std::fs::create_dir(&upre).unwrap();
+    std::os::unix::fs::chown(&upre, Some(u.uid), Some(u.gid)).unwrap();
+    std::fs::copy(&bad, home.path().join("bad.tar.xz")).unwrap();
+    std::fs::set_permissions(
+        home.path().join("bad.tar.xz"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let out = run(u
+        .davit(&home.path().join("xdg"))
+        .arg("unpack")
+        .arg(home.path().join("bad.tar.xz"))
+        .arg(&upre));
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_dir(&upre).unwrap().count(),
+        0,
+        "entries left behind"
+    );
+}
+
 #[test]
 fn plain_user_lifecycle_through_newuidmap() {
     if !require_root("plain_user_lifecycle_through_newuidmap") {

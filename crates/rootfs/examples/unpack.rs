@@ -2,7 +2,7 @@
 //! exists:
 //!
 //! `unpack [--userns] [--map u:C:H:L]... [--exclude PAT]... [--skip-devices]
-//!  [--threads N] ARCHIVE DEST`
+//!  [--threads N] [--max-file-size BYTES] ARCHIVE DEST`
 //!
 //! Prints the report as JSON on stdout; exits 1 with `error: KIND: CHAIN`
 //! on stderr.
@@ -24,6 +24,10 @@ fn main() {
                 .excludes
                 .push(args.next().expect("--exclude needs a value")),
             "--skip-devices" => opts.skip_devices = true,
+            "--max-file-size" => {
+                opts.max_file_size = args.next().and_then(|t| t.parse().ok());
+                assert!(opts.max_file_size.is_some(), "--max-file-size BYTES");
+            }
             "--threads" => {
                 opts.threads = args
                     .next()

@@ -242,14 +242,19 @@ pub(crate) type Filled = SyncSender<io::Result<Vec<u8>>>;
 pub(crate) fn channel() -> (Filled, Receiver<Vec<u8>>, Pipe) {
     let (tx, rx) = sync_channel(BUFFERS);
     let (back_tx, back_rx) = sync_channel(BUFFERS + 2);
+    let marks = Rc::new(RefCell::new(crate::tarnorm::Marks::default()));
     let pipe = Pipe {
-        norm: crate::tarnorm::Norm::new(Raw {
-            rx,
-            back: back_tx,
-            cur: Vec::new(),
-            pos: 0,
-            done: false,
-        }),
+        norm: crate::tarnorm::Norm::new(
+            Raw {
+                rx,
+                back: back_tx,
+                cur: Vec::new(),
+                pos: 0,
+                done: false,
+            },
+            marks.clone(),
+        ),
+        marks,
         count: Rc::new(Cell::new(0)),
         rec: Rc::new(RefCell::new(None)),
     };
@@ -269,6 +274,8 @@ pub(crate) struct Raw {
 /// sizes (`tarnorm`).
 pub(crate) struct Pipe {
     norm: crate::tarnorm::Norm<Raw>,
+    /// Where the members the parser sees were in the decoded archive.
+    pub(crate) marks: Rc<RefCell<crate::tarnorm::Marks>>,
     /// Decoded bytes handed to the parser so far.
     pub(crate) count: Rc<Cell<u64>>,
     /// When `Some`, every byte handed to the parser is also appended here

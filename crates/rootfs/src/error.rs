@@ -16,9 +16,12 @@ pub enum ErrorKind {
     /// The archive tried to reach outside the destination, or an entry is
     /// otherwise refused for safety.
     Unsafe,
-    /// An id map is malformed, too small, maps host root, is missing from
-    /// `/etc/subuid`, or an id in the archive is outside it.
+    /// An id map is malformed, too small, maps host root or is missing from
+    /// `/etc/subuid`.
     Map,
+    /// An owner (or ACL or capability id) in the archive is outside the id
+    /// map: the archive and the map do not fit each other.
+    Unmapped,
     /// `newuidmap`/`newgidmap` or the user-namespace child failed.
     Helper,
 }
@@ -96,6 +99,18 @@ pub enum Error {
         /// What is wrong.
         why: &'static str,
     },
+    /// A member claims more bytes than the cap allows.
+    #[error("entry {entry} at byte {offset} claims {size} bytes, over the cap of {cap} (raise it with --max-file-size)")]
+    TooBig {
+        /// The entry name.
+        entry: String,
+        /// Offset of the entry's header.
+        offset: u64,
+        /// What it claims (its apparent size, for a sparse file).
+        size: u64,
+        /// The cap.
+        cap: u64,
+    },
     /// A hardlink names a target that does not exist (yet).
     #[error("hardlink {entry} at byte {offset}: target {target} does not exist")]
     LinkTarget {
@@ -118,7 +133,7 @@ pub enum Error {
         source: io::Error,
     },
     /// An owner (or ACL/capability id) in the archive is outside the id map.
-    #[error("{which} {id} of entry {entry} is outside the id map")]
+    #[error("{which} {id} of entry {entry} is outside the id map; unpack with a map that covers it (`--map`, or a larger range in /etc/subuid and /etc/subgid)")]
     Unmapped {
         /// The entry.
         entry: String,
@@ -264,9 +279,9 @@ impl Error {
             Error::Truncated { .. } | Error::BadEntry { .. } | Error::LinkTarget { .. } => {
                 ErrorKind::Corrupt
             }
-            Error::Unsafe { .. } => ErrorKind::Unsafe,
-            Error::Unmapped { .. }
-            | Error::MapSpec { .. }
+            Error::Unsafe { .. } | Error::TooBig { .. } => ErrorKind::Unsafe,
+            Error::Unmapped { .. } => ErrorKind::Unmapped,
+            Error::MapSpec { .. }
             | Error::MapRefused { .. }
             | Error::NoSubid { .. }
             | Error::ReadSubid { .. }

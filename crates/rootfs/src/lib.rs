@@ -5,9 +5,12 @@
 //! parses it with the `tar` crate (pax records are re-parsed here because the
 //! crate splits them on newlines) and writes every entry itself, relative to
 //! a descriptor of the destination, never following a link that came from
-//! the archive. Pax `SCHILY.xattr.*`, `SCHILY.acl.*` (numeric), GNU long
-//! names, GNU sparse (old format and pax 1.0), hardlinks, symlinks, fifos
-//! and device nodes are supported. Owners are shifted into the
+//! the archive. Before the crate sees the stream, `tarnorm` reads every
+//! header as GNU tar reads it (sizes, repeated extension headers, pax
+//! globals, v7 directories, dumpdirs, every sparse format), so the tree is
+//! what `tar -t` lists. Pax `SCHILY.xattr.*`, `SCHILY.acl.*` (numeric), GNU
+//! long names, sparse files (holes never written), hardlinks, symlinks,
+//! fifos and device nodes are supported. Owners are shifted into the
 //! container's subordinate ids in one of two ways:
 //!
 //! - **as root**, [`unpack`] chowns each entry to the shifted id, then
@@ -103,7 +106,15 @@ pub struct UnpackOptions {
     pub templates: Vec<String>,
     /// Placeholder -> value (`LXC_NAME` -> the container name, ...).
     pub template_vars: Vec<(String, String)>,
+    /// The most bytes one member may claim, its apparent size for a sparse
+    /// file; a larger one is refused. `None`: [`DEFAULT_MAX_FILE_SIZE`].
+    pub max_file_size: Option<u64>,
 }
+
+/// The default cap on one member's size: 64 GiB. Holes in a sparse member
+/// cost nothing to write, but a tree with a terabyte file is a trap for
+/// whatever copies or backs it up later.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 64 << 30;
 
 /// An entry that was deliberately not unpacked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -74,6 +74,10 @@ struct Unpacker<'a> {
     dirs: Vec<DirMeta>,
     report: Report,
     buf: Vec<u8>,
+    /// The most bytes one member may claim (`UnpackOptions::max_file_size`).
+    max_file: u64,
+    /// Normalized-stream positions to archive offsets (`tarnorm::Marks`).
+    marks: Rc<std::cell::RefCell<crate::tarnorm::Marks>>,
 }
 
 /// An entry name for messages and reports: lossy UTF-8 with control and
@@ -278,6 +282,8 @@ pub(crate) fn run(
         dirs: Vec::new(),
         report: Report::default(),
         buf: vec![0; WRITE_BUF],
+        max_file: opts.max_file_size.unwrap_or(crate::DEFAULT_MAX_FILE_SIZE),
+        marks: Rc::default(),
     };
     let res = std::thread::scope(|s| {
         let (tx, free, pipe) = decode::channel();
@@ -295,6 +301,12 @@ impl Unpacker<'_> {
     fn entries(&mut self, pipe: Pipe) -> Result<()> {
         let count = pipe.count.clone();
         let rec = pipe.rec.clone();
+        self.marks = pipe.marks.clone();
+        // Where the parser is, as an offset in the decoded archive.
+        let offset = {
+            let (count, marks) = (count.clone(), pipe.marks.clone());
+            move || marks.borrow().archive_offset(count.get())
+        };
         let archive = self.archive;
         let mut ar = tar::Archive::new(pipe);
         let mut last = String::from("(start of archive)");
@@ -304,13 +316,13 @@ impl Unpacker<'_> {
                 Error::Truncated {
                     archive: archive.to_owned(),
                     entry: format!("after {last}"),
-                    offset: count.get(),
+                    offset: offset(),
                 }
             } else {
                 Error::Read {
                     archive: archive.to_owned(),
                     entry: format!("after {last}"),
-                    offset: count.get(),
+                    offset: offset(),
                     source,
                 }
             }
@@ -329,7 +341,7 @@ impl Unpacker<'_> {
             let pax = own_pax(&recorded, start, e.raw_header_position()).ok_or_else(|| {
                 Error::Unsafe {
                     entry: last.clone(),
-                    offset: e.raw_header_position(),
+                    offset: self.at(e.raw_header_position()),
                     why: "extension headers do not lead to this member (parser disagreement)",
                 }
             })?;
@@ -505,23 +517,25 @@ impl Unpacker<'_> {
         Ok(false)
     }
 
+    /// The archive offset of a position the parser reports.
+    fn at(&self, pos: u64) -> u64 {
+        self.marks.borrow().archive_offset(pos)
+    }
+
     fn entry(&mut self, e: &mut tar::Entry<'_, Pipe>, pax: Option<&[u8]>) -> Result<()> {
-        let hpos = e.raw_header_position();
+        let hpos = self.at(e.raw_header_position());
         let mut raw = e.path_bytes().into_owned();
         let mut name = lossy(&raw);
-        let mut ty = e.header().entry_type();
+        let ty = e.header().entry_type();
         if ty.is_pax_global_extensions() {
-            // Global pax headers carry defaults (GNU tar writes none); they
-            // are not members.
-            return Ok(());
+            // `tarnorm` applies global headers and drops them; one left
+            // here had no ustar magic.
+            return Err(self.bad(&name, hpos, "extension header without ustar magic"));
         }
         if ty.is_pax_local_extensions() || ty.is_gnu_longname() || ty.is_gnu_longlink() {
             // An extension header the parser did not consume (no ustar/gnu
             // magic). Another tar could apply it; refuse the ambiguity.
             return Err(self.bad(&name, hpos, "extension header without ustar magic"));
-        }
-        if ty.as_byte() == 0 && raw.ends_with(b"/") {
-            ty = EntryType::Directory; // pre-POSIX tar: a `\0` member named `x/`
         }
 
         // Pax: xattrs and nanosecond times.
@@ -575,7 +589,7 @@ impl Unpacker<'_> {
                 // the next header, or the two parsers see different archives
                 // (CVE-2025-62518 class).
                 let want = num()?;
-                if ty == EntryType::GNUSparse || want != e.size() {
+                if want != e.size() {
                     return Err(Error::Unsafe {
                         entry: name,
                         offset: hpos,
@@ -595,21 +609,29 @@ impl Unpacker<'_> {
             }
         }
         let pax_sparse = if sparse.major.is_some() || sparse.other || sparse.realsize.is_some() {
-            // GNU tar's pax sparse format 1.0 (what `tar --xattrs -S` writes):
-            // the map is at the start of the data. 0.0/0.1 are refused
-            // rather than unpacked as a file full of map text.
+            // GNU tar's pax sparse format 1.0 (what `tar --xattrs -S` and
+            // bsdtar write): the map is at the start of the data. `tarnorm`
+            // rewrites old-GNU sparse and pax 0.0 and 0.1 into it.
             match (
                 sparse.major,
                 sparse.minor,
                 sparse.realsize,
                 sparse.name.take(),
             ) {
-                (Some(1), Some(0), Some(real), Some(n)) if ty.is_file() => {
-                    raw = n;
-                    name = lossy(&raw);
+                (Some(1), Some(0), Some(real), n) if ty.is_file() => {
+                    if let Some(n) = n {
+                        raw = n;
+                        name = lossy(&raw);
+                    }
                     Some(real)
                 }
-                _ => return Err(self.bad(&name, hpos, "unsupported pax sparse format (only 1.0)")),
+                _ => {
+                    return Err(self.bad(
+                        &name,
+                        hpos,
+                        "unsupported pax sparse format (GNU tar writes 0.0, 0.1 and 1.0)",
+                    ))
+                }
             }
         } else {
             None
@@ -691,7 +713,6 @@ impl Unpacker<'_> {
             ty,
             EntryType::Regular
                 | EntryType::Continuous
-                | EntryType::GNUSparse
                 | EntryType::Directory
                 | EntryType::Symlink
                 | EntryType::Link
@@ -708,6 +729,9 @@ impl Unpacker<'_> {
         }
 
         for x in acl_skips {
+            if xattrs.iter().any(|(k, _)| k == x) {
+                continue; // the raw xattr came too, and is applied
+            }
             self.report.skipped.push(Skip {
                 path: lossy(&path),
                 reason: format!("{x} uses user or group names (tar --acls without --numeric-owner); not applied"),
@@ -789,7 +813,16 @@ impl Unpacker<'_> {
                     xattrs: xa,
                 });
             }
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+            EntryType::Regular | EntryType::Continuous => {
+                let claim = pax_sparse.unwrap_or(e.size());
+                if claim > self.max_file {
+                    return Err(Error::TooBig {
+                        entry: name,
+                        offset: hpos,
+                        size: claim,
+                        cap: self.max_file,
+                    });
+                }
                 let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
                 let fd = match sys::openat(pfd, &cname, flags, 0o600) {
                     Err(err) if is_eexist(&err) => {
@@ -814,8 +847,7 @@ impl Unpacker<'_> {
                     return Ok(());
                 }
                 let size = e.size();
-                let sparse = ty == EntryType::GNUSparse;
-                let data_pos = e.raw_file_position();
+                let data_pos = self.at(e.raw_file_position());
                 let mut written: u64 = 0;
                 loop {
                     let n = match e.read(&mut self.buf) {
@@ -838,14 +870,8 @@ impl Unpacker<'_> {
                             })
                         }
                     };
-                    let chunk = &self.buf[..n];
-                    if sparse && chunk.iter().all(|&b| b == 0) {
-                        f.seek(SeekFrom::Current(n as i64))
-                            .map_err(|e| self.werr("lseek", &path, e))?;
-                    } else {
-                        f.write_all(chunk)
-                            .map_err(|e| self.werr("write", &path, e))?;
-                    }
+                    f.write_all(&self.buf[..n])
+                        .map_err(|e| self.werr("write", &path, e))?;
                     written += n as u64;
                 }
                 if written != size {
@@ -855,10 +881,6 @@ impl Unpacker<'_> {
                         entry: name,
                         offset: data_pos + written,
                     });
-                }
-                if sparse {
-                    f.set_len(size)
-                        .map_err(|e| self.werr("ftruncate", &path, e))?;
                 }
                 self.report.bytes += size;
                 let fd = f.as_fd();
@@ -994,7 +1016,7 @@ impl Unpacker<'_> {
         name: &str,
         path: &[u8],
     ) -> Result<()> {
-        let data_pos = e.raw_file_position();
+        let data_pos = self.at(e.raw_file_position());
         let size = e.size();
         let mut used: u64 = 0;
         let corrupt = |why| Error::BadEntry {
@@ -1029,6 +1051,9 @@ impl Unpacker<'_> {
             }
         };
         let n = line(e, &mut used)?;
+        if n > crate::tarnorm::MAX_SPARSE_REGIONS as u64 {
+            return Err(corrupt("sparse map lists too many regions"));
+        }
         let mut regions = Vec::new();
         let mut end = 0u64;
         let mut total = 0u64;

@@ -58,6 +58,9 @@ struct Request {
     threads: usize,
     /// The container-side ranges that archive ids must fall in.
     maps: IdMaps,
+    /// `UnpackOptions::max_file_size`.
+    #[serde(default)]
+    max_file_size: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -204,6 +207,7 @@ pub fn unpack_in_userns(
         excludes: opts.excludes.clone(),
         threads: opts.threads,
         maps: maps.identity(),
+        max_file_size: opts.max_file_size,
     };
     let len = std::fs::metadata(archive).map(|m| m.len()).ok();
     let id = rep.start(&format!("unpack {}", archive.display()), len);
@@ -360,6 +364,7 @@ fn simple_op(
         excludes: Vec::new(),
         threads: 0,
         maps: maps.identity(),
+        max_file_size: None,
     };
     run_child(exe, &req, umap, gmap, 0, &crate::Quiet)
 }
@@ -543,6 +548,7 @@ fn child() -> Result<Reply> {
         excludes: req.excludes,
         skip_devices: true,
         threads: req.threads,
+        max_file_size: req.max_file_size,
         ..UnpackOptions::default()
     };
     let mode = Mode {

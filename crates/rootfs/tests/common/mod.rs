@@ -2,9 +2,11 @@
 //! to make), privilege checks and tree snapshots.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Returns false (after a loud message) when not root; under `CI=true` it
 /// panics instead, so CI cannot silently skip.
@@ -255,4 +257,173 @@ pub fn open_up(p: &Path) {
         }
         cur = c.parent();
     }
+}
+
+/// Every xattr of every path (`getfattr -R -h -d -m - -e hex`).
+pub fn xattrs(root: &Path) -> BTreeMap<PathBuf, Vec<String>> {
+    let out = Command::new("getfattr")
+        .args(["-R", "-h", "-P", "-d", "-m", "-", "-e", "hex", "."])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let mut m: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+    let mut cur = PathBuf::new();
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(p) = l.strip_prefix("# file: ") {
+            cur = PathBuf::from(p.trim_start_matches("./"));
+        } else if !l.is_empty() {
+            m.entry(cur.clone()).or_default().push(l.to_owned());
+        }
+    }
+    m
+}
+
+/// path → description of everything compared; plus hardlink groups.
+pub fn describe(
+    root: &Path,
+    skip: &BTreeSet<&str>,
+) -> (BTreeMap<PathBuf, String>, BTreeSet<Vec<PathBuf>>) {
+    let mut all = BTreeMap::new();
+    snap_all(root, root, &mut all);
+    let xa = xattrs(root);
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, Vec<PathBuf>> = BTreeMap::new();
+    for (rel, md) in all {
+        if skip.contains(rel.to_str().unwrap()) {
+            continue;
+        }
+        let p = root.join(&rel);
+        let ft = md.file_type();
+        let kind = if ft.is_dir() {
+            "dir"
+        } else if ft.is_symlink() {
+            "symlink"
+        } else if ft.is_file() {
+            "file"
+        } else if ft.is_fifo() {
+            "fifo"
+        } else if ft.is_char_device() {
+            "char"
+        } else if ft.is_block_device() {
+            "block"
+        } else {
+            "other"
+        };
+        let mut d = format!(
+            "{kind} uid={} gid={} mtime={}.{:09}",
+            md.uid(),
+            md.gid(),
+            md.mtime(),
+            md.mtime_nsec()
+        );
+        if !ft.is_symlink() {
+            d.push_str(&format!(" mode={:o}", md.mode() & 0o7777));
+        }
+        if ft.is_file() {
+            let data = std::fs::read(&p).unwrap();
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            data.hash(&mut h);
+            d.push_str(&format!(" size={} hash={:x}", md.size(), h.finish()));
+        }
+        if ft.is_symlink() {
+            d.push_str(&format!(
+                " -> {}",
+                std::fs::read_link(&p).unwrap().display()
+            ));
+        }
+        if ft.is_char_device() || ft.is_block_device() {
+            d.push_str(&format!(" rdev={:x}", md.rdev()));
+        }
+        let key = if rel.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            rel.clone()
+        };
+        if let Some(x) = xa.get(&key) {
+            d.push_str(&format!(" xattrs={x:?}"));
+        }
+        if !ft.is_dir() && md.nlink() > 1 {
+            inodes.entry(md.ino()).or_default().push(rel.clone());
+        }
+        out.insert(rel, d);
+    }
+    let groups = inodes
+        .into_values()
+        .map(|mut v| {
+            v.sort();
+            v
+        })
+        .collect();
+    (out, groups)
+}
+
+pub fn snap_all(root: &Path, dir: &Path, m: &mut BTreeMap<PathBuf, std::fs::Metadata>) {
+    m.insert(
+        dir.strip_prefix(root).unwrap().to_owned(),
+        std::fs::symlink_metadata(dir).unwrap(),
+    );
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        if md.is_dir() {
+            snap_all(root, &p, m);
+        } else {
+            m.insert(p.strip_prefix(root).unwrap().to_owned(), md);
+        }
+    }
+}
+
+/// GNU tar (`--numeric-owner --xattrs --xattrs-include=*`, plus `extra`)
+/// extracting `archive` into `dest` inside a user namespace that maps
+/// container 0..65536 to `uid`/`gid` (as `prefix` if given, else as root).
+pub fn tar_in_userns(
+    prefix: Option<&TestUser>,
+    uid: u32,
+    gid: u32,
+    archive: &Path,
+    dest: &Path,
+    extra: &[String],
+) {
+    std::os::unix::fs::chown(dest, Some(uid), Some(gid)).unwrap();
+    let unshare = Path::new("unshare");
+    let mut c = match prefix {
+        Some(u) => as_user(u, unshare),
+        None => {
+            // newuidmap wants a `root:` range even for root. Rather than
+            // touching the host's /etc/subuid, bind a private copy over it
+            // in a throwaway mount namespace.
+            let ids = dest.parent().unwrap().join("subids");
+            std::fs::write(&ids, format!("root:{uid}:65536\nroot:{gid}:65536\n")).unwrap();
+            let mut c = Command::new(unshare);
+            c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .arg(r#"mount --bind "$0" /etc/subuid && mount --bind "$0" /etc/subgid && exec unshare "$@""#)
+                .arg(ids);
+            c
+        }
+    };
+    c.arg("--user")
+        .arg(format!("--map-users={uid},0,65536"))
+        .arg(format!("--map-groups={gid},0,65536"))
+        .args([
+            "--setuid",
+            "0",
+            "--setgid",
+            "0",
+            "--",
+            "tar",
+            "--numeric-owner",
+            "--xattrs",
+            "--xattrs-include=*",
+        ])
+        .args(extra)
+        .arg("-xpf")
+        .arg(archive)
+        .arg("-C")
+        .arg(dest);
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "tar in userns: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
