@@ -183,8 +183,10 @@ fn zero_blank_fields(h: &mut [u8]) {
     }
 }
 
-/// Pax records in order, duplicates kept (sparse 0.0 repeats its keys).
-fn parse_records(d: &[u8]) -> Option<Records> {
+/// Pax records (`LEN KEY=VALUE\n`) in order, duplicates kept (sparse 0.0
+/// repeats its keys), length-prefixed as POSIX says, so values may hold
+/// newlines. `None` if malformed.
+pub(crate) fn parse_records(d: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     let mut out = Vec::new();
     let mut p = 0;
     while p < d.len() {
@@ -201,10 +203,16 @@ fn parse_records(d: &[u8]) -> Option<Records> {
         if eq == 0 {
             return None;
         }
-        out.push((rec[..eq].to_vec(), rec[eq + 1..].to_vec()));
+        out.push((&rec[..eq], &rec[eq + 1..]));
         p += len;
     }
     Some(out)
+}
+
+fn owned(recs: Vec<(&[u8], &[u8])>) -> Records {
+    recs.into_iter()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect()
 }
 
 /// Serializes records, keeping the last of each key in its place; a
@@ -267,6 +275,26 @@ fn ext_member(name: &[u8], ty: u8, data: &[u8]) -> Vec<u8> {
     h.extend_from_slice(data);
     h.resize(round(h.len() as u64).unwrap_or(0) as usize, 0);
     h
+}
+
+/// The long name, long link and pax headers of a member, as the parser
+/// wants them.
+fn extensions(name: Option<Vec<u8>>, link: Option<Vec<u8>>, recs: &Records) -> Vec<u8> {
+    let mut o = Vec::new();
+    for (n, ty) in [(name, b'L'), (link, b'K')] {
+        if let Some(n) = n {
+            o.extend(ext_member(
+                b"././@LongLink",
+                ty,
+                &[n.as_slice(), b"\0"].concat(),
+            ));
+        }
+    }
+    let body = serialize(recs);
+    if !body.is_empty() {
+        o.extend(ext_member(b"PaxHeaders/member", b'x', &body));
+    }
+    o
 }
 
 /// The data regions of an old-GNU sparse header or extension block:
@@ -380,23 +408,22 @@ impl<R: Read> Norm<R> {
         let base = self.handed;
         let (mut h, at) = loop {
             let at = self.read_in;
-            let h = self.take(BLOCK)?;
-            if h.len() < BLOCK || h.iter().all(|&b| b == 0) || !checksum_ok(&h) {
-                // End of archive (GNU tar and the parser stop at the
-                // first zero block), a truncated one, or a bad header: what
-                // came before goes out as it was read, the rest passes
-                // through, and the parser decides.
-                let mut o = self.pending(long_name, long_link, local);
-                o.extend_from_slice(&h);
-                self.state = State::Raw;
-                self.out = o;
-                self.pos = 0;
-                return Ok(());
+            let mut h = self.take(BLOCK)?;
+            let usable = h.len() == BLOCK && h.iter().any(|&b| b != 0) && checksum_ok(&h);
+            if usable {
+                zero_blank_fields(&mut h);
             }
-            let mut h = h;
-            zero_blank_fields(&mut h);
-            let Some(size) = parse_num(&h[124..136]) else {
-                let mut o = self.pending(long_name, long_link, local);
+            let size = if usable {
+                parse_num(&h[124..136])
+            } else {
+                None
+            };
+            let Some(size) = size else {
+                // End of archive (GNU tar and the parser stop at the first
+                // zero block), a truncated one, or a bad header: what came
+                // before goes out as it was read, the rest passes through,
+                // and the parser decides.
+                let mut o = extensions(long_name, long_link, &local.unwrap_or_default());
                 o.extend_from_slice(&h);
                 self.state = State::Raw;
                 self.out = o;
@@ -421,6 +448,7 @@ impl<R: Read> Norm<R> {
                 b'K' => long_link = Some(cut(data)),
                 _ => {
                     let recs = parse_records(data)
+                        .map(owned)
                         .ok_or_else(|| invalid(format!("malformed pax header at byte {at}")))?;
                     if ty == b'g' {
                         self.set_global(recs)?;
@@ -577,25 +605,7 @@ impl<R: Read> Norm<R> {
         h[156] = ty;
         fix_checksum(&mut h);
 
-        let mut o = Vec::new();
-        if let Some(n) = long_name {
-            o.extend(ext_member(
-                b"././@LongLink",
-                b'L',
-                &[n.as_slice(), b"\0"].concat(),
-            ));
-        }
-        if let Some(n) = long_link {
-            o.extend(ext_member(
-                b"././@LongLink",
-                b'K',
-                &[n.as_slice(), b"\0"].concat(),
-            ));
-        }
-        let body = serialize(&recs);
-        if !body.is_empty() {
-            o.extend(ext_member(b"PaxHeaders/member", b'x', &body));
-        }
+        let mut o = extensions(long_name, long_link, &recs);
         let mut marks = self.marks.borrow_mut();
         marks.push(base + o.len() as u64, at);
         o.extend_from_slice(&h);
@@ -608,34 +618,6 @@ impl<R: Read> Norm<R> {
         self.out = o;
         self.pos = 0;
         Ok(())
-    }
-
-    /// Extension headers read before an end or a bad header, serialized.
-    fn pending(
-        &self,
-        name: Option<Vec<u8>>,
-        link: Option<Vec<u8>>,
-        local: Option<Records>,
-    ) -> Vec<u8> {
-        let mut o = Vec::new();
-        if let Some(n) = name {
-            o.extend(ext_member(
-                b"././@LongLink",
-                b'L',
-                &[n.as_slice(), b"\0"].concat(),
-            ));
-        }
-        if let Some(n) = link {
-            o.extend(ext_member(
-                b"././@LongLink",
-                b'K',
-                &[n.as_slice(), b"\0"].concat(),
-            ));
-        }
-        if let Some(r) = local {
-            o.extend(ext_member(b"PaxHeaders/member", b'x', &serialize(&r)));
-        }
-        o
     }
 }
 
@@ -744,7 +726,7 @@ mod tests {
             let data = out[p + 512..p + 512 + size as usize].to_vec();
             p += 512 + round(size).unwrap() as usize;
             match h[156] {
-                b'x' => recs = parse_records(&data).unwrap(),
+                b'x' => recs = owned(parse_records(&data).unwrap()),
                 b'L' => long = Some(data[..data.len() - 1].to_vec()),
                 ty => {
                     let n = &h[..100];
@@ -1055,10 +1037,22 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_that_ends_inside_a_header_passes_through() {
+        for n in [0, 1, 100, 300, 511] {
+            let h = hdr(b"f", b'0', 0);
+            assert_eq!(norm(h[..n].to_vec()).unwrap().0, &h[..n], "{n}");
+        }
+        let mut a = pax(b'x', &[("path", "p")]);
+        a.extend(&hdr(b"f", b'0', 0)[..200]);
+        let (out, _) = norm(a).unwrap();
+        assert!(out.ends_with(&hdr(b"f", b'0', 0)[..200]));
+    }
+
+    #[test]
     fn records_serialize_with_exact_lengths() {
         for v in ["", "x", "12345678", &"y".repeat(95), &"z".repeat(994)] {
             let r: Records = vec![(b"comment".to_vec(), v.as_bytes().to_vec())];
-            let back = parse_records(&serialize(&r)).unwrap();
+            let back = owned(parse_records(&serialize(&r)).unwrap());
             assert_eq!(back, if v.is_empty() { vec![] } else { r }, "{}", v.len());
         }
     }

@@ -153,29 +153,13 @@ fn own_pax(recorded: &[u8], start: u64, hpos: u64) -> Option<Option<Vec<u8>>> {
     (p == hpos).then_some(pax)
 }
 
-/// Parses pax records (`LEN KEY=VALUE\n`), length-prefixed, so values may
-/// contain newlines. Later records override earlier ones (as in GNU tar).
+/// Parses pax records (`tarnorm::parse_records`). Later records override
+/// earlier ones (as in GNU tar).
 fn parse_pax(d: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     let mut out: Vec<(&[u8], &[u8])> = Vec::new();
-    let mut p = 0;
-    while p < d.len() {
-        if d[p..].iter().all(|&b| b == 0) {
-            break;
-        }
-        let sp = d[p..].iter().take(21).position(|&b| b == b' ')?;
-        let len: usize = std::str::from_utf8(&d[p..p + sp]).ok()?.parse().ok()?;
-        if len < sp + 3 || p.checked_add(len)? > d.len() || d[p + len - 1] != b'\n' {
-            return None;
-        }
-        let rec = &d[p + sp + 1..p + len - 1];
-        let eq = rec.iter().position(|&b| b == b'=')?;
-        let (k, v) = (&rec[..eq], &rec[eq + 1..]);
-        if k.is_empty() {
-            return None;
-        }
+    for (k, v) in crate::tarnorm::parse_records(d)? {
         out.retain(|(ok, _)| *ok != k);
         out.push((k, v));
-        p += len;
     }
     Some(out)
 }
