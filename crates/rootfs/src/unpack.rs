@@ -705,9 +705,22 @@ impl Unpacker<'_> {
                 | EntryType::Block
         );
         if !known {
+            // What `tarnorm` leaves: GNU's volume labels (`V`), multi-volume
+            // continuations (`M`) and old long-name lists (`N`), which GNU
+            // tar does not extract as files either.
+            if ty.as_byte() == b'M' {
+                return Err(self.bad(
+                    &name,
+                    hpos,
+                    "a multi-volume continuation: the member began in another volume",
+                ));
+            }
             self.report.skipped.push(Skip {
                 path: lossy(&path),
-                reason: format!("unsupported entry type {:?}", ty.as_byte() as char),
+                reason: match ty.as_byte() {
+                    b'V' => "a GNU volume label, not a file (GNU tar does not extract it)".into(),
+                    t => format!("unsupported entry type {:?}", t as char),
+                },
             });
             return Ok(());
         }

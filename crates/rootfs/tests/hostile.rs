@@ -955,3 +955,34 @@ fn a_corrupt_xz_stream_is_refused_in_bounded_time_and_memory() {
     assert!(secs < 10.0, "{secs:.2}s");
     f.assert_outside_unchanged();
 }
+
+/// GNU volume labels (`V`) are reported, not written, as GNU tar does not
+/// extract them; a multi-volume continuation (`M`) is refused by name.
+#[test]
+fn volume_labels_are_skipped_and_continuations_refused() {
+    if !require_root("volume_labels_are_skipped_and_continuations_refused") {
+        return;
+    }
+    let f = Fixture::new();
+    let mut t = Raw::default();
+    t.push(header(b"MyLabel", b'V', 0, b"", 0o644), b"")
+        .file("a", b"a", 0o644);
+    let r = run(&f, &t.end()).unwrap();
+    assert_eq!(r.skipped.len(), 1, "{:?}", r.skipped);
+    assert!(
+        r.skipped[0].reason.contains("GNU volume label"),
+        "{:?}",
+        r.skipped
+    );
+    assert!(!f.dest.join("MyLabel").exists() && f.dest.join("a").exists());
+    let f = Fixture::new();
+    let mut t = Raw::default();
+    t.push(header(b"cont", b'M', 1, b"", 0o644), b"x");
+    let (kind, msg) = err_kind(run(&f, &t.end()));
+    assert_eq!(kind, ErrorKind::Corrupt, "{msg}");
+    assert!(
+        msg.contains("cont") && msg.contains("multi-volume"),
+        "{msg}"
+    );
+    f.assert_outside_unchanged();
+}
