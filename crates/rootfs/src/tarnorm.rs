@@ -10,7 +10,8 @@
 //!   (a setuid file, say) that `tar -t` never lists, or drop one it lists.
 //! - **Extension headers.** Only the last pax header (`x`, or Solaris `X`),
 //!   the last GNU long name (`L`) and the last long link (`K`) before a
-//!   member count, as in GNU tar; a long name is cut at its first NUL.
+//!   member count, as in GNU tar; a long name or a pax `path` or
+//!   `linkpath` is cut at its first NUL.
 //!   Each is capped at [`MAX_EXTENSION`] bytes (bsdtar's and Go's cap).
 //!   A pax global header (`g`) applies to every later member until the
 //!   next one replaces it (GNU tar's reading): its `uid`, `gid`, `mtime`,
@@ -462,6 +463,14 @@ impl<R: Read> Norm<R> {
         let size = parse_num(&h[124..136]).unwrap_or(0);
         let mut recs = self.global.clone();
         recs.extend(local.unwrap_or_default());
+        for (k, v) in recs.iter_mut() {
+            if matches!(k.as_slice(), b"path" | b"linkpath" | b"GNU.sparse.name") {
+                // A name ends at its first NUL, as GNU tar reads it.
+                if let Some(n) = v.iter().position(|&b| b == 0) {
+                    v.truncate(n);
+                }
+            }
+        }
         let pax_size = match last(&recs, b"size") {
             Some(v) if !v.is_empty() => Some(dec(v).ok_or_else(|| {
                 invalid(format!("bad pax size {:?}", String::from_utf8_lossy(v)))
@@ -1046,6 +1055,16 @@ mod tests {
         a.extend(&hdr(b"f", b'0', 0)[..200]);
         let (out, _) = norm(a).unwrap();
         assert!(out.ends_with(&hdr(b"f", b'0', 0)[..200]));
+    }
+
+    #[test]
+    fn a_pax_path_ends_at_its_first_nul() {
+        let mut a = pax(b'x', &[("path", "kept\0dropped"), ("linkpath", "t\0u")]);
+        a.extend(hdr(b"f", b'2', 0));
+        let (out, _) = norm([a, vec![0; 1024]].concat()).unwrap();
+        let m = members(&out);
+        assert_eq!(rec(&m[0].3, "path").as_deref(), Some("kept"));
+        assert_eq!(rec(&m[0].3, "linkpath").as_deref(), Some("t"));
     }
 
     #[test]

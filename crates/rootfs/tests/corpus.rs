@@ -50,6 +50,7 @@ const EXPECT: &[(&str, Option<&str>)] = &[
     ("hand-longname-nul", None),
     ("hand-nul-ids", None),
     ("hand-pax-global", None),
+    ("hand-pax-path-nul", None),
     ("hand-prefix", None),
     ("hand-regular-with-slash", None),
     ("hand-signed-checksum", None),

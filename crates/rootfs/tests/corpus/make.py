@@ -286,6 +286,11 @@ write(
     member(header(b"ignored", b"0", 3, magic=GNU), b"nul"),
 )
 write(
+    "hand-pax-path-nul.tar",
+    pax([(b"path", b"kept\0dropped")]),
+    member(header(b"f", b"0", 2), b"hi"),
+)
+write(
     "hand-dir-size.tar",
     # The payload header sits where davit used to skip to: GNU tar reads
     # it as data of nothing and lists `d/payload` as a member.
