@@ -303,8 +303,8 @@ fn extensions(name: Option<Vec<u8>>, link: Option<Vec<u8>>, recs: &Records) -> V
 fn old_gnu_regions(b: &[u8], at: usize, count: usize, into: &mut Vec<(u64, u64)>) -> Option<()> {
     for i in 0..count {
         let f = &b[at + i * 24..at + i * 24 + 24];
-        if f[0] == 0 && f[12] == 0 {
-            break;
+        if f[12] == 0 {
+            break; // GNU tar's end of the list: an empty size field
         }
         into.push((parse_num(&f[..12])?, parse_num(&f[12..])?));
     }
@@ -506,7 +506,9 @@ impl<R: Read> Norm<R> {
         let old_gnu = ty == b'S';
         let pax0 = regular
             && !has(b"GNU.sparse.major")
-            && (has(b"GNU.sparse.map") || has(b"GNU.sparse.offset"));
+            && (has(b"GNU.sparse.map")
+                || has(b"GNU.sparse.offset")
+                || has(b"GNU.sparse.numblocks"));
         if old_gnu || pax0 {
             let mut regions: Vec<(u64, u64)> = Vec::new();
             let bad = |what: &str| invalid(format!("bad sparse map ({what}) at byte {at}"));
@@ -528,7 +530,7 @@ impl<R: Read> Norm<R> {
                 real = last(&recs, b"GNU.sparse.size")
                     .and_then(dec)
                     .ok_or_else(|| bad("GNU.sparse.size"))?;
-                if let Some(map) = last(&recs, b"GNU.sparse.map") {
+                if let Some(map) = last(&recs, b"GNU.sparse.map").filter(|m| !m.is_empty()) {
                     // 0.1: `offset,size,offset,size...`
                     let nums: Option<Vec<u64>> = map.split(|&b| b == b',').map(dec).collect();
                     let nums = nums
@@ -980,6 +982,16 @@ mod tests {
             let data_in = a.len() as u64 - 512;
             assert_eq!(marks.borrow().archive_offset(data_out), data_in, "{what}");
         }
+        // A file that is all hole: pax 0.0 with no regions.
+        let mut a = pax(
+            b'x',
+            &[("GNU.sparse.size", "4096"), ("GNU.sparse.numblocks", "0")],
+        );
+        a.extend(hdr(b"hole", b'0', 0));
+        let (out, _) = norm([a, vec![0; 1024]].concat()).unwrap();
+        let m = members(&out);
+        assert_eq!(rec(&m[0].3, "GNU.sparse.realsize").as_deref(), Some("4096"));
+        assert!(m[0].4.starts_with(b"0\n\0"), "an empty map");
         // Too many regions: old-GNU extension blocks of 21 each.
         let mut h = hdr(b"sp", b'S', 0);
         h[257..265].copy_from_slice(b"ustar  \0");

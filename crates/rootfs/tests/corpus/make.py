@@ -58,6 +58,7 @@ printf 'big-id\n' > usr/lib/hi; chown 65534:65534 usr/lib/hi
 truncate -s 4M sparse
 i=0; while [ $i -lt 40 ]; do printf "r$i" | dd of=sparse bs=1 seek=$((i * 100000 + 7)) conv=notrunc status=none; i=$((i + 1)); done
 printf 'tail' | dd of=sparse bs=1 seek=$((4 * 1024 * 1024 - 4)) conv=notrunc status=none
+truncate -s 2M allhole
 find . -exec touch -h -d '"""
     + MTIME
     + r"""' {} +
