@@ -145,10 +145,11 @@ pub struct Report {
 /// their children.
 ///
 /// # Errors
-/// [`ErrorKind::Unsafe`] for an entry that would escape or subvert `dest`;
-/// [`ErrorKind::Corrupt`] for a truncated or malformed archive (with entry
-/// and offset); [`ErrorKind::Map`] for an unsafe map or an id outside it;
-/// [`ErrorKind::Io`] when a write fails. On error `dest` holds a partial
+/// [`ErrorKind::Unsafe`] for an entry that would escape or subvert `dest`,
+/// or that claims more than `opts.max_file_size`; [`ErrorKind::Corrupt`]
+/// for a truncated or malformed archive (with entry and offset);
+/// [`ErrorKind::Map`] for an unsafe map; [`ErrorKind::Unmapped`] for an id
+/// outside it; [`ErrorKind::Io`] when a write fails. On error `dest` holds a partial
 /// tree that the caller should remove.
 pub fn unpack(
     archive: &Path,
