@@ -15,6 +15,7 @@ mod common;
 use common::*;
 use davit_rootfs::{unpack, IdMaps, Quiet, UnpackOptions};
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -85,6 +86,7 @@ const EXPECT: &[(&str, Option<&str>)] = &[
 /// `path`; davit follows GNU tar).
 const BSD_IGNORES_GLOBALS: &[&str] = &["hand-global-path"];
 
+/// Root's map (a plain user's is its /etc/subuid range).
 const HOST_U: u32 = 1_000_000;
 const HOST_G: u32 = 1_100_000;
 
@@ -157,7 +159,64 @@ fn tree_paths(root: &Path) -> BTreeSet<String> {
 /// The `dev/pts` mount point the unpacker adds to every rootfs.
 const ADDED: [&str; 2] = ["dev", "dev/pts"];
 
-fn check(archive: &Path, base: &Path) -> Result<(), String> {
+/// Who unpacks: root (the library, chowning to the map), or a plain user
+/// (the `unpack` example with `--userns`: newuidmap, the kernel shifts).
+#[derive(Clone, Copy)]
+enum Who<'a> {
+    Root,
+    User(&'a TestUser),
+}
+
+impl Who<'_> {
+    fn ids(self) -> (u32, u32) {
+        match self {
+            Who::Root => (HOST_U, HOST_G),
+            Who::User(u) => (u.subuid, u.subgid),
+        }
+    }
+
+    /// davit's unpack: its skip report, or its error text.
+    fn unpack(self, archive: &Path, dest: &Path) -> Result<Vec<String>, String> {
+        let (hu, hg) = self.ids();
+        let spec = [format!("u:0:{hu}:65536"), format!("g:0:{hg}:65536")];
+        match self {
+            Who::Root => {
+                let opts = UnpackOptions {
+                    maps: Some(IdMaps::parse_spec(&spec).unwrap()),
+                    ..Default::default()
+                };
+                match unpack(archive, dest, &opts, &Quiet) {
+                    Ok(r) => Ok(r.skipped.iter().map(|s| format!("{s:?}")).collect()),
+                    Err(e) => Err(format!(
+                        "{e}: {}",
+                        std::error::Error::source(&e).map_or(String::new(), |s| s.to_string())
+                    )),
+                }
+            }
+            Who::User(u) => {
+                let out = as_user(u, &example_bin())
+                    .arg("--userns")
+                    .args(["--map", &spec[0], "--map", &spec[1]])
+                    .arg(archive)
+                    .arg(dest)
+                    .output()
+                    .unwrap();
+                if !out.status.success() {
+                    return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+                }
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                Ok(v["skipped"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect())
+            }
+        }
+    }
+}
+
+fn check(archive: &Path, base: &Path, who: Who<'_>) -> Result<(), String> {
     let name = archive.file_stem().unwrap().to_str().unwrap();
     let expect = EXPECT
         .iter()
@@ -168,21 +227,14 @@ fn check(archive: &Path, base: &Path) -> Result<(), String> {
     let d_tar = base.join(format!("{name}.tar"));
     std::fs::create_dir(&d_davit).unwrap();
     std::fs::create_dir(&d_tar).unwrap();
-    // An archive without a root entry leaves the root as it was made.
-    std::os::unix::fs::chown(&d_davit, Some(HOST_U), Some(HOST_G)).unwrap();
-    let maps = IdMaps::parse_spec(&[format!("u:0:{HOST_U}:65536"), format!("g:0:{HOST_G}:65536")])
-        .unwrap();
-    let opts = UnpackOptions {
-        maps: Some(maps),
-        ..Default::default()
-    };
-    let res = unpack(archive, &d_davit, &opts, &Quiet);
-    match (expect, res) {
-        (Some(want), Err(e)) => {
-            let msg = format!(
-                "{e}: {}",
-                std::error::Error::source(&e).map_or(String::new(), |s| s.to_string())
-            );
+    let (hu, hg) = who.ids();
+    match who {
+        // An archive without a root entry leaves the root as it was made.
+        Who::Root => std::os::unix::fs::chown(&d_davit, Some(hu), Some(hg)).unwrap(),
+        Who::User(u) => std::os::unix::fs::chown(&d_davit, Some(u.uid), Some(u.gid)).unwrap(),
+    }
+    match (expect, who.unpack(archive, &d_davit)) {
+        (Some(want), Err(msg)) => {
             return if msg.contains(want) {
                 Ok(())
             } else {
@@ -192,23 +244,21 @@ fn check(archive: &Path, base: &Path) -> Result<(), String> {
         (Some(want), Ok(_)) => {
             return Err(format!("{name}: unpacked; it must be refused ({want})"))
         }
-        (None, Err(e)) => {
-            let msg = format!(
-                "{e}: {}",
-                std::error::Error::source(&e).map_or(String::new(), |s| s.to_string())
-            );
-            return Err(format!("{name}: refused: {msg}"));
-        }
-        (None, Ok(r)) => {
-            if !r.skipped.is_empty() {
-                return Err(format!("{name}: skipped {:?}", r.skipped));
+        (None, Err(msg)) => return Err(format!("{name}: refused: {msg}")),
+        (None, Ok(skipped)) => {
+            if !skipped.is_empty() {
+                return Err(format!("{name}: skipped {skipped:?}"));
             }
         }
     }
+    let prefix = match who {
+        Who::Root => None,
+        Who::User(u) => Some(u),
+    };
     tar_in_userns(
-        None,
-        HOST_U,
-        HOST_G,
+        prefix,
+        hu,
+        hg,
         archive,
         &d_tar,
         // Without the delay GNU tar sets a directory's time when it leaves
@@ -267,12 +317,16 @@ fn check(archive: &Path, base: &Path) -> Result<(), String> {
             !gnu.contains(s)
         }
     };
+    // A root the archive has no entry for also keeps the owner it was made
+    // with (the caller's, as a plain user; GNU tar's run chowns its own).
     for m in [&mut a, &mut b] {
         for (p, d) in m.iter_mut() {
+            let unowned = p.as_os_str().is_empty() && !gnu_root;
             if untimed(p) {
                 *d = d
                     .split(' ')
                     .filter(|w| !w.starts_with("mtime="))
+                    .filter(|w| !(unowned && (w.starts_with("uid=") || w.starts_with("gid="))))
                     .collect::<Vec<_>>()
                     .join(" ");
             }
@@ -301,11 +355,7 @@ fn check(archive: &Path, base: &Path) -> Result<(), String> {
     }
 }
 
-#[test]
-fn the_corpus_unpacks_as_gnu_tar_unpacks_it() {
-    if !require_root("the_corpus_unpacks_as_gnu_tar_unpacks_it") {
-        return;
-    }
+fn run_corpus(who: Who<'_>, test: &str) {
     let tmp = tempfile::Builder::new()
         .prefix("davit-corpus-")
         .tempdir()
@@ -318,15 +368,41 @@ fn the_corpus_unpacks_as_gnu_tar_unpacks_it() {
     );
     let work = tmp.path().join("work");
     std::fs::create_dir(&work).unwrap();
+    if let Who::User(u) = who {
+        open_up(&work);
+        for a in &archives {
+            std::fs::set_permissions(a, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        std::os::unix::fs::chown(&work, Some(u.uid), Some(u.gid)).unwrap();
+    }
     let failures: Vec<String> = archives
         .iter()
-        .filter_map(|a| check(a, &work).err())
+        .filter_map(|a| check(a, &work, who).err())
         .collect();
     assert!(
         failures.is_empty(),
-        "{} of {} archives differ:\n{}",
+        "{test}: {} of {} archives differ:\n{}",
         failures.len(),
         archives.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn the_corpus_unpacks_as_gnu_tar_unpacks_it() {
+    if !require_root("the_corpus_unpacks_as_gnu_tar_unpacks_it") {
+        return;
+    }
+    run_corpus(Who::Root, "as root");
+}
+
+/// The same as a plain user: davit in a user namespace that newuidmap
+/// mapped, against GNU tar in one with the same map, run as that user.
+#[test]
+fn the_corpus_unpacks_as_gnu_tar_unpacks_it_for_a_plain_user() {
+    if !require_root("the_corpus_unpacks_as_gnu_tar_unpacks_it_for_a_plain_user") {
+        return;
+    }
+    let u = test_user();
+    run_corpus(Who::User(&u), "as a plain user");
 }
