@@ -919,7 +919,7 @@ fn a_gigabyte_pax_header_is_refused_in_bounded_time_and_memory() {
 
 /// Issue 17: a corrupt xz stream is an error naming the archive, found in
 /// bounded time and memory (the CLI then leaves no partial tree: see
-/// tests/it/storage.rs).
+/// tests/it/run.rs::unpack_command_is_all_or_nothing_and_names_what_is_wrong).
 #[test]
 fn a_corrupt_xz_stream_is_refused_in_bounded_time_and_memory() {
     if !require_root("a_corrupt_xz_stream_is_refused_in_bounded_time_and_memory") {
