@@ -237,9 +237,41 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
 #[derive(Args)]
 pub struct AttachArgs {
     pub name: String,
+    /// Run as this container user (and group; without one, the user's
+    /// group in the container's /etc/passwd, else the uid) [default: 0:0].
+    #[arg(long, short, value_name = "UID[:GID]", value_parser = parse_user)]
+    pub user: Option<(u32, Option<u32>)>,
+    /// Working directory inside the container [default: /].
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+    /// Set a variable (repeatable); it wins over the defaults.
+    #[arg(long = "env", short = 'e', value_name = "K=V", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// No environment but `container=davit` and `--env` (the default is
+    /// PATH, TERM, HOME and `container`; the host's is never passed).
+    #[arg(long)]
+    pub clear_env: bool,
     /// Command to run [default: a login shell].
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+fn parse_user(s: &str) -> Result<(u32, Option<u32>), String> {
+    let id = |t: &str| {
+        t.parse::<u32>()
+            .map_err(|_| format!("{t:?} is not a numeric id (give UID or UID:GID)"))
+    };
+    match s.split_once(':') {
+        Some((u, g)) => Ok((id(u)?, Some(id(g)?))),
+        None => Ok((id(s)?, None)),
+    }
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not K=V")),
+    }
 }
 
 pub fn attach(_ctx: &Ctx, a: AttachArgs) -> Result<(), Failure> {
@@ -270,6 +302,10 @@ pub fn attach(_ctx: &Ctx, a: AttachArgs) -> Result<(), Failure> {
         command,
         term: std::env::var("TERM").ok(),
         io,
+        user: a.user,
+        cwd: a.cwd,
+        env: a.env,
+        clear_env: a.clear_env,
     };
     let mut relay = None;
     let code = davit_run::attach::attach(&paths::runtime_dir(), &c.name, opts, &mut |master| {

@@ -552,6 +552,103 @@ fn unpack_command_is_all_or_nothing_and_names_what_is_wrong() {
     );
 }
 
+/// Issue 18: `attach --user`, `--cwd`, `--env` and `--clear-env`, in a
+/// real container. The user switch leaves no capability and keeps
+/// no_new_privs; the group and HOME come from the container's own passwd;
+/// a `--cwd` through a link that points up and out stays in the container.
+#[test]
+fn attach_runs_as_a_user_in_a_directory_with_an_environment() {
+    if !require_root("attach_runs_as_a_user_in_a_directory_with_an_environment") {
+        return;
+    }
+    let env = Env::new("attach-opts");
+    let out = env.create("c1", &["--storage", "dir"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    ok(env.davit().args(["start", "-d", "c1"]));
+    let a = |args: &[&str]| {
+        let mut c = env.davit();
+        c.args(["attach", "c1"]).args(args);
+        run(&mut c)
+    };
+    let out_of = |args: &[&str]| {
+        let o = a(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o).trim().to_owned()
+    };
+    // Set up the container's side as its root would.
+    out_of(&[
+        "--",
+        "sh",
+        "-c",
+        "echo app:x:1234:4321:App:/home/app:/bin/sh >> /etc/passwd && mkdir -p /home/app /data && ln -s ../../../../../.. /data/up",
+    ]);
+    assert_eq!(out_of(&["--user", "1000:1001", "--", "id", "-u"]), "1000");
+    assert_eq!(out_of(&["--user", "1000:1001", "--", "id", "-G"]), "1001");
+    assert_eq!(
+        out_of(&["--user", "1234", "--", "sh", "-c", "id -g; echo $HOME"]),
+        "4321\n/home/app"
+    );
+    assert_eq!(
+        out_of(&["-u", "1000", "--", "sh", "-c", "id -g; echo $HOME"]),
+        "1000\n/"
+    );
+    let status = out_of(&["--user", "1234", "--", "cat", "/proc/self/status"]);
+    for want in [
+        "CapEff:\t0000000000000000",
+        "CapPrm:\t0000000000000000",
+        "NoNewPrivs:\t1",
+    ] {
+        assert!(status.contains(want), "{want} in {status}");
+    }
+    // A uid outside the container's map cannot be switched to.
+    let o = a(&["--user", "70000", "--", "true"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--user"), "{}", stderr(&o));
+
+    assert_eq!(out_of(&["--cwd", "/home/app", "--", "pwd"]), "/home/app");
+    assert_eq!(
+        out_of(&["--cwd", "/data/up", "--", "pwd"]),
+        "/",
+        "the link stops at the container's root"
+    );
+    assert!(out_of(&["--cwd", "/data/up", "--", "ls"]).contains("home"));
+    let o = a(&["--cwd", "/nowhere", "--", "pwd"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--cwd"), "{}", stderr(&o));
+    let o = a(&["--cwd", "relative", "--", "pwd"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("relative"),
+        "{}",
+        stderr(&o)
+    );
+
+    assert_eq!(
+        out_of(&["--env", "FOO=bar baz", "--", "sh", "-c", "echo $FOO"]),
+        "bar baz"
+    );
+    assert_eq!(
+        out_of(&["-e", "PATH=/bin", "--", "sh", "-c", "echo $PATH"]),
+        "/bin"
+    );
+    let mut vars: Vec<String> = out_of(&["--clear-env", "-e", "A=1", "--", "env"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    vars.sort();
+    assert_eq!(vars, ["A=1", "container=davit"]);
+    // The host's environment never reaches the container.
+    let mut c = env.davit();
+    c.env("HOST_SECRET", "s3cret")
+        .args(["attach", "c1", "--", "env"]);
+    let o = run(&mut c);
+    assert!(
+        o.status.success() && !stdout(&o).contains("s3cret") && stdout(&o).contains("PATH="),
+        "{}",
+        stdout(&o)
+    );
+    ok(env.davit().args(["stop", "-k", "c1"]));
+}
+
 #[test]
 fn plain_user_lifecycle_through_newuidmap() {
     if !require_root("plain_user_lifecycle_through_newuidmap") {
@@ -598,6 +695,23 @@ fn plain_user_lifecycle_through_newuidmap() {
     assert_eq!(
         stdout(&ok(&mut d(&["attach", "u1", "--", "id", "-u"]))).trim(),
         "0"
+    );
+    // `--user` and `--cwd` through a plain user's attach (issue 18).
+    assert_eq!(
+        stdout(&ok(&mut d(&[
+            "attach",
+            "u1",
+            "--user",
+            "1000:1000",
+            "--cwd",
+            "/tmp",
+            "--",
+            "sh",
+            "-c",
+            "id -u; pwd; grep CapEff /proc/self/status"
+        ])))
+        .trim(),
+        "1000\n/tmp\nCapEff:\t0000000000000000"
     );
     assert_eq!(
         stdout(&ok(&mut d(&[

@@ -23,6 +23,10 @@ fn main() {
                 command,
                 term: None,
                 io: davit_run::attach::AttachIo::Inherit,
+                user: None,
+                cwd: None,
+                env: Vec::new(),
+                clear_env: false,
             };
             match davit_run::attach::attach(
                 Path::new(&args[2]),

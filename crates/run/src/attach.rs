@@ -32,6 +32,25 @@ pub struct AttachOptions {
     pub term: Option<String>,
     /// Its standard descriptors.
     pub io: AttachIo,
+    /// The container user and group to run as (default root). Without a
+    /// group, the user's group in the container's `/etc/passwd`, else the
+    /// uid; `HOME` comes from there too.
+    pub user: Option<(u32, Option<u32>)>,
+    /// The working directory, resolved inside the container (default `/`).
+    pub cwd: Option<std::path::PathBuf>,
+    /// Variables set on top of the environment (they win).
+    pub env: Vec<(String, String)>,
+    /// Start from no environment but `container=davit`, not the clean
+    /// default ([`attach_env`]); the host's is never passed.
+    pub clear_env: bool,
+}
+
+/// Who the command runs as, and where.
+struct Who {
+    user: Option<(u32, Option<u32>)>,
+    cwd: Option<CString>,
+    /// Whether `HOME` is ours to set from the container's passwd.
+    home_free: bool,
 }
 
 /// The standard descriptors of an attached command. In every case it runs
@@ -119,7 +138,35 @@ pub fn attach(
     } else {
         opts.command.clone()
     };
-    let env = attach_env(opts.term.as_deref());
+    let mut env = if opts.clear_env {
+        vec![("container".to_owned(), "davit".to_owned())]
+    } else {
+        attach_env(opts.term.as_deref())
+    };
+    for (k, v) in &opts.env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(Error::Unsupported {
+                what: format!("the environment variable name {k:?}"),
+            });
+        }
+        env.retain(|(k2, _)| k2 != k);
+        env.push((k.clone(), v.clone()));
+    }
+    let who = Who {
+        user: opts.user,
+        cwd: match &opts.cwd {
+            Some(d) if !d.is_absolute() => {
+                return Err(Error::Unsupported {
+                    what: format!("a relative working directory ({})", d.display()),
+                })
+            }
+            Some(d) => {
+                Some(cstrings([d.to_string_lossy().into_owned()], "the directory")?.remove(0))
+            }
+            None => None,
+        },
+        home_free: !opts.clear_env && !opts.env.iter().any(|(k, _)| k == "HOME"),
+    };
     let argv = cstrings(command, "the command")?;
     let envp = cstrings(
         env.iter().map(|(k, v)| format!("{k}={v}")),
@@ -157,7 +204,7 @@ pub fn attach(
         Ok(sys::Cloned::Child) => {
             drop(parent);
             transient(
-                child, &pidfd, flags, userns, &cg, &argv, &envp, &dirs, &io, &single,
+                child, &pidfd, flags, userns, &cg, &argv, &envp, &dirs, &io, &who, &single,
             )
         }
         Ok(sys::Cloned::Parent { pid, .. }) => pid,
@@ -221,6 +268,7 @@ fn transient(
     envp: &[CString],
     dirs: &[std::path::PathBuf],
     io: &Io,
+    who: &Who,
     single: &sys::SingleThreaded,
 ) -> ! {
     let fail = |chan: &mut Channel, step: InitStep, e: Error| -> ! {
@@ -256,7 +304,7 @@ fn transient(
     // know us), so fork on the strength of the check made before forking.
     match sys::fork_checked(single) {
         Err(e) => fail(&mut chan, InitStep::Sync, Error::sys("fork()", e)),
-        Ok(sys::Cloned::Child) => match grandchild(&mut chan, userns, argv, envp, dirs, io) {
+        Ok(sys::Cloned::Child) => match grandchild(&mut chan, userns, argv, envp, dirs, io, who) {
             Ok(never) => match never {},
             Err((step, e)) => fail(&mut chan, step, e),
         },
@@ -281,6 +329,7 @@ fn grandchild(
     envp: &[CString],
     dirs: &[std::path::PathBuf],
     io: &Io,
+    who: &Who,
 ) -> std::result::Result<Infallible, (InitStep, Error)> {
     let at = |step: InitStep| move |e: Error| (step, e);
     if userns {
@@ -302,7 +351,20 @@ fn grandchild(
     nix::unistd::chdir("/")
         .map_err(|e| Error::sys("chdir(\"/\")", e))
         .map_err(at(InitStep::Cwd))?;
+    // The requested user's group and home, from the container's own
+    // passwd (we are in its mount namespace and root now).
+    let entry = match who.user {
+        Some((uid, _)) => passwd_entry(uid),
+        None => None,
+    };
+    if let Some(d) = &who.cwd {
+        // Resolved in the container's root: a link in it cannot lead out.
+        nix::unistd::chdir(d.as_c_str())
+            .map_err(|e| Error::sys(format!("chdir({d:?})"), e))
+            .map_err(at(InitStep::Chdir))?;
+    }
     match nix::unistd::getcwd() {
+        Ok(p) if who.cwd.is_some() && p.is_absolute() => {}
         Ok(p) if p == Path::new("/") => {}
         Ok(p) => {
             return Err((
@@ -319,6 +381,24 @@ fn grandchild(
     // own, on the container's own pty or on no terminal at all.
     terminal(chan, io).map_err(at(InitStep::Console))?;
     drop_caps().map_err(at(InitStep::Capabilities))?;
+    let mut home_env = None;
+    if let Some((uid, gid)) = who.user {
+        let gid = gid.or(entry.as_ref().map(|e| e.0)).unwrap_or(uid);
+        let (u, g) = (Uid::from_raw(uid), Gid::from_raw(gid));
+        // Every capability goes with the switch from root.
+        nix::unistd::setresgid(g, g, g)
+            .map_err(|e| Error::sys(format!("setresgid({gid})"), e))
+            .map_err(at(InitStep::User))?;
+        nix::unistd::setresuid(u, u, u)
+            .map_err(|e| Error::sys(format!("setresuid({uid})"), e))
+            .map_err(at(InitStep::User))?;
+        if who.home_free && uid != 0 {
+            let home = entry.map(|e| e.1).unwrap_or_else(|| b"/".to_vec());
+            let mut v = b"HOME=".to_vec();
+            v.extend(home);
+            home_env = CString::new(v).ok();
+        }
+    }
     nix::sys::prctl::set_no_new_privs()
         .map_err(|e| Error::sys("prctl(PR_SET_NO_NEW_PRIVS, 1)", e))
         .map_err(at(InitStep::Capabilities))?;
@@ -330,8 +410,61 @@ fn grandchild(
     if let Some(f) = &io.seccomp {
         crate::seccomp::load(f).map_err(at(InitStep::Seccomp))?;
     }
-    let e = nix::unistd::execve(&exe, argv, envp).unwrap_err();
+    let envp: Vec<CString> = match home_env {
+        Some(h) => envp
+            .iter()
+            .filter(|e| !e.as_bytes().starts_with(b"HOME="))
+            .cloned()
+            .chain(std::iter::once(h))
+            .collect(),
+        None => envp.to_vec(),
+    };
+    let e = nix::unistd::execve(&exe, argv, &envp).unwrap_err();
     Err((InitStep::Exec, Error::sys(format!("execve({exe:?}, …)"), e)))
+}
+
+/// The group and home directory of `uid` in the container's
+/// `/etc/passwd`, read as the hostile text it may be: a regular file only
+/// (a fifo there cannot block us), 4 MiB at most.
+fn passwd_entry(uid: u32) -> Option<(u32, Vec<u8>)> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open("/etc/passwd")
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = Vec::new();
+    f.take(4 << 20).read_to_end(&mut text).ok()?;
+    parse_passwd(&text, uid)
+}
+
+fn parse_passwd(text: &[u8], uid: u32) -> Option<(u32, Vec<u8>)> {
+    text.split(|&b| b == b'\n').find_map(|line| {
+        let f: Vec<&[u8]> = line.split(|&b| b == b':').collect();
+        let num = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<u32>().ok();
+        (f.len() >= 7 && num(f[2]) == Some(uid))
+            .then(|| num(f[3]).map(|g| (g, f[5].to_vec())))
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwd_lines() {
+        let t = b"root:x:0:0:root:/root:/bin/sh\nbad line\napp:x:1234:4321:App:/home/app:/bin/sh\nodd:x:99:zz::/:/bin/sh\n";
+        assert_eq!(
+            super::parse_passwd(t, 1234),
+            Some((4321, b"/home/app".to_vec()))
+        );
+        assert_eq!(super::parse_passwd(t, 0), Some((0, b"/root".to_vec())));
+        assert_eq!(super::parse_passwd(t, 99), None, "a bad gid is no entry");
+        assert_eq!(super::parse_passwd(t, 5), None);
+    }
 }
 
 fn terminal(chan: &mut Channel, io: &Io) -> Result<()> {

@@ -152,10 +152,14 @@ pub enum InitStep {
     Console,
     /// Loading the seccomp filter.
     Seccomp,
+    /// `attach --user`: switching to the requested ids.
+    User,
+    /// `attach --cwd`: changing to the requested directory.
+    Chdir,
 }
 
 impl InitStep {
-    const ALL: [InitStep; 21] = [
+    const ALL: [InitStep; 23] = [
         InitStep::Sync,
         InitStep::SetIds,
         InitStep::CgroupNs,
@@ -177,6 +181,8 @@ impl InitStep {
         InitStep::Keyring,
         InitStep::Console,
         InitStep::Seccomp,
+        InitStep::User,
+        InitStep::Chdir,
     ];
 
     /// A stable byte for the sync socket.
@@ -213,6 +219,8 @@ impl InitStep {
             InitStep::Exec => "exec init",
             InitStep::Keyring => "join a new session keyring",
             InitStep::Console => "set up the container's terminal",
+            InitStep::User => "switch to the user given with --user (is it in the container's id map?)",
+            InitStep::Chdir => "change to the directory given with --cwd (does it exist in the container?)",
             InitStep::Seccomp => "load the seccomp filter (`[seccomp]` in config.toml; `davit info` shows the rules)",
             InitStep::Overlay => "mount the overlay root from its base, upper and work directories (`davit check` says what this host supports; `davit create --storage dir` needs no overlay)",
         }
