@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd_create;
+mod cmd_docs;
 mod cmd_fetch;
 mod cmd_offline;
 mod cmd_publish;
@@ -43,7 +44,7 @@ pub mod exit {
     version,
     about = "Fetch, verify and unpack LXC-style system container images, and run them"
 )]
-struct Cli {
+pub struct Cli {
     /// Print nothing but errors.
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -98,6 +99,10 @@ enum Cmd {
     Stop(cmd_run::StopArgs),
     /// Host readiness: namespaces, cgroups, id ranges, helpers (like lxc-checkconfig).
     Check(cmd_run::CheckArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd_docs::CompletionsArgs),
+    /// Write the man pages (davit.1 and davit-COMMAND.1) into a directory.
+    Man(cmd_docs::ManArgs),
 }
 
 /// An error with the exit code it maps to.
@@ -208,6 +213,8 @@ fn main() -> ExitCode {
         Cmd::Stop(a) => cmd_run::stop(&ctx, a),
         Cmd::Check(a) => cmd_run::check(&ctx, a),
         Cmd::Copy(a) => cmd_create::copy(&ctx, a),
+        Cmd::Completions(a) => cmd_docs::completions(a),
+        Cmd::Man(a) => cmd_docs::man(&ctx, a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -649,6 +649,77 @@ fn attach_runs_as_a_user_in_a_directory_with_an_environment() {
     ok(env.davit().args(["stop", "-k", "c1"]));
 }
 
+/// Issue 18: shell completions and man pages come from the clap
+/// definitions, so a new flag is in them at once.
+#[test]
+fn completions_and_man_pages_come_from_the_cli() {
+    let bash = stdout(&ok(davit().args(["completions", "bash"])));
+    let mut check = Command::new("bash")
+        .arg("-n")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        check
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(bash.as_bytes())
+            .unwrap();
+    }
+    assert!(
+        check.wait().unwrap().success(),
+        "bash -n on the completions"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let text = stdout(&ok(davit().args(["completions", shell])));
+        for word in ["attach", "--clear-env", "--max-file-size", "unpack"] {
+            // fish names long options without their dashes (`-l clear-env`).
+            let word = if shell == "fish" {
+                word.trim_start_matches('-')
+            } else {
+                word
+            };
+            assert!(text.contains(word), "{shell}: {word} missing");
+        }
+    }
+    let out = run(davit().args(["completions", "tcsh"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    let dir = tempfile::tempdir().unwrap();
+    ok(davit().arg("man").arg(dir.path()));
+    let mut pages: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    for want in [
+        "davit.1",
+        "davit-attach.1",
+        "davit-unpack.1",
+        "davit-start.1",
+    ] {
+        assert!(pages.iter().any(|p| p == want), "{want} in {pages:?}");
+    }
+    let render = |page: &str| {
+        let o = ok(Command::new("man")
+            .env("MANWIDTH", "120")
+            .arg("-l")
+            .arg(dir.path().join(page)));
+        stdout(&o)
+    };
+    let attach = render("davit-attach.1");
+    assert!(
+        attach.contains("--clear-env") && attach.contains("--cwd <DIR>"),
+        "{attach}"
+    );
+    assert!(
+        render("davit.1").contains("--max-file-size"),
+        "the global flags"
+    );
+}
+
 #[test]
 fn plain_user_lifecycle_through_newuidmap() {
     if !require_root("plain_user_lifecycle_through_newuidmap") {
