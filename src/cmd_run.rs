@@ -557,6 +557,51 @@ pub struct StopArgs {
     pub kill: bool,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum WaitState {
+    Running,
+    Stopped,
+    Starting,
+    Stopping,
+}
+
+#[derive(Args)]
+pub struct WaitArgs {
+    pub name: String,
+    /// The state to wait for (as `davit info` names it; any case).
+    #[arg(long, short, value_enum, ignore_case = true)]
+    pub state: WaitState,
+    /// Give up after this many seconds (exit 1) [default: wait for ever].
+    #[arg(long, short)]
+    pub timeout: Option<f64>,
+}
+
+/// `davit wait`: returns when the container is in the state (at once if
+/// it is), woken by the state directory's changes, never polling.
+pub fn wait(ctx: &Ctx, a: WaitArgs) -> Result<(), Failure> {
+    let c = container(&a.name)?;
+    use davit_run::state::Status;
+    let want = match a.state {
+        WaitState::Running => Status::Running,
+        WaitState::Stopped => Status::Stopped,
+        WaitState::Starting => Status::Starting,
+        WaitState::Stopping => Status::Stopping,
+    };
+    let timeout = match a.timeout {
+        Some(t) if !(t.is_finite() && t >= 0.0) => {
+            return Err(Failure::usage(format!(
+                "--timeout {t}: give seconds, 0 or more"
+            )))
+        }
+        t => t.map(Duration::from_secs_f64),
+    };
+    davit_run::wait::wait(&paths::runtime_dir(), &c.name, want, timeout)?;
+    if ctx.json {
+        ctx.print_json(&json!({"name": c.name, "state": want.as_str()}));
+    }
+    Ok(())
+}
+
 pub fn stop_container(
     name: &str,
     timeout: u64,

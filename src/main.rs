@@ -99,6 +99,8 @@ enum Cmd {
     Stop(cmd_run::StopArgs),
     /// Host readiness: namespaces, cgroups, id ranges, helpers (like lxc-checkconfig).
     Check(cmd_run::CheckArgs),
+    /// Wait until a container is in a state (like lxc-wait), without polling.
+    Wait(cmd_run::WaitArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(cmd_docs::CompletionsArgs),
     /// Write the man pages (davit.1 and davit-COMMAND.1) into a directory.
@@ -213,6 +215,7 @@ fn main() -> ExitCode {
         Cmd::Stop(a) => cmd_run::stop(&ctx, a),
         Cmd::Check(a) => cmd_run::check(&ctx, a),
         Cmd::Copy(a) => cmd_create::copy(&ctx, a),
+        Cmd::Wait(a) => cmd_run::wait(&ctx, a),
         Cmd::Completions(a) => cmd_docs::completions(a),
         Cmd::Man(a) => cmd_docs::man(&ctx, a),
     };

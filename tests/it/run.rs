@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -717,6 +718,83 @@ fn completions_and_man_pages_come_from_the_cli() {
     assert!(
         render("davit.1").contains("--max-file-size"),
         "the global flags"
+    );
+}
+
+/// Issue 18: `davit wait` returns when another process starts or stops
+/// the container, at once if it is already there, exits 1 on `--timeout`,
+/// and does not poll while it waits (its CPU time stays flat).
+#[test]
+fn wait_returns_on_the_state_without_polling() {
+    if !require_root("wait_returns_on_the_state_without_polling") {
+        return;
+    }
+    let env = Env::new("wait");
+    let out = env.create("c1", &["--storage", "dir"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    ok(env.davit().args(["wait", "c1", "--state", "STOPPED"]));
+    let waiter = |state: &str| {
+        env.davit()
+            .args(["wait", "c1", "--state", state, "--timeout", "60"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let finish = |mut w: std::process::Child, what: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = w.try_wait().unwrap() {
+                assert!(st.success(), "{what}: {st}");
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: still waiting"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut w = waiter("running");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(w.try_wait().unwrap().is_none(), "returned before the start");
+    ok(env.davit().args(["start", "-d", "c1"]));
+    finish(w, "wait --state running");
+    ok(env.davit().args(["wait", "c1", "--state", "running"]));
+
+    let out = run(env
+        .davit()
+        .args(["wait", "c1", "--state", "stopped", "--timeout", "0.5"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("timed out after 0.5s waiting for c1 to be STOPPED"),
+        "{}",
+        stderr(&out)
+    );
+
+    let mut w = waiter("STOPPED");
+    std::thread::sleep(Duration::from_millis(300));
+    let ticks = |pid: u32| -> u64 {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<&str> = st.rsplit_once(") ").unwrap().1.split(' ').collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    let before = ticks(w.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let after = ticks(w.id());
+    assert!(
+        after - before <= 2,
+        "the waiter used {} ticks in 2 s: it polls",
+        after - before
+    );
+    assert!(w.try_wait().unwrap().is_none());
+    ok(env.davit().args(["stop", "c1"]));
+    finish(w, "wait --state stopped");
+
+    let out = run(env.davit().args(["wait", "nosuch", "--state", "running"]));
+    assert!(
+        !out.status.success() && stderr(&out).contains("nosuch"),
+        "{}",
+        stderr(&out)
     );
 }
 

@@ -83,6 +83,7 @@ pub mod stop;
 pub mod storage;
 pub mod sys;
 mod tty;
+pub mod wait;
 
 pub use config::ContainerConfig;
 pub use error::{Error, ErrorKind, InitStep, Result};
