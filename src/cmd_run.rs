@@ -557,6 +557,21 @@ pub struct StopArgs {
     pub kill: bool,
 }
 
+#[derive(Args)]
+pub struct FreezeArgs {
+    pub name: String,
+}
+
+/// `davit freeze` / `davit unfreeze`.
+pub fn freeze(ctx: &Ctx, a: FreezeArgs, frozen: bool) -> Result<(), Failure> {
+    let c = container(&a.name)?;
+    davit_run::freeze::set_frozen(&paths::runtime_dir(), &c.name, frozen)?;
+    if ctx.json {
+        ctx.print_json(&json!({"name": c.name, "frozen": frozen}));
+    }
+    Ok(())
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum WaitState {
     Running,
@@ -568,7 +583,8 @@ pub enum WaitState {
 #[derive(Args)]
 pub struct WaitArgs {
     pub name: String,
-    /// The state to wait for (as `davit info` names it; any case).
+    /// The state to wait for (as `davit info` names it, any case; a frozen
+    /// container is RUNNING here).
     #[arg(long, short, value_enum, ignore_case = true)]
     pub state: WaitState,
     /// Give up after this many seconds (exit 1) [default: wait for ever].

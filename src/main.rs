@@ -99,6 +99,10 @@ enum Cmd {
     Stop(cmd_run::StopArgs),
     /// Host readiness: namespaces, cgroups, id ranges, helpers (like lxc-checkconfig).
     Check(cmd_run::CheckArgs),
+    /// Freeze every task of a running container (like lxc-freeze).
+    Freeze(cmd_run::FreezeArgs),
+    /// Thaw a frozen container (like lxc-unfreeze).
+    Unfreeze(cmd_run::FreezeArgs),
     /// Wait until a container is in a state (like lxc-wait), without polling.
     Wait(cmd_run::WaitArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -216,6 +220,8 @@ fn main() -> ExitCode {
         Cmd::Check(a) => cmd_run::check(&ctx, a),
         Cmd::Copy(a) => cmd_create::copy(&ctx, a),
         Cmd::Wait(a) => cmd_run::wait(&ctx, a),
+        Cmd::Freeze(a) => cmd_run::freeze(&ctx, a, true),
+        Cmd::Unfreeze(a) => cmd_run::freeze(&ctx, a, false),
         Cmd::Completions(a) => cmd_docs::completions(a),
         Cmd::Man(a) => cmd_docs::man(&ctx, a),
     };

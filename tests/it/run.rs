@@ -798,6 +798,76 @@ fn wait_returns_on_the_state_without_polling() {
     );
 }
 
+/// Issue 18: `freeze` stops a busy loop's CPU time from growing (the
+/// cgroup freezer, v1 on this host), `info` and `list` show FROZEN, attach
+/// is refused while frozen, `unfreeze` resumes the loop, and a frozen
+/// container still stops.
+#[test]
+fn freeze_stops_a_busy_loop_and_unfreeze_resumes_it() {
+    if !require_root("freeze_stops_a_busy_loop_and_unfreeze_resumes_it") {
+        return;
+    }
+    let env = Env::new("freeze");
+    let out = env.create("c1", &["--storage", "dir"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(env.davit().args(["freeze", "c1"]));
+    assert_eq!(out.status.code(), Some(2), "not running: {}", stderr(&out));
+    ok(env.davit().args(["start", "-d", "c1"]));
+    ok(env.davit().args([
+        "attach",
+        "c1",
+        "--",
+        "sh",
+        "-c",
+        "sh -c 'while :; do :; done' </dev/null >/dev/null 2>&1 &",
+    ]));
+    let cpu = || -> (String, u64) {
+        let v = json(&ok(env.davit().args(["info", "c1", "--json"])));
+        (
+            v["state"].as_str().unwrap().to_owned(),
+            v["cpu_ns"].as_u64().unwrap_or(0),
+        )
+    };
+    let busy = || {
+        let (_, a) = cpu();
+        std::thread::sleep(Duration::from_secs(1));
+        let (state, b) = cpu();
+        (state, b - a)
+    };
+    let (state, used) = busy();
+    assert_eq!(state, "RUNNING");
+    assert!(used > 300_000_000, "the loop runs: {used} ns in 1 s");
+
+    ok(env.davit().args(["freeze", "c1"]));
+    let (state, used) = busy();
+    assert_eq!(state, "FROZEN");
+    assert!(used < 30_000_000, "frozen, yet {used} ns in 1 s");
+    let l = json(&ok(env.davit().args(["list", "--json"])));
+    assert_eq!(l[0]["state"], "FROZEN", "{l}");
+    let t = std::time::Instant::now();
+    let out = run(env.davit().args(["attach", "c1", "--", "true"]));
+    assert!(
+        !out.status.success() && stderr(&out).contains("davit unfreeze c1"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "attach hung on the frozen cgroup"
+    );
+
+    ok(env.davit().args(["unfreeze", "c1"]));
+    let (state, used) = busy();
+    assert_eq!(state, "RUNNING");
+    assert!(used > 300_000_000, "thawed: {used} ns in 1 s");
+
+    ok(env.davit().args(["freeze", "c1"]));
+    let t = std::time::Instant::now();
+    ok(env.davit().args(["stop", "-t", "10", "c1"]));
+    assert!(t.elapsed() < Duration::from_secs(15));
+    assert_eq!(cpu().0, "STOPPED");
+}
+
 #[test]
 fn plain_user_lifecycle_through_newuidmap() {
     if !require_root("plain_user_lifecycle_through_newuidmap") {

@@ -133,6 +133,12 @@ pub fn attach(
     }
     let layout = Layout::detect()?;
     let cg = Cgroup::from_paths(&layout, &st.cgroup_paths);
+    if cg.frozen() == Some(true) {
+        // The command would freeze with the rest as it joins the cgroup.
+        return Err(Error::Unsupported {
+            what: format!("attaching to {name} while it is frozen; `davit unfreeze {name}` first"),
+        });
+    }
     let command = if opts.command.is_empty() {
         vec!["/bin/sh".to_owned(), "-l".to_owned()]
     } else {

@@ -811,18 +811,7 @@ impl Cgroup {
                 }
             }
         }
-        let freezer = self
-            .dirs
-            .iter()
-            .find(|d| d.hierarchy.version == Version::V1 && d.hierarchy.has("freezer"))
-            .map(|d| (d.path.join("freezer.state"), "FROZEN", "THAWED"))
-            .or_else(|| {
-                self.v2_dir()
-                    .map(|p| p.join("cgroup.freeze"))
-                    .filter(|p| p.exists())
-                    .map(|p| (p, "1", "0"))
-            })
-            .filter(|(p, _, _)| p.exists());
+        let freezer = self.freezer();
         if let Some((f, frozen, _)) = &freezer {
             write_file(f, frozen)?;
             let deadline = Instant::now() + Duration::from_secs(1);
@@ -849,6 +838,63 @@ impl Cgroup {
         }
         if let Some((f, _, thawed)) = &freezer {
             write_file(f, thawed)?;
+        }
+        Ok(())
+    }
+
+    /// The freezer file and its frozen and thawed values: the v1 `freezer`
+    /// controller's `freezer.state`, else v2's `cgroup.freeze`.
+    fn freezer(&self) -> Option<(PathBuf, &'static str, &'static str)> {
+        self.dirs
+            .iter()
+            .find(|d| d.hierarchy.version == Version::V1 && d.hierarchy.has("freezer"))
+            .map(|d| (d.path.join("freezer.state"), "FROZEN", "THAWED"))
+            .or_else(|| {
+                self.v2_dir()
+                    .map(|p| p.join("cgroup.freeze"))
+                    .filter(|p| p.exists())
+                    .map(|p| (p, "1", "0"))
+            })
+            .filter(|(p, _, _)| p.exists())
+    }
+
+    /// Whether every task is frozen: v1 `freezer.state` reads `FROZEN`
+    /// (not `FREEZING`), v2 `cgroup.events` says `frozen 1`. `None` without
+    /// a freezer.
+    pub fn frozen(&self) -> Option<bool> {
+        let (f, frozen, _) = self.freezer()?;
+        if frozen == "1" {
+            let ev = fs::read_to_string(f.parent()?.join("cgroup.events")).ok()?;
+            Some(keyed(&ev, &["frozen"]) == Some(1))
+        } else {
+            Some(fs::read_to_string(&f).ok()?.trim() == frozen)
+        }
+    }
+
+    /// Freezes every task of the cgroup (`lxc-freeze`), or thaws them, and
+    /// waits up to `timeout` until the kernel reports it done.
+    ///
+    /// # Errors
+    /// [`Error::CgroupState`] without a freezer (v1 `freezer` or v2),
+    /// [`Error::Cgroup`] if its file cannot be written, [`Error::Timeout`].
+    pub fn set_frozen(&self, freeze: bool, timeout: Duration) -> Result<()> {
+        let (f, frozen, thawed) = self.freezer().ok_or_else(|| Error::CgroupState {
+            reason: "no freezer: neither the v1 freezer controller nor a v2 cgroup".into(),
+        })?;
+        write_file(&f, if freeze { frozen } else { thawed })?;
+        let deadline = Instant::now() + timeout;
+        while self.frozen() != Some(freeze) {
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!(
+                        "{} to read {}",
+                        f.display(),
+                        if freeze { frozen } else { thawed }
+                    ),
+                    secs: timeout.as_secs_f64(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
         Ok(())
     }

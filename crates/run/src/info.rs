@@ -54,6 +54,10 @@ pub fn info(runtime: &Path, name: &str, layout: &Layout) -> Result<Info> {
     let alive = st.is_alive();
     let status = if st.is_stale() {
         Status::Stopped
+    } else if st.status == Status::Running
+        && Cgroup::from_paths(layout, &st.cgroup_paths).frozen() == Some(true)
+    {
+        Status::Frozen
     } else {
         st.status
     };

@@ -69,6 +69,7 @@ pub mod check;
 pub mod config;
 pub mod devices;
 mod error;
+pub mod freeze;
 pub mod idmap;
 pub mod info;
 mod init;

@@ -26,6 +26,9 @@ pub enum Status {
     Running,
     /// A stop is in progress.
     Stopping,
+    /// Running, with every task frozen (`davit freeze`). Never stored:
+    /// `info` reads it from the cgroup freezer.
+    Frozen,
 }
 
 impl Status {
@@ -51,6 +54,7 @@ impl Status {
             Status::Starting => "STARTING",
             Status::Running => "RUNNING",
             Status::Stopping => "STOPPING",
+            Status::Frozen => "FROZEN",
         }
     }
 }

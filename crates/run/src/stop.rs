@@ -147,6 +147,11 @@ pub fn stop(runtime: &Path, name: &str, opts: &StopOptions) -> Result<StopOutcom
     lock.save(&st)?;
     // The monitor needs the lock to record the exit.
     drop(lock);
+    // A frozen init takes no signal: thaw it first (as lxc-stop does).
+    let cg = crate::cgroup::Cgroup::from_paths(&layout, &st.cgroup_paths);
+    if cg.frozen() == Some(true) {
+        let _ = cg.set_frozen(false, Duration::from_secs(2));
+    }
 
     let mut outcome = StopOutcome::Halted;
     if let Some(init) = init.filter(|p| p.is_alive()) {

@@ -594,3 +594,50 @@ fn privileged_container_opens_only_the_allowed_devices_through_the_device_progra
     assert_device_attack_fails(&ct, &disk);
     ct.assert_clean();
 }
+
+/// Issue 18: `freeze` on pure v2 writes `cgroup.freeze` and returns once
+/// `cgroup.events` says `frozen 1`; a busy loop's `usage_usec` stops
+/// growing, `info` says FROZEN, attach is refused, thawing resumes the
+/// loop, and a frozen container still stops (thawed first).
+#[test]
+fn freeze_and_thaw_through_cgroup_freeze() {
+    if !vm() {
+        return;
+    }
+    let ct = Ct::new("frz", "pids = 64\n");
+    let mut h = spawn_monitor(
+        &driver(),
+        &ct.args(&["/bin/sh", "-c", "trap '' PWR; while true; do :; done"]),
+        true,
+    )
+    .unwrap();
+    h.wait_ready().unwrap();
+    let leaf = ct.leaf();
+    let used = || {
+        let usec = || keyed(&read(&leaf.join("cpu.stat")), "usage_usec").unwrap();
+        let a = usec();
+        std::thread::sleep(Duration::from_millis(500));
+        usec() - a
+    };
+    let status = || {
+        davit_run::info::info(&ct.runtime(), &ct.name, &Layout::detect().unwrap())
+            .unwrap()
+            .status
+    };
+    assert!(used() > 100_000, "the loop runs");
+    davit_run::freeze::set_frozen(&ct.runtime(), &ct.name, true).unwrap();
+    assert_eq!(keyed(&read(&leaf.join("cgroup.events")), "frozen"), Some(1));
+    assert_eq!(status(), Status::Frozen);
+    let u = used();
+    assert!(u < 20_000, "frozen, yet {u} usec in 0.5 s");
+    let o = ct.attach(&["true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(text(&o.stderr).contains("frozen"), "{}", text(&o.stderr));
+    davit_run::freeze::set_frozen(&ct.runtime(), &ct.name, false).unwrap();
+    assert_eq!(status(), Status::Running);
+    assert!(used() > 100_000, "thawed, the loop runs again");
+    davit_run::freeze::set_frozen(&ct.runtime(), &ct.name, true).unwrap();
+    assert_eq!(ct.stop(false), StopOutcome::Killed);
+    let _ = h.child.wait();
+    ct.assert_clean();
+}
