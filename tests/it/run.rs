@@ -606,6 +606,57 @@ fn attach_runs_as_a_user_in_a_directory_with_an_environment() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--user"), "{}", stderr(&o));
 
+    // Container root makes /etc/passwd a fifo (an open would block the
+    // attach for ever), then a link (to a file with the entry): neither is
+    // read, so the group is the uid's and HOME is /.
+    let as_app = || {
+        let mut child = env
+            .davit()
+            .args([
+                "attach",
+                "c1",
+                "--user",
+                "1234",
+                "--",
+                "sh",
+                "-c",
+                "id -g; echo $HOME",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("attach hung on the container's /etc/passwd");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o).trim().to_owned()
+    };
+    out_of(&[
+        "--",
+        "sh",
+        "-c",
+        "mv /etc/passwd /etc/passwd.real && mkfifo /etc/passwd",
+    ]);
+    assert_eq!(as_app(), "1234\n/", "a fifo is no passwd");
+    out_of(&[
+        "--",
+        "sh",
+        "-c",
+        "rm /etc/passwd && ln -s passwd.real /etc/passwd",
+    ]);
+    assert_eq!(as_app(), "1234\n/", "a linked passwd is no passwd");
+    out_of(&["--", "rm", "/etc/passwd"]);
+    out_of(&["--", "mv", "/etc/passwd.real", "/etc/passwd"]);
+
     assert_eq!(out_of(&["--cwd", "/home/app", "--", "pwd"]), "/home/app");
     assert_eq!(
         out_of(&["--cwd", "/data/up", "--", "pwd"]),

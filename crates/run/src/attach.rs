@@ -430,16 +430,32 @@ fn grandchild(
 }
 
 /// The group and home directory of `uid` in the container's
-/// `/etc/passwd`, read as the hostile text it may be: a regular file only
-/// (a fifo there cannot block us), 4 MiB at most.
+/// `/etc/passwd`, read as the hostile text it may be: no link followed and
+/// no mount crossed on the way (the tree is container root's; nothing in
+/// it is resolved through its links by the attaching process, which
+/// still holds what the caller's process held), a regular file only (a
+/// fifo there would block the attach), 4 MiB at most. Anything else: no
+/// entry.
 fn passwd_entry(uid: u32) -> Option<(u32, Vec<u8>)> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
+    let root = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open("/etc/passwd")
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open("/")
         .ok()?;
+    let fd = sys::openat2(
+        root.as_fd(),
+        Path::new("etc/passwd"),
+        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW,
+        0,
+        sys::RESOLVE_IN_ROOT
+            | sys::RESOLVE_NO_SYMLINKS
+            | sys::RESOLVE_NO_MAGICLINKS
+            | sys::RESOLVE_NO_XDEV,
+    )
+    .ok()?;
+    let f = std::fs::File::from(fd);
     if !f.metadata().ok()?.is_file() {
         return None;
     }
