@@ -474,21 +474,6 @@ fn parse_passwd(text: &[u8], uid: u32) -> Option<(u32, Vec<u8>)> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwd_lines() {
-        let t = b"root:x:0:0:root:/root:/bin/sh\nbad line\napp:x:1234:4321:App:/home/app:/bin/sh\nodd:x:99:zz::/:/bin/sh\n";
-        assert_eq!(
-            super::parse_passwd(t, 1234),
-            Some((4321, b"/home/app".to_vec()))
-        );
-        assert_eq!(super::parse_passwd(t, 0), Some((0, b"/root".to_vec())));
-        assert_eq!(super::parse_passwd(t, 99), None, "a bad gid is no entry");
-        assert_eq!(super::parse_passwd(t, 5), None);
-    }
-}
-
 fn terminal(chan: &mut Channel, io: &Io) -> Result<()> {
     if io.pty {
         // The container's root now: its /dev/pts/ptmx, checked to be one.
@@ -540,4 +525,19 @@ fn resolve(argv: &[CString], dirs: &[std::path::PathBuf]) -> Result<CString> {
         format!("execvp({:?})", String::from_utf8_lossy(a0)),
         Errno::ENOENT,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwd_lines() {
+        let t = b"root:x:0:0:root:/root:/bin/sh\nbad line\napp:x:1234:4321:App:/home/app:/bin/sh\nodd:x:99:zz::/:/bin/sh\n";
+        assert_eq!(
+            super::parse_passwd(t, 1234),
+            Some((4321, b"/home/app".to_vec()))
+        );
+        assert_eq!(super::parse_passwd(t, 0), Some((0, b"/root".to_vec())));
+        assert_eq!(super::parse_passwd(t, 99), None, "a bad gid is no entry");
+        assert_eq!(super::parse_passwd(t, 5), None);
+    }
 }
