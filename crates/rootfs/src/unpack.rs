@@ -156,12 +156,9 @@ fn own_pax(recorded: &[u8], start: u64, hpos: u64) -> Option<Option<Vec<u8>>> {
 /// Parses pax records (`tarnorm::parse_records`). Later records override
 /// earlier ones (as in GNU tar).
 fn parse_pax(d: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
-    let mut out: Vec<(&[u8], &[u8])> = Vec::new();
-    for (k, v) in crate::tarnorm::parse_records(d)? {
-        out.retain(|(ok, _)| *ok != k);
-        out.push((k, v));
-    }
-    Some(out)
+    Some(crate::tarnorm::last_of_each(
+        crate::tarnorm::parse_records(d)?.into_iter(),
+    ))
 }
 
 fn pax_num(v: &[u8]) -> Option<u64> {
