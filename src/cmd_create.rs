@@ -188,7 +188,6 @@ fn empty_dir(dir: &Path, maps: Option<&IdMaps>, mode: u32) {
         // A plain user's unpacked entries belong to subordinate ids: only
         // the user namespace can remove them, and it takes the directory.
         let _ = fs::create_dir(dir);
-        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(mode));
     }
     // Mode and owner of `dir` itself may have come from the archive.
     let _ = fs::set_permissions(dir, fs::Permissions::from_mode(mode));

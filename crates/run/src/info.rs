@@ -52,20 +52,15 @@ pub fn info(runtime: &Path, name: &str, layout: &Layout) -> Result<Info> {
         });
     };
     let alive = st.is_alive();
+    let cg = Cgroup::from_paths(layout, &st.cgroup_paths);
     let status = if st.is_stale() {
         Status::Stopped
-    } else if st.status == Status::Running
-        && Cgroup::from_paths(layout, &st.cgroup_paths).frozen() == Some(true)
-    {
+    } else if st.status == Status::Running && cg.frozen() == Some(true) {
         Status::Frozen
     } else {
         st.status
     };
-    let stats = if alive {
-        Cgroup::from_paths(layout, &st.cgroup_paths).stats()
-    } else {
-        Stats::default()
-    };
+    let stats = if alive { cg.stats() } else { Stats::default() };
     Ok(Info {
         name: st.name.clone(),
         status,
