@@ -242,6 +242,20 @@ pub struct CreateArgs {
     /// Storage backend [default: overlay where the kernel allows it, else dir].
     #[arg(long, value_enum)]
     pub storage: Option<StorageArg>,
+    /// Start it with `davit autostart` (at boot, through the systemd unit).
+    #[arg(long)]
+    pub autostart: bool,
+    /// With --autostart: lower orders start first and stop last.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_hyphen_values = true
+    )]
+    pub autostart_order: i32,
+    /// With --autostart: seconds to wait after starting it before the next.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub autostart_delay: u64,
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -515,6 +529,9 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
     if let Some(addr) = &a.address {
         cfg.network.address = Some(addr.clone());
     }
+    cfg.autostart = a.autostart;
+    cfg.autostart_order = a.autostart_order;
+    cfg.autostart_delay = a.autostart_delay;
     let mut ignored = lxc.ignored.clone();
     if !lxc.idmap.is_empty() {
         ignored.push("lxc.idmap (davit maps the invoking user's /etc/subuid range)".into());

@@ -76,7 +76,7 @@ pub fn container(name: &str) -> Result<Container, Failure> {
 }
 
 fn load(c: &Container) -> Result<ContainerConfig, Failure> {
-    Ok(ContainerConfig::load(&c.config_path())?)
+    crate::cmd_manage::load_config(c)
 }
 
 #[derive(Args)]
@@ -251,7 +251,8 @@ pub struct AttachArgs {
     /// PATH, TERM, HOME and `container`; the host's is never passed).
     #[arg(long)]
     pub clear_env: bool,
-    /// Command to run [default: a login shell].
+    /// Command to run [default: the user's login shell from the
+    /// container's /etc/passwd, else /bin/sh].
     #[arg(last = true)]
     pub command: Vec<String>,
 }
@@ -280,11 +281,8 @@ pub fn attach(_ctx: &Ctx, a: AttachArgs) -> Result<(), Failure> {
     // before they exec: run from a sealed copy so none can reach and
     // rewrite the davit binary through /proc/PID/exe (CVE-2019-5736).
     davit_run::monitor::ensure_sealed()?;
-    let command = if a.command.is_empty() {
-        vec!["/bin/sh".into(), "-l".into()]
-    } else {
-        a.command
-    };
+    // Empty: the user's login shell from the container's passwd.
+    let command = a.command;
     // Never the caller's terminal inside (docs/SECURITY.md): a pty of the
     // container's own on a terminal, pipes for any other terminal.
     let mode = relay::mode();

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod cmd_create;
 mod cmd_docs;
 mod cmd_fetch;
+mod cmd_manage;
 mod cmd_offline;
 mod cmd_publish;
 mod cmd_run;
@@ -105,6 +106,14 @@ enum Cmd {
     Unfreeze(cmd_run::FreezeArgs),
     /// Wait until a container is in a state (like lxc-wait), without polling.
     Wait(cmd_run::WaitArgs),
+    /// Change limits (a running container's at once, like lxc-cgroup) and
+    /// autostart keys in config.toml.
+    Set(cmd_manage::SetArgs),
+    /// Rename a stopped container (like lxc-copy -R).
+    Rename(cmd_manage::RenameArgs),
+    /// Start the containers marked autostart, in order (like lxc-autostart);
+    /// --stop stops them in reverse.
+    Autostart(cmd_manage::AutostartArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(cmd_docs::CompletionsArgs),
     /// Write the man pages (davit.1 and davit-COMMAND.1) into a directory.
@@ -220,6 +229,9 @@ fn main() -> ExitCode {
         Cmd::Check(a) => cmd_run::check(&ctx, a),
         Cmd::Copy(a) => cmd_create::copy(&ctx, a),
         Cmd::Wait(a) => cmd_run::wait(&ctx, a),
+        Cmd::Set(a) => cmd_manage::set(&ctx, a),
+        Cmd::Rename(a) => cmd_manage::rename(&ctx, a),
+        Cmd::Autostart(a) => cmd_manage::autostart(&ctx, a),
         Cmd::Freeze(a) => cmd_run::freeze(&ctx, a, true),
         Cmd::Unfreeze(a) => cmd_run::freeze(&ctx, a, false),
         Cmd::Completions(a) => cmd_docs::completions(a),

@@ -2,6 +2,7 @@
 
 mod common;
 mod fetch;
+mod manage;
 mod offline;
 mod run;
 mod storage;

@@ -688,6 +688,41 @@ fn attach_runs_as_a_user_in_a_directory_with_an_environment() {
         .collect();
     vars.sort();
     assert_eq!(vars, ["A=1", "container=davit"]);
+    // No command: the user's login shell from the container's passwd,
+    // run as login(1) runs it (argv[0] "-ash", /etc/profile read); a shell
+    // that is not there gives /bin/sh.
+    out_of(&[
+        "--",
+        "sh",
+        "-c",
+        "ln -sf /bin/busybox /bin/ash && sed -i 's#^app:.*#app:x:1234:4321:App:/home/app:/bin/ash#' /etc/passwd && echo 'export PROFILE_READ=yes' >> /etc/profile",
+    ]);
+    let shell = |args: &[&str]| -> String {
+        use std::io::Write;
+        let mut child = env
+            .davit()
+            .args(["attach", "c1"])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"echo $0 $PROFILE_READ $(id -u)\n")
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o).trim().to_owned()
+    };
+    assert_eq!(shell(&["--user", "1234"]), "-ash yes 1234");
+    assert_eq!(shell(&[]), "-sh yes 0");
+    out_of(&["--", "sed", "-i", "s#/bin/ash$#/bin/nosuch#", "/etc/passwd"]);
+    assert_eq!(shell(&["--user", "1234"]), "-sh yes 1234");
+
     // The host's environment never reaches the container.
     let mut c = env.davit();
     c.env("HOST_SECRET", "s3cret")
@@ -1045,9 +1080,26 @@ fn plain_user_lifecycle_through_newuidmap() {
         "container root reached into pid 1: {o}"
     );
     ok(&mut d(&["stop", "u1", "-k"]));
-    ok(&mut d(&["destroy", "u1"]));
+    // `rename` (issue 18): the hostname files belong to the user's
+    // subordinate root and are rewritten inside the user namespace.
+    ok(&mut d(&["rename", "u1", "u2"]));
+    let renamed = home.join("data/davit/containers/u2/rootfs");
+    assert_eq!(read_to_string(&renamed.join("etc/hostname")).trim(), "u2");
+    let md = std::fs::symlink_metadata(renamed.join("etc/hostname")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&md),
+        u.subuid,
+        "owner kept"
+    );
+    ok(&mut d(&["start", "-d", "u2"]));
+    assert_eq!(
+        stdout(&ok(&mut d(&["attach", "u2", "--", "hostname"]))).trim(),
+        "u2"
+    );
+    ok(&mut d(&["stop", "u2", "-k"]));
+    ok(&mut d(&["destroy", "u2"]));
     assert!(
-        !rootfs.exists(),
+        !renamed.exists() && !rootfs.exists(),
         "the shifted rootfs was removed inside the user namespace"
     );
 }

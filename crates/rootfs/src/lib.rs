@@ -64,8 +64,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use idmap::subid;
 pub use idmap::{IdMapping, IdMaps};
 pub use userns::{
-    copy_in_userns, digest_in_userns, prepare_upper_in_userns, remove_in_userns, unpack_in_userns,
-    userns_child_main, CHILD_ARG,
+    copy_in_userns, digest_in_userns, prepare_upper_in_userns, remove_in_userns,
+    rename_host_in_userns, unpack_in_userns, userns_child_main, CHILD_ARG,
 };
 
 use serde::{Deserialize, Serialize};

@@ -42,6 +42,8 @@ enum Op {
     /// Copy the tree `archive` to `dest` ([`crate::base::copy_tree`]), then
     /// rename the host in `tree` (`template_vars[0]`: old, new).
     Copy { tree: PathBuf },
+    /// Rename the host in `dest` (`template_vars[0]`: old, new).
+    RenameHost,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -260,6 +262,33 @@ pub fn copy_in_userns(
     };
     let vars = vec![rename.clone()];
     simple_op(exe, op, &from, to, maps, Vec::new(), vars).map(drop)
+}
+
+/// [`crate::templates::rename_host`] on `tree` inside a user namespace
+/// carrying `maps`, where a plain user may rewrite files its container's
+/// root owns (`davit rename`).
+///
+/// # Errors
+/// As [`unpack_in_userns`].
+pub fn rename_host_in_userns(
+    exe: &Path,
+    tree: &Path,
+    maps: &IdMaps,
+    old: &str,
+    new: &str,
+) -> Result<()> {
+    let tree = std::path::absolute(tree).unwrap_or_else(|_| tree.to_owned());
+    let vars = vec![(old.to_owned(), new.to_owned())];
+    simple_op(
+        exe,
+        Op::RenameHost,
+        Path::new(""),
+        &tree,
+        maps,
+        Vec::new(),
+        vars,
+    )
+    .map(drop)
 }
 
 fn protocol(want: &str) -> Error {
@@ -539,6 +568,12 @@ fn child() -> Result<Reply> {
             crate::base::copy_tree(&req.archive, &req.dest)?;
             if let Some((old, new)) = req.template_vars.first() {
                 crate::templates::rename_host(&tree, old, new)?;
+            }
+            return Ok(Reply::Ok(Report::default()));
+        }
+        Op::RenameHost => {
+            if let Some((old, new)) = req.template_vars.first() {
+                crate::templates::rename_host(&req.dest, old, new)?;
             }
             return Ok(Reply::Ok(Report::default()));
         }

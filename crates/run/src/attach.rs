@@ -26,7 +26,8 @@ use crate::{sys, tty};
 #[derive(Debug)]
 pub struct AttachOptions {
     /// The command and arguments, resolved inside the container; empty
-    /// means a login shell (`/bin/sh -l`).
+    /// means a login shell: the user's shell in the container's
+    /// `/etc/passwd` (else `/bin/sh`), with argv[0] `-sh` as login(1) runs it.
     pub command: Vec<String>,
     /// `TERM` to pass (default `linux`).
     pub term: Option<String>,
@@ -51,6 +52,8 @@ struct Who {
     cwd: Option<CString>,
     /// Whether `HOME` is ours to set from the container's passwd.
     home_free: bool,
+    /// No command was given: the user's login shell.
+    login: bool,
 }
 
 /// The standard descriptors of an attached command. In every case it runs
@@ -139,8 +142,11 @@ pub fn attach(
             what: format!("attaching to {name} while it is frozen; `davit unfreeze {name}` first"),
         });
     }
-    let command = if opts.command.is_empty() {
-        vec!["/bin/sh".to_owned(), "-l".to_owned()]
+    let login = opts.command.is_empty();
+    // A login shell's own path comes from the container's passwd, read
+    // inside it; this one is the fallback.
+    let command = if login {
+        vec!["/bin/sh".to_owned()]
     } else {
         opts.command.clone()
     };
@@ -172,6 +178,7 @@ pub fn attach(
             None => None,
         },
         home_free: !opts.clear_env && !opts.env.iter().any(|(k, _)| k == "HOME"),
+        login,
     };
     let argv = cstrings(command, "the command")?;
     let envp = cstrings(
@@ -359,9 +366,10 @@ fn grandchild(
         .map_err(at(InitStep::Cwd))?;
     // The requested user's group and home, from the container's own
     // passwd (we are in its mount namespace and root now).
-    let entry = match who.user {
-        Some((uid, _)) => passwd_entry(uid),
-        None => None,
+    let entry = match (who.user, who.login) {
+        (Some((uid, _)), _) => passwd_entry(uid),
+        (None, true) => passwd_entry(0),
+        (None, false) => None,
     };
     if let Some(d) = &who.cwd {
         // Resolved in the container's root: a link in it cannot lead out.
@@ -389,7 +397,7 @@ fn grandchild(
     drop_caps().map_err(at(InitStep::Capabilities))?;
     let mut home_env = None;
     if let Some((uid, gid)) = who.user {
-        let gid = gid.or(entry.as_ref().map(|e| e.0)).unwrap_or(uid);
+        let gid = gid.or(entry.as_ref().map(|e| e.gid)).unwrap_or(uid);
         let (u, g) = (Uid::from_raw(uid), Gid::from_raw(gid));
         // Every capability goes with the switch from root.
         nix::unistd::setresgid(g, g, g)
@@ -399,7 +407,10 @@ fn grandchild(
             .map_err(|e| Error::sys(format!("setresuid({uid})"), e))
             .map_err(at(InitStep::User))?;
         if who.home_free && uid != 0 {
-            let home = entry.map(|e| e.1).unwrap_or_else(|| b"/".to_vec());
+            let home = entry
+                .as_ref()
+                .map(|e| e.home.clone())
+                .unwrap_or_else(|| b"/".to_vec());
             let mut v = b"HOME=".to_vec();
             v.extend(home);
             home_env = CString::new(v).ok();
@@ -408,7 +419,24 @@ fn grandchild(
     nix::sys::prctl::set_no_new_privs()
         .map_err(|e| Error::sys("prctl(PR_SET_NO_NEW_PRIVS, 1)", e))
         .map_err(at(InitStep::Capabilities))?;
-    let exe = resolve(argv, dirs).map_err(at(InitStep::Exec))?;
+    let login_argv;
+    let (exe, argv) = match who.login {
+        true => {
+            let shell = entry
+                .as_ref()
+                .map(|e| e.shell.clone())
+                .filter(|s| s.starts_with(b"/") && executable(s))
+                .unwrap_or_else(|| b"/bin/sh".to_vec());
+            let base = shell.rsplit(|&b| b == b'/').next().unwrap_or(b"sh");
+            let dash = [b"-", base].concat();
+            let exe = CString::new(shell)
+                .map_err(|_| (InitStep::Exec, Error::sys("execve", Errno::EINVAL)))?;
+            login_argv = vec![CString::new(dash)
+                .map_err(|_| (InitStep::Exec, Error::sys("execve", Errno::EINVAL)))?];
+            (exe, login_argv.as_slice())
+        }
+        false => (resolve(argv, dirs).map_err(at(InitStep::Exec))?, argv),
+    };
     sys::cloexec_from(3)
         .map_err(|e| Error::sys("close_range(3, ~0U, CLOSE_RANGE_CLOEXEC)", e))
         .map_err(at(InitStep::CloseFds))?;
@@ -429,14 +457,29 @@ fn grandchild(
     Err((InitStep::Exec, Error::sys(format!("execve({exe:?}, …)"), e)))
 }
 
-/// The group and home directory of `uid` in the container's
+/// A user's line of the container's `/etc/passwd`.
+#[derive(Debug, PartialEq, Eq)]
+struct PwEntry {
+    gid: u32,
+    home: Vec<u8>,
+    shell: Vec<u8>,
+}
+
+fn executable(path: &[u8]) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let p = Path::new(std::ffi::OsStr::from_bytes(path));
+    nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok()
+        && std::fs::metadata(p).is_ok_and(|m| m.is_file())
+}
+
+/// The group, home directory and shell of `uid` in the container's
 /// `/etc/passwd`, read as the hostile text it may be: no link followed and
 /// no mount crossed on the way (the tree is container root's; nothing in
 /// it is resolved through its links by the attaching process, which
 /// still holds what the caller's process held), a regular file only (a
 /// fifo there would block the attach), 4 MiB at most. Anything else: no
 /// entry.
-fn passwd_entry(uid: u32) -> Option<(u32, Vec<u8>)> {
+fn passwd_entry(uid: u32) -> Option<PwEntry> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let root = std::fs::OpenOptions::new()
@@ -464,12 +507,18 @@ fn passwd_entry(uid: u32) -> Option<(u32, Vec<u8>)> {
     parse_passwd(&text, uid)
 }
 
-fn parse_passwd(text: &[u8], uid: u32) -> Option<(u32, Vec<u8>)> {
+fn parse_passwd(text: &[u8], uid: u32) -> Option<PwEntry> {
     text.split(|&b| b == b'\n').find_map(|line| {
         let f: Vec<&[u8]> = line.split(|&b| b == b':').collect();
         let num = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<u32>().ok();
         (f.len() >= 7 && num(f[2]) == Some(uid))
-            .then(|| num(f[3]).map(|g| (g, f[5].to_vec())))
+            .then(|| {
+                num(f[3]).map(|gid| PwEntry {
+                    gid,
+                    home: f[5].to_vec(),
+                    shell: f[6].to_vec(),
+                })
+            })
             .flatten()
     })
 }
@@ -531,12 +580,19 @@ fn resolve(argv: &[CString], dirs: &[std::path::PathBuf]) -> Result<CString> {
 mod tests {
     #[test]
     fn passwd_lines() {
-        let t = b"root:x:0:0:root:/root:/bin/sh\nbad line\napp:x:1234:4321:App:/home/app:/bin/sh\nodd:x:99:zz::/:/bin/sh\n";
+        let t = b"root:x:0:0:root:/root:/bin/sh\nbad line\napp:x:1234:4321:App:/home/app:/bin/bash\nodd:x:99:zz::/:/bin/sh\n";
+        let e = |gid, home: &[u8], shell: &[u8]| {
+            Some(super::PwEntry {
+                gid,
+                home: home.to_vec(),
+                shell: shell.to_vec(),
+            })
+        };
         assert_eq!(
             super::parse_passwd(t, 1234),
-            Some((4321, b"/home/app".to_vec()))
+            e(4321, b"/home/app", b"/bin/bash")
         );
-        assert_eq!(super::parse_passwd(t, 0), Some((0, b"/root".to_vec())));
+        assert_eq!(super::parse_passwd(t, 0), e(0, b"/root", b"/bin/sh"));
         assert_eq!(super::parse_passwd(t, 99), None, "a bad gid is no entry");
         assert_eq!(super::parse_passwd(t, 5), None);
     }

@@ -560,48 +560,79 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Write the limits to the right files for each version.
+    /// Write the limits to the right files for each version. A limit of
+    /// `0` removes that limit (`davit set NAME --memory 0`); a limit left
+    /// `None` is not touched.
     ///
     /// # Errors
-    /// [`Error::Cgroup`] naming the file.
+    /// [`Error::Cgroup`] naming the file (a memory limit below what the
+    /// container uses and cannot reclaim reads `EBUSY` on v1).
     pub fn apply_limits(&self, limits: &Limits) -> Result<()> {
         if let Some(mem) = limits.memory {
             let d = self.dir_for("memory")?;
             match d.hierarchy.version {
                 Version::V2 => {
-                    write_file(&d.path.join("memory.max"), &mem.to_string())?;
+                    let v = if mem == 0 {
+                        "max".into()
+                    } else {
+                        mem.to_string()
+                    };
+                    write_file(&d.path.join("memory.max"), &v)?;
                     let swap = d.path.join("memory.swap.max");
                     if swap.exists() {
-                        write_file(&swap, "0")?;
+                        write_file(&swap, if mem == 0 { "max" } else { "0" })?;
                     }
                 }
                 Version::V1 => {
-                    // limit first: memsw must never be below it.
-                    write_file(&d.path.join("memory.limit_in_bytes"), &mem.to_string())?;
+                    // memsw may never be below the limit: raise it first,
+                    // lower it last.
+                    let v = if mem == 0 {
+                        "-1".into()
+                    } else {
+                        mem.to_string()
+                    };
+                    let limit = d.path.join("memory.limit_in_bytes");
                     let memsw = d.path.join("memory.memsw.limit_in_bytes");
-                    if memsw.exists() {
-                        write_file(&memsw, &mem.to_string())?;
+                    let has_memsw = memsw.exists();
+                    let raising = mem == 0 || read_u64(&memsw).is_some_and(|cur| mem > cur);
+                    if has_memsw && raising {
+                        write_file(&memsw, &v)?;
+                    }
+                    write_file(&limit, &v)?;
+                    if has_memsw && !raising {
+                        write_file(&memsw, &v)?;
                     }
                 }
             }
         }
         if let Some(p) = limits.pids {
             let d = self.dir_for("pids")?;
-            write_file(&d.path.join("pids.max"), &p.to_string())?;
+            let v = if p == 0 { "max".into() } else { p.to_string() };
+            write_file(&d.path.join("pids.max"), &v)?;
         }
         if let Some(c) = limits.cpus {
             let quota = ((c * CPU_PERIOD_US as f64).round() as u64).max(1000);
             let d = self.dir_for("cpu")?;
             match d.hierarchy.version {
                 Version::V2 => {
-                    write_file(&d.path.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?
+                    let v = if c == 0.0 {
+                        format!("max {CPU_PERIOD_US}")
+                    } else {
+                        format!("{quota} {CPU_PERIOD_US}")
+                    };
+                    write_file(&d.path.join("cpu.max"), &v)?
                 }
                 Version::V1 => {
                     write_file(
                         &d.path.join("cpu.cfs_period_us"),
                         &CPU_PERIOD_US.to_string(),
                     )?;
-                    write_file(&d.path.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                    let v = if c == 0.0 {
+                        "-1".into()
+                    } else {
+                        quota.to_string()
+                    };
+                    write_file(&d.path.join("cpu.cfs_quota_us"), &v)?;
                 }
             }
         }

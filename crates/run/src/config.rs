@@ -67,6 +67,18 @@ pub struct ContainerConfig {
     /// The init command and its arguments, resolved inside the container.
     #[serde(default = "default_init")]
     pub init: Vec<String>,
+    /// Started by `davit autostart` (at boot, through the shipped systemd
+    /// unit), as LXC's `lxc.start.auto`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub autostart: bool,
+    /// `davit autostart` starts lower orders first and stops them last
+    /// (`lxc.start.order`); equal orders go by name.
+    #[serde(default, skip_serializing_if = "is_zero_i32")]
+    pub autostart_order: i32,
+    /// Seconds `davit autostart` waits after starting this container before
+    /// the next one (`lxc.start.delay`).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub autostart_delay: u64,
     /// Extra environment for init, on top of `PATH`, `TERM`, `HOME` and
     /// `container=davit`.
     #[serde(default)]
@@ -88,6 +100,18 @@ pub struct ContainerConfig {
     /// The seccomp filter: the default deny list unless set otherwise.
     #[serde(default, skip_serializing_if = "is_default_seccomp")]
     pub seccomp: crate::seccomp::Seccomp,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero_i32(n: &i32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 fn is_default_seccomp(s: &crate::seccomp::Seccomp) -> bool {
@@ -429,6 +453,9 @@ impl ContainerConfig {
             privileged: false,
             hostname: None,
             init: default_init(),
+            autostart: false,
+            autostart_order: 0,
+            autostart_delay: 0,
             storage: Storage::default(),
             env: BTreeMap::new(),
             mounts: Vec::new(),
@@ -593,6 +620,9 @@ mod tests {
         };
         c.hostname = Some("www".into());
         c.init = vec!["/bin/sh".into(), "-c".into(), "exit 7".into()];
+        c.autostart = true;
+        c.autostart_order = -3;
+        c.autostart_delay = 2;
         c.env.insert("LANG".into(), "C.UTF-8".into());
         c.mounts.push(MountEntry {
             source: "/srv/data".into(),

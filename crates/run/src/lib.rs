@@ -73,6 +73,7 @@ pub mod freeze;
 pub mod idmap;
 pub mod info;
 mod init;
+pub mod live;
 pub mod monitor;
 mod msg;
 // net (issue 5): bridge + veth over netlink, quota helper, user mode.
