@@ -242,6 +242,12 @@ pub struct CreateArgs {
     /// Storage backend [default: overlay where the kernel allows it, else dir].
     #[arg(long, value_enum)]
     pub storage: Option<StorageArg>,
+    /// Bind a host directory (or file) at PATH inside (repeatable; `:ro`
+    /// for read only). As root it is idmapped where the filesystem allows
+    /// it: host uid 1000 shows as uid 1000 inside. PATH is resolved inside
+    /// the rootfs, never through a link out of it.
+    #[arg(long = "mount", value_name = "HOST:PATH[:ro]", value_parser = parse_mount)]
+    pub mounts: Vec<(PathBuf, PathBuf, bool)>,
     /// Start it with `davit autostart` (at boot, through the systemd unit).
     #[arg(long)]
     pub autostart: bool,
@@ -303,8 +309,52 @@ fn private_dir(root: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `HOST:PATH[:ro|:rw]`.
+fn parse_mount(s: &str) -> Result<(PathBuf, PathBuf, bool), String> {
+    let (rest, ro) = match (s.strip_suffix(":ro"), s.strip_suffix(":rw")) {
+        (Some(r), _) => (r, true),
+        (_, Some(r)) => (r, false),
+        _ => (s, false),
+    };
+    let Some((host, path)) = rest.rsplit_once(':') else {
+        return Err(format!("{s:?} is not HOST:PATH[:ro]"));
+    };
+    if host.is_empty() || !path.starts_with('/') || Path::new(path) == Path::new("/") {
+        return Err(format!(
+            "{s:?}: give a host path and an absolute path inside other than / (HOST:PATH[:ro])"
+        ));
+    }
+    if Path::new(path)
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(format!("{s:?}: the path inside may not contain .."));
+    }
+    Ok((host.into(), path.into(), ro))
+}
+
+/// `--mount`s as config entries, each host path made absolute and checked
+/// to exist now, before anything is unpacked.
+fn host_mounts(list: &[(PathBuf, PathBuf, bool)]) -> Result<Vec<MountEntry>, Failure> {
+    list.iter()
+        .map(|(host, path, ro)| {
+            let src = fs::canonicalize(host).map_err(io(format!(
+                "--mount {}: cannot use the host path (make it first, or fix the path)",
+                host.display()
+            )))?;
+            Ok(MountEntry {
+                source: src.to_string_lossy().into_owned(),
+                target: path.clone(),
+                fstype: "bind".into(),
+                options: format!("idmap,nosuid,nodev{}", if *ro { ",ro" } else { "" }),
+            })
+        })
+        .collect()
+}
+
 pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
     check_name(&a.name)?;
+    let host_mounts = host_mounts(&a.mounts)?;
     let root = paths::containers_dir();
     private_dir(&root)?;
     let lockp = root.join(format!(".{}.lock", a.name));
@@ -508,6 +558,7 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
             options: m.options.clone(),
         })
         .collect();
+    cfg.mounts.extend(host_mounts);
     cfg.limits = Limits {
         memory: a.memory.or(lxc.memory_limit()),
         // A default, so that no container can empty the host's pid table;
@@ -580,6 +631,9 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
                 refused_mounts.join("; ")
             ));
         }
+        for n in crate::cmd_run::host_mount_notes(&cfg) {
+            ctx.term.warning(&format!("{}: {n}", a.name));
+        }
         if let Some(report) = report.as_ref().filter(|r| !r.skipped.is_empty()) {
             ctx.term.say(&format!("skipped {} entries (device nodes cannot be made unprivileged; davit builds /dev at start)", report.skipped.len()));
         }
@@ -647,6 +701,7 @@ fn destroy_container(name: &str, dir: &Path) -> Result<(), Failure> {
     // An overlay container's own layers; its base stays for the others
     // (and for the next create) until `davit cache prune`.
     remove_tree(&dir.join("overlay"), maps.as_ref())?;
+    remove_tree(&dir.join("snapshots"), maps.as_ref())?;
     fs::remove_dir_all(dir).map_err(io(format!("cannot remove {}", dir.display())))?;
     if let Some(base) = cfg.as_ref().and_then(|c| c.storage.base.as_ref()) {
         storage::unref(base, dir)?;

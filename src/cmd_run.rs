@@ -1,7 +1,7 @@
 //! `davit start`, `attach`, `info`, `list`, `stop` and `check`: thin
 //! wrappers over davit-run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
@@ -114,9 +114,41 @@ pub fn net_config_path() -> PathBuf {
         .unwrap_or_else(|| davit_run::net::HOST_CONFIG.into())
 }
 
+/// What the container will see of each host bind marked `idmap`
+/// (`create --mount`) that cannot be idmapped here, and why; and, for one
+/// that is, that container root writes into it as host root.
+pub fn host_mount_notes(cfg: &ContainerConfig) -> Vec<String> {
+    let mut notes = Vec::new();
+    if cfg.privileged {
+        return notes;
+    }
+    let root_host = cfg.idmap.host_uid(0).unwrap_or(65534);
+    for m in cfg.mounts.iter().filter(|m| m.wants_idmap()) {
+        let what = format!("--mount {}:{}", m.source, m.target.display());
+        let plain = format!("inside, its files show their owners only where they are host ids of the container's map (else as nobody, 65534), and what container root writes there is owned by host uid {root_host}");
+        if !crate::paths::is_root() {
+            notes.push(format!(
+                "{what} is a plain bind: only root can make an idmapped mount; {plain}"
+            ));
+            continue;
+        }
+        match davit_run::storage::probe_idmapped_bind(Path::new(&m.source), &cfg.idmap) {
+            Ok(()) => notes.push(format!("{what} is idmapped: host ids show unshifted inside, and container root writes there as host root (uid 0), so share only a directory no other host user runs programs from")),
+            Err(e) => notes.push(format!("{what} is a plain bind, not idmapped ({e}); {plain}")),
+        }
+    }
+    notes
+}
+
 pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
     let c = container(&a.name)?;
     let mut cfg = load(&c)?;
+    for n in host_mount_notes(&cfg) {
+        // The idmapped ones were told at create; the rest each time.
+        if !n.contains(" is idmapped") {
+            ctx.term.warning(&format!("{}: {n}", c.name));
+        }
+    }
     let host = davit_run::net::HostNet::load(&net_config_path())?;
     if let (_, Some(hint)) = davit_run::net::plan(&host, &cfg, nix::unistd::geteuid().as_raw()) {
         ctx.term.warning(&format!("{}: {hint}", c.name));

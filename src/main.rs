@@ -14,6 +14,7 @@ mod cmd_offline;
 mod cmd_publish;
 mod cmd_run;
 mod cmd_serve;
+mod cmd_snapshot;
 mod paths;
 mod relay;
 mod report;
@@ -109,6 +110,9 @@ enum Cmd {
     /// Change limits (a running container's at once, like lxc-cgroup) and
     /// autostart keys in config.toml.
     Set(cmd_manage::SetArgs),
+    /// Snapshot a stopped container (like lxc-snapshot); `list`, `restore`
+    /// and `delete` its snapshots.
+    Snapshot(cmd_snapshot::SnapshotArgs),
     /// Rename a stopped container (like lxc-copy -R).
     Rename(cmd_manage::RenameArgs),
     /// Start the containers marked autostart, in order (like lxc-autostart);
@@ -231,6 +235,7 @@ fn main() -> ExitCode {
         Cmd::Wait(a) => cmd_run::wait(&ctx, a),
         Cmd::Set(a) => cmd_manage::set(&ctx, a),
         Cmd::Rename(a) => cmd_manage::rename(&ctx, a),
+        Cmd::Snapshot(a) => cmd_snapshot::snapshot(&ctx, a),
         Cmd::Autostart(a) => cmd_manage::autostart(&ctx, a),
         Cmd::Freeze(a) => cmd_run::freeze(&ctx, a, true),
         Cmd::Unfreeze(a) => cmd_run::freeze(&ctx, a, false),

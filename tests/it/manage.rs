@@ -325,3 +325,382 @@ fn the_systemd_unit_runs_autostart() {
         stderr(&o)
     );
 }
+
+fn chown(p: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
+}
+
+fn owner(p: &Path) -> (u32, u32) {
+    let md = std::fs::symlink_metadata(p).unwrap();
+    (
+        std::os::unix::fs::MetadataExt::uid(&md),
+        std::os::unix::fs::MetadataExt::gid(&md),
+    )
+}
+
+/// `create --mount` as root: an idmapped bind (host uid 1000 is 1000
+/// inside, container root writes as host root), `:ro` enforced, a target
+/// that is a link in the image pointing out of the rootfs binds inside it,
+/// a missing host path is refused before anything is unpacked, and on a
+/// filesystem without idmapped mounts (ramfs, in a mount namespace of the
+/// test's own) the start says so and binds plainly.
+#[test]
+fn mount_binds_host_directories_idmapped_read_only_and_inside_the_rootfs() {
+    if !require_root("mount_binds_host_directories_idmapped_read_only_and_inside_the_rootfs") {
+        return;
+    }
+    let env = Env::new("mount");
+    let share = env.path().join("share");
+    let rodir = env.path().join("rodir");
+    // A name the host's /tmp does not have: where an escape would land.
+    let canary = Path::new("/tmp").join(format!("{}-escaped", env.prefix));
+    for d in [&share, &rodir] {
+        std::fs::create_dir(d).unwrap();
+    }
+    std::fs::write(share.join("owned"), "by 1000\n").unwrap();
+    chown(&share, 1000, 1000);
+    chown(&share.join("owned"), 1000, 1000);
+    std::fs::write(rodir.join("keep"), "keep\n").unwrap();
+
+    let m = |host: &Path, rest: &str| format!("{}:{rest}", host.display());
+    let o = run(env
+        .davit()
+        .args(["create", "bad"])
+        .args(["--mount", &m(&env.path().join("nowhere"), "/x")]));
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nowhere"), "{}", stderr(&o));
+    assert!(!env.path().join("containers/bad").exists());
+    let o = run(env
+        .davit()
+        .args(["create", "bad", "--mount", "/tmp:relative"]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    let out = env.create(
+        "c1",
+        &[
+            "--storage",
+            "dir",
+            "--mount",
+            &m(&share, "/data"),
+            "--mount",
+            &m(&rodir, "/ro:ro"),
+            "--mount",
+            &m(
+                &share,
+                &format!("/escape/{}", canary.file_name().unwrap().to_str().unwrap()),
+            ),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The image's /escape points up and out, at the host's /tmp.
+    let rootfs = env.path().join("containers/c1/rootfs");
+    std::os::unix::fs::symlink("../../../../../../../../tmp", rootfs.join("escape")).unwrap();
+    let cfg = read_to_string(&env.path().join("containers/c1/config.toml"));
+    assert!(cfg.contains("options = \"idmap,nosuid,nodev,ro\""), "{cfg}");
+
+    ok(env.davit().args(["start", "-d", "c1"]));
+    let inside = |cmd: &str| {
+        let o = run(env.davit().args(["attach", "c1", "--", "sh", "-c", cmd]));
+        (o.status.success(), stdout(&o).trim().to_owned(), stderr(&o))
+    };
+    let (okk, out, err) = inside("stat -c %u:%g /data/owned && cat /data/owned");
+    assert!(okk, "{err}");
+    assert_eq!(out, "1000:1000\nby 1000", "host uid 1000 is 1000 inside");
+    let (okk, _, err) = inside("echo hi > /data/by-root && chown 1000:1000 /data/owned && touch /data/u && chown 1234:1234 /data/u");
+    assert!(okk, "{err}");
+    assert_eq!(
+        owner(&share.join("by-root")),
+        (0, 0),
+        "container root writes as host root"
+    );
+    assert_eq!(owner(&share.join("u")), (1234, 1234));
+    assert_eq!(read_to_string(&share.join("by-root")), "hi\n");
+
+    let (okk, _, _) = inside("echo x > /ro/new");
+    assert!(!okk, "ro is enforced");
+    assert!(!rodir.join("new").exists());
+    let (okk, out, _) = inside("cat /ro/keep; grep ' /ro ' /proc/self/mountinfo");
+    assert!(
+        okk && out.starts_with("keep") && out.contains(" ro,"),
+        "{out}"
+    );
+    let (okk, _, _) = inside("mount -o remount,rw,bind /ro && echo x > /ro/new");
+    assert!(
+        !okk && !rodir.join("new").exists(),
+        "container root cannot lift ro"
+    );
+    let probe = env.path().join("setattr_rw");
+    let cc = std::process::Command::new("gcc")
+        .args(["-static", "-O", "-o"])
+        .arg(&probe)
+        .arg(repo().join("tests/it/probes/setattr_rw.c"))
+        .output()
+        .expect("gcc (build-essential)");
+    assert!(cc.status.success(), "{}", stderr(&cc));
+    std::fs::copy(
+        &probe,
+        env.path().join("containers/c1/rootfs/bin/setattr_rw"),
+    )
+    .unwrap();
+    let (_, out, _) = inside("/bin/setattr_rw /ro; echo x > /ro/new");
+    assert!(out.contains("SETATTR-DENIED"), "{out}");
+    assert!(!rodir.join("new").exists(), "mount_setattr cannot lift ro");
+
+    // The link resolved inside the rootfs: the bind is there, not on the
+    // host's canary.
+    let (okk, _, err) = inside(&format!("echo in > {}/through-link", canary.display()));
+    assert!(okk, "{err}");
+    assert!(share.join("through-link").exists());
+    assert!(
+        !canary.exists(),
+        "{} was made on the host",
+        canary.display()
+    );
+    let host_mounts = read_to_string(Path::new("/proc/self/mountinfo"));
+    assert!(
+        !host_mounts.contains(canary.to_str().unwrap()),
+        "nothing mounted on the host"
+    );
+    assert!(
+        rootfs.join(canary.strip_prefix("/").unwrap()).is_dir(),
+        "made inside the rootfs"
+    );
+    ok(env.davit().args(["stop", "-k", "c1"]));
+
+    // No idmapped mounts on ramfs: said at start, and a plain bind.
+    let ram = env.path().join("ram");
+    std::fs::create_dir(&ram).unwrap();
+    let out = env.create("c2", &["--storage", "dir", "--mount", &m(&ram, "/ram")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let script = format!(
+        "mount -t ramfs none {ram} && echo r > {ram}/f && chown 1000:1000 {ram}/f && \"$@\" start -d c2 && \"$@\" attach c2 -- stat -c %u /ram/f; \"$@\" stop -k c2 >/dev/null",
+        ram = ram.display()
+    );
+    let d = env.davit();
+    let mut c = std::process::Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
+        .arg(d.get_program())
+        .envs(d.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+    let o = run(&mut c);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("is a plain bind, not idmapped (mount_setattr"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        stdout(&o).trim(),
+        "65534",
+        "unmapped host ids show as nobody"
+    );
+}
+
+/// `create --mount` as a plain user: a plain bind (only root may idmap),
+/// said at create; container root's writes are owned by the user's
+/// subordinate root on the host, the user's own files show as nobody, and
+/// `:ro` holds.
+#[test]
+fn mount_as_a_plain_user_is_a_plain_bind_with_shifted_owners() {
+    if !require_root("mount_as_a_plain_user_is_a_plain_bind_with_shifted_owners") {
+        return;
+    }
+    let u = plain_user();
+    let us = UserSetup::new("umount");
+    let share = us.t.path().join("share");
+    let rodir = us.t.path().join("rodir");
+    for d in [&share, &rodir] {
+        std::fs::create_dir(d).unwrap();
+        chown(d, u.uid, u.gid);
+    }
+    std::fs::write(share.join("mine"), "mine\n").unwrap();
+    chown(&share.join("mine"), u.uid, u.gid);
+    // Container root is not the user: it may write only where others may.
+    std::fs::set_permissions(&share, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let out = us.create(
+        "u1",
+        &[
+            "--storage",
+            "dir",
+            "--mount",
+            &format!("{}:/data", share.display()),
+            "--mount",
+            &format!("{}:/ro:ro", rodir.display()),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is a plain bind: only root can make an idmapped mount"),
+        "{}",
+        stderr(&out)
+    );
+    ok(&mut us.davit(&["start", "-d", "u1"]));
+    let inside = |cmd: &str| {
+        let o = run(&mut us.davit(&["attach", "u1", "--", "sh", "-c", cmd]));
+        (o.status.success(), stdout(&o).trim().to_owned(), stderr(&o))
+    };
+    let (okk, out, err) = inside("stat -c %u /data/mine && echo w > /data/written");
+    assert!(okk, "{err}");
+    assert_eq!(out, "65534");
+    assert_eq!(
+        owner(&share.join("written")).0,
+        u.subuid,
+        "the user's subordinate root"
+    );
+    let (okk, _, _) = inside("touch /ro/x");
+    assert!(!okk && !rodir.join("x").exists(), "ro holds");
+    ok(&mut us.davit(&["stop", "-k", "u1"]));
+}
+
+/// The paths of a tree, for comparing whole states.
+fn listing(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = walk(root)
+        .into_iter()
+        .map(|p| p.strip_prefix(root).unwrap().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Snapshot, write, restore; then restores killed with SIGKILL at moments
+/// spread over their run, each leaving the old tree or the restored one
+/// whole, never a mix, and the snapshot intact. `d` runs davit (as root
+/// or as the plain user); `tree` is the container's own tree.
+fn snapshot_round(d: &dyn Fn(&[&str]) -> std::process::Command, name: &str, tree: &Path) {
+    let run_in = |cmd: &str| {
+        ok(&mut d(&["start", "-d", name]));
+        ok(&mut d(&["attach", name, "--", "sh", "-c", cmd]));
+        ok(&mut d(&["stop", "-k", name]));
+    };
+    run_in("echo before > /etc/marker");
+    let o = run(&mut d(&["snapshot", name]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    ok(&mut d(&["snapshot", name, "second"]));
+    let l = json(&ok(&mut d(&["snapshot", "list", name, "--json"])));
+    let names: Vec<&str> = l
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["snap0", "second"]);
+    let o = run(&mut d(&["snapshot", name, "second"]));
+    assert_eq!(o.status.code(), Some(2), "taken: {}", stderr(&o));
+    let snap_state = listing(tree);
+
+    run_in("echo after > /etc/marker; echo new > /etc/written; rm /bin/true 2>/dev/null; mkdir -p /var/many && for i in $(seq 1 300); do echo $i > /var/many/f$i; done");
+    let after_state = listing(tree);
+    assert_ne!(snap_state, after_state);
+
+    // A running container is refused.
+    ok(&mut d(&["start", "-d", name]));
+    let o = run(&mut d(&["snapshot", "restore", name, "snap0"]));
+    assert_eq!(o.status.code(), Some(2), "running: {}", stderr(&o));
+    ok(&mut d(&["stop", "-k", name]));
+
+    // Killed during the restore, at spread moments.
+    let mut saw = (0, 0);
+    for delay_ms in [0u64, 5, 10, 20, 40, 80, 160] {
+        let mut child = d(&["snapshot", "restore", name, "snap0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        // A user-namespace helper the kill orphaned may still be copying.
+        std::thread::sleep(Duration::from_millis(300));
+        let now = listing(tree);
+        if now == snap_state {
+            saw.1 += 1;
+            // Back to the written state for the next round.
+            run_in("echo after > /etc/marker; echo new > /etc/written; rm /bin/true 2>/dev/null; mkdir -p /var/many && for i in $(seq 1 300); do echo $i > /var/many/f$i; done");
+            assert_eq!(listing(tree), after_state);
+        } else {
+            assert_eq!(now, after_state, "a mix after a kill at {delay_ms} ms");
+            saw.0 += 1;
+        }
+    }
+    eprintln!(
+        "{name}: kills left the old tree {} times, the restored one {} times",
+        saw.0, saw.1
+    );
+
+    ok(&mut d(&["snapshot", "restore", name, "snap0"]));
+    assert_eq!(listing(tree), snap_state, "restored");
+    ok(&mut d(&["start", "-d", name]));
+    let out = stdout(&ok(&mut d(&[
+        "attach",
+        name,
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/marker; ls /etc/written 2>&1; ls /bin/true",
+    ])));
+    assert!(
+        out.starts_with("before\n") && out.contains("No such file") && out.contains("/bin/true"),
+        "{out}"
+    );
+    ok(&mut d(&["stop", "-k", name]));
+    // Nothing left behind by the killed restores, and the snapshot is whole.
+    let parent = tree.parent().unwrap();
+    let stray: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".restore-"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+    ok(&mut d(&["snapshot", "delete", name, "second"]));
+    let l = json(&ok(&mut d(&["snapshot", "list", name, "--json"])));
+    assert_eq!(l.as_array().unwrap().len(), 1);
+    let o = run(&mut d(&["snapshot", "restore", name, "second"]));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+}
+
+#[test]
+fn snapshot_restore_is_all_or_nothing_for_dir_and_overlay_as_root() {
+    if !require_root("snapshot_restore_is_all_or_nothing_for_dir_and_overlay_as_root") {
+        return;
+    }
+    let env = Env::new("snap");
+    for (name, storage, tree) in [("c1", "dir", "rootfs"), ("o1", "overlay", "overlay/upper")] {
+        let out = env.create(name, &["--storage", storage]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let d = |args: &[&str]| {
+            let mut c = env.davit();
+            c.args(args);
+            c
+        };
+        snapshot_round(
+            &d,
+            name,
+            &env.path().join("containers").join(name).join(tree),
+        );
+    }
+    // destroy takes the snapshots with it.
+    ok(env.davit().args(["destroy", "c1"]));
+    assert!(!env.path().join("containers/c1").exists());
+}
+
+#[test]
+fn snapshot_restore_is_all_or_nothing_as_a_plain_user() {
+    if !require_root("snapshot_restore_is_all_or_nothing_as_a_plain_user") {
+        return;
+    }
+    let us = UserSetup::new("usnap");
+    let cts = us.home.join("data/davit/containers");
+    for (name, storage, tree) in [("u1", "dir", "rootfs"), ("v1", "overlay", "overlay/upper")] {
+        let out = us.create(name, &["--storage", storage]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let d = |args: &[&str]| us.davit(args);
+        snapshot_round(&d, name, &cts.join(name).join(tree));
+    }
+    ok(&mut us.davit(&["destroy", "u1"]));
+    assert!(
+        !cts.join("u1").exists(),
+        "the snapshots' shifted files were removed too"
+    );
+}

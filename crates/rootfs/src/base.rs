@@ -491,6 +491,22 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     )
 }
 
+/// Swaps trees `a` and `b` in one step (`renameat2(RENAME_EXCHANGE)`),
+/// so that a reader, or a kill at any moment, sees one or the other
+/// whole: a snapshot's restore is this swap.
+///
+/// # Errors
+/// [`Error::Base`] naming both paths.
+pub fn exchange(a: &Path, b: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap_or_default();
+    crate::sys::rename_exchange(&c(a), &c(b)).map_err(|source| Error::Base {
+        what: format!("cannot swap {} with", b.display()),
+        path: a.to_owned(),
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

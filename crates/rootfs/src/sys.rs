@@ -150,7 +150,22 @@ pub fn linkat(
     .map(drop)
 }
 
-/// `unlinkat(dirfd, name, flags)`.
+/// `renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE)`: swaps two
+/// paths in one step.
+pub fn rename_exchange(a: &CStr, b: &CStr) -> io::Result<()> {
+    // SAFETY: valid C strings; integer flags.
+    cvt(unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    })
+    .map(drop)
+}
+
 pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<()> {
     // SAFETY: `name` is NUL-terminated and `dir` is a live descriptor.
     retry(|| unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(drop)

@@ -363,6 +363,24 @@ pub struct MountEntry {
     pub options: String,
 }
 
+impl MountEntry {
+    /// A bind mount of a host path.
+    pub fn is_bind(&self) -> bool {
+        matches!(self.fstype.as_str(), "bind" | "rbind" | "none")
+            || self.options().any(|o| o == "bind" || o == "rbind")
+    }
+
+    /// The comma-separated options, one by one.
+    pub fn options(&self) -> impl Iterator<Item = &str> {
+        self.options.split(',').filter(|o| !o.is_empty())
+    }
+
+    /// A bind marked `idmap`.
+    pub fn wants_idmap(&self) -> bool {
+        self.is_bind() && self.options().any(|o| o == "idmap")
+    }
+}
+
 fn default_fstype() -> String {
     "bind".to_owned()
 }
@@ -489,6 +507,21 @@ impl ContainerConfig {
             source,
         })?;
         Self::from_toml(&text, path)
+    }
+
+    /// The seccomp policy init and `attach` run under: the configured one,
+    /// with [`crate::seccomp::Seccomp::keep_binds_read_only`] when a bind
+    /// is read only and the container has a user namespace (a privileged
+    /// container's root could undo anything anyway).
+    pub fn seccomp_in_force(&self) -> crate::seccomp::Seccomp {
+        let mut s = self.seccomp.clone();
+        s.keep_binds_read_only = s.profile == crate::seccomp::Profile::Default
+            && !self.privileged
+            && self
+                .mounts
+                .iter()
+                .any(|m| m.is_bind() && m.options().any(|o| o == "ro"));
+        s
     }
 
     /// Serialise to TOML.

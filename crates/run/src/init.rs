@@ -141,6 +141,17 @@ fn setup(chan: &mut Channel, plan: &Plan<'_>) -> StepResult<Infallible> {
         Backend::Overlay => Some(OverlayLayers::open(plan.cfg).at(InitStep::Overlay)?),
         Backend::Dir => None,
     };
+    // Host directories to bind, opened now for the same reason.
+    let sources = open_bind_sources(plan.cfg).at(InitStep::UserMounts)?;
+    // The parent's idmapped copies of the binds marked `idmap`, in order.
+    let mut trees = Vec::with_capacity(plan.cfg.mounts.len());
+    for m in &plan.cfg.mounts {
+        trees.push(if plan.userns && m.wants_idmap() {
+            chan.expect_host_mount().at(InitStep::Sync)?
+        } else {
+            None
+        });
+    }
     // Non-dumpable from now until exec (CVE-2016-9962); exec resets it.
     // Not earlier: a rootless parent's newuidmap must open our /proc files,
     // which a non-dumpable process hands to root.
@@ -210,8 +221,8 @@ fn setup(chan: &mut Channel, plan: &Plan<'_>) -> StepResult<Infallible> {
         plan.systemd_v1_rw,
     )
     .at(InitStep::CgroupFs)?;
-    for m in &plan.cfg.mounts {
-        user_mount(root, m).at(InitStep::UserMounts)?;
+    for ((m, source), tree) in plan.cfg.mounts.iter().zip(sources).zip(trees) {
+        user_mount(root, m, source, tree).at(InitStep::UserMounts)?;
     }
     nix::unistd::sethostname(plan.cfg.hostname())
         .map_err(|e| Error::sys(format!("sethostname({:?})", plan.cfg.hostname()), e))
@@ -1073,69 +1084,120 @@ fn mkdir_all_in_root(root: BorrowedFd<'_>, target: &Path, file: bool) -> Result<
     Ok(cur)
 }
 
-fn user_mount(root: BorrowedFd<'_>, m: &MountEntry) -> Result<()> {
+/// The source of each bind in `cfg.mounts` (`None` for other mounts and
+/// for a missing `optional` one), opened `O_PATH` while init still holds
+/// the invoking user's host ids: container root may not search the way
+/// to a host directory. The host path is the admin's, so its links are
+/// followed.
+fn open_bind_sources(cfg: &ContainerConfig) -> Result<Vec<Option<OwnedFd>>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    cfg.mounts
+        .iter()
+        .map(|m| {
+            if !m.is_bind() {
+                return Ok(None);
+            }
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+                .open(&m.source)
+            {
+                Ok(f) => Ok(Some(OwnedFd::from(f))),
+                Err(e)
+                    if m.options().any(|o| o == "optional")
+                        && e.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    Ok(None)
+                }
+                Err(source) => Err(Error::Read {
+                    path: PathBuf::from(&m.source),
+                    source,
+                }),
+            }
+        })
+        .collect()
+}
+
+fn user_mount(
+    root: BorrowedFd<'_>,
+    m: &MountEntry,
+    source: Option<OwnedFd>,
+    idmapped: Option<OwnedFd>,
+) -> Result<()> {
     let mut flags = MsFlags::empty();
     let mut data = Vec::new();
-    let mut optional = false;
     let mut ro = false;
-    let mut bind = matches!(m.fstype.as_str(), "bind" | "rbind" | "none");
-    if m.fstype == "rbind" {
-        flags |= MsFlags::MS_REC;
-    }
-    for o in m.options.split(',').filter(|o| !o.is_empty()) {
+    let bind = m.is_bind();
+    let mut recursive = m.fstype == "rbind";
+    // mount_setattr flags for a bind's detached tree.
+    let (mut set, mut clr) = (0u64, 0u64);
+    for o in m.options() {
         match o {
             "ro" => ro = true,
-            "rw" | "defaults" | "create=dir" | "create=file" => {}
-            "nosuid" => flags |= MsFlags::MS_NOSUID,
-            "nodev" => flags |= MsFlags::MS_NODEV,
-            "noexec" => flags |= MsFlags::MS_NOEXEC,
-            "noatime" => flags |= MsFlags::MS_NOATIME,
-            "relatime" => flags |= MsFlags::MS_RELATIME,
-            "bind" => bind = true,
-            "rbind" => {
-                bind = true;
-                flags |= MsFlags::MS_REC;
+            "rw" | "defaults" | "create=dir" | "create=file" | "bind" | "optional" | "idmap" => {}
+            "nosuid" => {
+                flags |= MsFlags::MS_NOSUID;
+                set |= sys::MOUNT_ATTR_NOSUID;
             }
-            "optional" => optional = true,
+            "nodev" => {
+                flags |= MsFlags::MS_NODEV;
+                set |= sys::MOUNT_ATTR_NODEV;
+            }
+            "noexec" => {
+                flags |= MsFlags::MS_NOEXEC;
+                set |= sys::MOUNT_ATTR_NOEXEC;
+            }
+            "noatime" => {
+                flags |= MsFlags::MS_NOATIME;
+                set |= sys::MOUNT_ATTR_NOATIME;
+                clr |= sys::MOUNT_ATTR_ATIME_MASK;
+            }
+            "relatime" => {
+                flags |= MsFlags::MS_RELATIME;
+                clr |= sys::MOUNT_ATTR_ATIME_MASK;
+            }
+            "rbind" => recursive = true,
             other => data.push(other),
         }
     }
     let shown = m.target.to_string_lossy().into_owned();
-    let rel = shown.trim_start_matches('/').to_owned();
     if bind {
-        let meta = match std::fs::metadata(&m.source) {
-            Ok(meta) => meta,
-            Err(_) if optional => return Ok(()),
-            Err(source) => {
-                return Err(Error::Read {
-                    path: PathBuf::from(&m.source),
-                    source,
-                })
-            }
+        // A missing optional source.
+        let Some(source) = source else {
+            return Ok(());
         };
-        let t = mkdir_all_in_root(root, &m.target, !meta.is_dir())?;
-        mount_on(
-            Some(m.source.as_str()),
-            t.as_fd(),
-            &shown,
-            None,
-            MsFlags::MS_BIND | (flags & MsFlags::MS_REC),
-            None,
-        )?;
-        drop(t);
-        if ro || !(flags - MsFlags::MS_REC).is_empty() {
-            let t = open_path(root, &rel)?;
-            let f = MsFlags::MS_BIND
-                | MsFlags::MS_REMOUNT
-                | (flags - MsFlags::MS_REC)
-                | if ro {
-                    MsFlags::MS_RDONLY
-                } else {
-                    MsFlags::empty()
-                };
-            mount_on(None, t.as_fd(), &shown, None, f, None)?;
+        let is_dir = nix::sys::stat::fstat(source.as_raw_fd())
+            .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+            .map_err(|e| Error::sys(format!("fstat({:?})", m.source), e))?;
+        // Resolved inside the rootfs: a link in the image cannot lead the
+        // bind out of it.
+        let t = mkdir_all_in_root(root, &m.target, !is_dir)?;
+        let tree = match idmapped {
+            Some(tree) => tree,
+            None => sys::open_tree_clone_fd(source.as_fd(), recursive).map_err(|e| {
+                Error::sys(
+                    format!(
+                        "open_tree({:?}, OPEN_TREE_CLONE{})",
+                        m.source,
+                        if recursive { "|AT_RECURSIVE" } else { "" }
+                    ),
+                    e,
+                )
+            })?,
+        };
+        if ro {
+            set |= sys::MOUNT_ATTR_RDONLY;
         }
-        Ok(())
+        if set != 0 || clr != 0 {
+            sys::mount_setattr_flags(tree.as_fd(), set, clr).map_err(|e| {
+                Error::sys(
+                    format!("mount_setattr({:?}, {:#x}, {:#x})", m.source, set, clr),
+                    e,
+                )
+            })?;
+        }
+        sys::move_mount_onto(tree.as_fd(), t.as_fd(), Path::new(""))
+            .map_err(|e| Error::sys(format!("move_mount({:?}, {shown:?})", m.source), e))
     } else {
         let t = mkdir_all_in_root(root, &m.target, false)?;
         if ro {

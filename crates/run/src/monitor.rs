@@ -349,7 +349,7 @@ pub fn run_monitor(
     st.monitor = me;
     st.privileged = cfg.privileged;
     st.no_limits_reason = why;
-    st.seccomp = Some(cfg.seccomp.clone());
+    st.seccomp = Some(cfg.seccomp_in_force());
     if let Some(cg) = &cg {
         st.cgroup_paths = cg.paths();
         st.cgroup_mounts = cg

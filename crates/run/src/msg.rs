@@ -27,6 +27,11 @@ pub(crate) enum Msg {
     /// Child → parent, with the master of the container's terminal
     /// attached: the pseudo-terminal init (or an attached command) runs on.
     Console,
+    /// Parent → child, after `MapsDone`, once per host bind marked
+    /// `idmap` (in config order): with the idmapped detached tree attached
+    /// when the parent could make one, without a descriptor when not (the
+    /// child then binds the directory plainly).
+    HostMount,
     /// Either way: a step failed.
     Failed {
         step: InitStep,
@@ -45,6 +50,7 @@ impl Msg {
             Msg::Ready => b[0] = 2,
             Msg::Start => b[0] = 3,
             Msg::Console => b[0] = 5,
+            Msg::HostMount => b[0] = 6,
             Msg::Failed { step, kind, errno } => {
                 b[0] = 4;
                 b[1] = step.to_u8();
@@ -61,6 +67,7 @@ impl Msg {
             2 => Msg::Ready,
             3 => Msg::Start,
             5 => Msg::Console,
+            6 => Msg::HostMount,
             4 => Msg::Failed {
                 step: InitStep::from_u8(b[1]),
                 kind: ErrorKind::from_u8(b[2]),
@@ -76,6 +83,7 @@ impl Msg {
             Msg::Ready => "ready",
             Msg::Start => "start",
             Msg::Console => "console",
+            Msg::HostMount => "host-mount",
             Msg::Failed { .. } => "failed",
         }
     }
@@ -285,6 +293,22 @@ impl Channel {
         }
     }
 
+    /// A `HostMount`, with or without its tree.
+    pub(crate) fn expect_host_mount(&mut self) -> Result<Option<OwnedFd>> {
+        match self.recv_with_fd()? {
+            Some((Msg::HostMount, fd)) => Ok(fd),
+            Some((Msg::Failed { step, kind, errno }, _)) => Err(failed(step, kind, errno)),
+            Some((m, _)) => Err(Error::Protocol {
+                want: Msg::HostMount.name(),
+                got: m.name().to_owned(),
+            }),
+            None => Err(Error::Protocol {
+                want: Msg::HostMount.name(),
+                got: "end of file (the peer exited)".to_owned(),
+            }),
+        }
+    }
+
     pub(crate) fn expect_ready(&mut self) -> Result<()> {
         self.expect(Msg::Ready)
     }
@@ -361,6 +385,19 @@ mod tests {
         // Without a descriptor it is a protocol error, not a hang.
         a.send(Msg::MapsDone).unwrap();
         assert!(b.expect_maps_done_with_fd().is_err());
+    }
+
+    #[test]
+    fn a_host_mount_comes_with_or_without_its_tree() {
+        use std::os::fd::AsFd;
+        let (mut a, mut b) = Channel::pair().unwrap();
+        let f = tempfile::tempfile().unwrap();
+        a.send_with_fd(Msg::HostMount, f.as_fd()).unwrap();
+        a.send(Msg::HostMount).unwrap();
+        a.send(Msg::Ready).unwrap();
+        assert!(b.expect_host_mount().unwrap().is_some());
+        assert!(b.expect_host_mount().unwrap().is_none());
+        assert!(b.expect_host_mount().is_err(), "another message is refused");
     }
 
     #[test]

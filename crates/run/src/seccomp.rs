@@ -30,6 +30,19 @@ pub struct Seccomp {
     /// More system calls to refuse with `EPERM`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny: Vec<String>,
+    /// Set by davit, not by hand, for a container with a read-only host
+    /// bind ([`crate::ContainerConfig::seccomp_in_force`]): container root
+    /// may not make a bind writable again. Its mounts are its own (made in
+    /// its own mount namespace), so the kernel does not lock their flags;
+    /// a `mount(MS_REMOUNT|MS_BIND)` without `MS_RDONLY` fails with
+    /// `EPERM` and `mount_setattr` with `ENOSYS` (callers fall back to
+    /// `mount`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep_binds_read_only: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A filter profile.
@@ -54,6 +67,15 @@ pub enum When {
         arg: u32,
         /// The bits.
         mask: u64,
+    },
+    /// Calls whose argument `arg`, masked with `mask`, is `value`.
+    Masked {
+        /// The argument's index.
+        arg: u32,
+        /// The bits looked at.
+        mask: u64,
+        /// What they must be.
+        value: u64,
     },
 }
 
@@ -155,6 +177,19 @@ impl Seccomp {
             errno: libc::EPERM,
             when: When::Always,
         }));
+        if self.keep_binds_read_only {
+            let (remount, bind, rdonly) = (libc::MS_REMOUNT, libc::MS_BIND, libc::MS_RDONLY);
+            v.push(Rule {
+                syscall: Cow::Borrowed("mount"),
+                errno: libc::EPERM,
+                when: When::Masked {
+                    arg: 3,
+                    mask: remount | bind | rdonly,
+                    value: remount | bind,
+                },
+            });
+            v.push(always("mount_setattr", libc::ENOSYS));
+        }
         v
     }
 
@@ -215,6 +250,15 @@ impl Seccomp {
                         mask,
                     )],
                 ),
+                When::Masked { arg, mask, value } => ctx.add_rule_conditional(
+                    act,
+                    sc,
+                    &[ScmpArgCompare::new(
+                        arg,
+                        ScmpCompareOp::MaskedEqual(mask),
+                        value,
+                    )],
+                ),
             }
             .map_err(fail(format!("rule for {}", r.syscall)))?;
         }
@@ -255,6 +299,7 @@ mod tests {
             profile: Profile::Default,
             allow: vec!["keyctl".into()],
             deny: vec!["mlock".into()],
+            keep_binds_read_only: false,
         };
         c.validate().unwrap();
         let names: Vec<String> = c.rules().iter().map(|r| r.syscall.to_string()).collect();
@@ -288,5 +333,11 @@ mod tests {
         .unwrap()
         .is_none());
         assert!(d.build().unwrap().is_some());
+        let ro = Seccomp {
+            keep_binds_read_only: true,
+            ..Seccomp::default()
+        };
+        assert_eq!(ro.rules().len(), DEFAULT_RULES.len() + 2);
+        assert!(ro.build().unwrap().is_some());
     }
 }

@@ -141,7 +141,7 @@ pub fn spawn_init(
         console: spec.console,
         null: crate::tty::host_null()?,
         own_cgroup: spec.cgroup.is_some(),
-        seccomp: cfg.seccomp.build()?,
+        seccomp: cfg.seccomp_in_force().build()?,
     };
     let mut plan = plan;
 
@@ -279,6 +279,17 @@ fn release(
     } else {
         chan.send(Msg::MapsDone)?;
     }
+    if !cfg.privileged {
+        let root = nix::unistd::geteuid().is_root();
+        for m in cfg.mounts.iter().filter(|m| m.wants_idmap()) {
+            // Not idmapped (a plain user, or a filesystem that refuses):
+            // init binds it plainly; `davit start` has said why.
+            match root.then(|| idmapped_bind(m, spawned.pid)) {
+                Some(Ok(tree)) => chan.send_with_fd(Msg::HostMount, tree.as_fd())?,
+                _ => chan.send(Msg::HostMount)?,
+            }
+        }
+    }
     if spec.console {
         spawned.console = Some(chan.expect_with_fd(Msg::Console)?);
     }
@@ -317,6 +328,35 @@ fn idmapped_base(cfg: &ContainerConfig, pid: Pid) -> Result<OwnedFd> {
                 "mount_setattr({}, MOUNT_ATTR_IDMAP, {ns_path}) (an idmapped base needs kernel 5.12+ and a filesystem that supports idmapped mounts; recreate the container with --storage dir)",
                 base.display()
             ),
+            e,
+        )
+    })?;
+    Ok(tree)
+}
+
+/// A detached copy of host directory (or file) `m.source`, idmapped
+/// through init's user namespace: on-disk uid N reads as container uid N
+/// inside (Incus's `shift=true`). Host root only.
+fn idmapped_bind(m: &crate::config::MountEntry, pid: Pid) -> Result<OwnedFd> {
+    let src = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(&m.source)
+        .map_err(|source| Error::Read {
+            path: m.source.clone().into(),
+            source,
+        })?;
+    let ns_path = format!("/proc/{pid}/ns/user");
+    let userns = std::fs::File::open(&ns_path).map_err(|source| Error::Read {
+        path: ns_path.clone().into(),
+        source,
+    })?;
+    let recursive = m.fstype == "rbind" || m.options().any(|o| o == "rbind");
+    let tree = sys::open_tree_clone_fd(src.as_fd(), recursive)
+        .map_err(|e| Error::sys(format!("open_tree({}, OPEN_TREE_CLONE)", m.source), e))?;
+    sys::mount_setattr_idmap(tree.as_fd(), userns.as_fd()).map_err(|e| {
+        Error::sys(
+            format!("mount_setattr({}, MOUNT_ATTR_IDMAP, {ns_path})", m.source),
             e,
         )
     })?;

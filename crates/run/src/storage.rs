@@ -88,6 +88,23 @@ pub fn probe_idmap(dir: &Path, map: &IdMap) -> Result<(), String> {
     if !kernel_at_least(5, 19) {
         return Err("an idmapped lower layer under overlayfs needs Linux 5.19 or newer".into());
     }
+    try_idmap(dir, map)
+}
+
+/// Whether host path `path` (a directory or file) can be bound into a
+/// container with `map` as an idmapped mount (`--mount`, root only).
+///
+/// # Errors
+/// Why not, naming the step.
+pub fn probe_idmapped_bind(path: &Path, map: &IdMap) -> Result<(), String> {
+    if !sys::mount_setattr_supported() {
+        return Err("this kernel has no mount_setattr (idmapped mounts need Linux 5.12+)".into());
+    }
+    try_idmap(path, map)
+}
+
+fn try_idmap(dir: &Path, map: &IdMap) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut cmd = Command::new("cat");
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -101,8 +118,12 @@ pub fn probe_idmap(dir: &Path, map: &IdMap) -> Result<(), String> {
         crate::idmap::write_maps(pid, map, true).map_err(|e| format!("{e}"))?;
         let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))
             .map_err(|e| format!("open /proc/{pid}/ns/user: {e}"))?;
-        let d = std::fs::File::open(dir).map_err(|e| format!("open {}: {e}", dir.display()))?;
-        let tree = sys::open_tree_clone(d.as_fd(), Path::new("."))
+        let d = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH)
+            .open(dir)
+            .map_err(|e| format!("open {}: {e}", dir.display()))?;
+        let tree = sys::open_tree_clone_fd(d.as_fd(), false)
             .map_err(|e| format!("open_tree({}): {e}", dir.display()))?;
         sys::mount_setattr_idmap(tree.as_fd(), ns.as_fd()).map_err(|e| {
             format!(

@@ -34,6 +34,19 @@ const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+/// `mount_attr` flags (linux/mount.h).
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+/// See [`MOUNT_ATTR_RDONLY`].
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+/// See [`MOUNT_ATTR_RDONLY`].
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+/// See [`MOUNT_ATTR_RDONLY`].
+pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+/// See [`MOUNT_ATTR_RDONLY`]; the atime bits.
+pub const MOUNT_ATTR_ATIME_MASK: u64 = 0x70;
+/// See [`MOUNT_ATTR_RDONLY`].
+pub const MOUNT_ATTR_NOATIME: u64 = 0x10;
 
 fn cpath(p: &Path) -> Result<CString, Errno> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
@@ -365,8 +378,28 @@ pub fn open_tree_clone(dirfd: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, Er
     Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
 }
 
+/// `open_tree(fd, "", OPEN_TREE_CLONE | AT_EMPTY_PATH [| AT_RECURSIVE])`:
+/// a detached copy of the mount at the file or directory `fd` (an
+/// `O_PATH` descriptor does), with its submounts when `recursive`.
+pub fn open_tree_clone_fd(fd: BorrowedFd<'_>, recursive: bool) -> Result<OwnedFd, Errno> {
+    let empty = CString::default();
+    let mut flags =
+        OPEN_TREE_CLONE | libc::AT_EMPTY_PATH as libc::c_uint | libc::O_CLOEXEC as libc::c_uint;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    // SAFETY: an empty C string; integer flags.
+    let r = unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), empty.as_ptr(), flags) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: new descriptor owned by us.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
 /// `move_mount(tree, "", to_dirfd, to_path, MOVE_MOUNT_F_EMPTY_PATH)`: attach
-/// the detached tree `tree` on top of `to_path`.
+/// the detached tree `tree` on top of `to_path` (an empty `to_path`: on
+/// `to_dirfd` itself, file or directory).
 pub fn move_mount_onto(
     tree: BorrowedFd<'_>,
     to_dirfd: BorrowedFd<'_>,
@@ -382,7 +415,11 @@ pub fn move_mount_onto(
             empty.as_ptr(),
             to_dirfd.as_raw_fd(),
             to.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
+            if to_path.as_os_str().is_empty() {
+                MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH
+            } else {
+                MOVE_MOUNT_F_EMPTY_PATH
+            },
         )
     };
     if r < 0 {
@@ -477,6 +514,8 @@ const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 /// `mount_setattr(tree, "", AT_EMPTY_PATH|AT_RECURSIVE, {MOUNT_ATTR_IDMAP,
 /// userns})`: make the detached mount `tree` (from [`open_tree_clone`])
 /// show its files' ids through the id map of the user namespace `userns`.
+///
+/// See also [`mount_setattr_flags`].
 /// Needs `CAP_SYS_ADMIN` over the filesystem, i.e. root for a host disk.
 pub fn mount_setattr_idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> Result<(), Errno> {
     let empty = CString::default();
@@ -735,4 +774,33 @@ pub fn bpf_prog_attach_cgroup_device(
         )
     };
     Errno::result(r).map(drop)
+}
+
+/// `mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, {set, clr})`: set
+/// and clear `MOUNT_ATTR_*` flags on every mount of `tree`.
+pub fn mount_setattr_flags(tree: BorrowedFd<'_>, set: u64, clr: u64) -> Result<(), Errno> {
+    let empty = CString::default();
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clr,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: a valid descriptor, an empty C string and a live, correctly
+    // laid out `mount_attr` whose size we pass.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH | AT_RECURSIVE as libc::c_int,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
 }
