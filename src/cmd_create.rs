@@ -696,6 +696,10 @@ fn destroy_container(name: &str, dir: &Path) -> Result<(), Failure> {
         Err(e) if e.kind() == davit_run::ErrorKind::NotRunning => {}
         Err(e) => return Err(e.into()),
     }
+    // The last console log goes with it.
+    if let Ok(l) = davit_run::state::StateStore::new(&paths::runtime_dir(), name).lock() {
+        let _ = l.purge();
+    }
     let maps = cfg.as_ref().and_then(storage::container_maps);
     remove_tree(&c.rootfs(), maps.as_ref())?;
     // An overlay container's own layers; its base stays for the others

@@ -318,7 +318,7 @@ pub fn rename(ctx: &Ctx, a: RenameArgs) -> Result<(), Failure> {
         storage::unref(base, &src.dir)?;
     }
     // The old name's runtime state (its last exit status) goes with it.
-    let _ = state_lock.remove();
+    let _ = state_lock.purge();
     drop(state_lock);
     if ctx.json {
         ctx.print_json(&json!({"name": a.new, "from": a.name, "dir": dir}));

@@ -210,6 +210,9 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
             })?;
             (MonitorIo::Fds(theirs), Some(p))
         }
+        // Detached: the monitor keeps init's console, logs it and serves
+        // `davit console`.
+        relay::Mode::Plain if a.daemon => (MonitorIo::Hold, None),
         relay::Mode::Plain => (MonitorIo::Inherit, None),
     };
     let mut h = spawn_monitor_on(&monitor_exe()?, &args, a.daemon, io)?;

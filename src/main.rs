@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cmd_console;
 mod cmd_create;
 mod cmd_docs;
 mod cmd_fetch;
@@ -93,6 +94,9 @@ enum Cmd {
     Start(cmd_run::StartArgs),
     /// Run a command (default: a login shell) inside a running container.
     Attach(cmd_run::AttachArgs),
+    /// Attach to a detached container's console (Ctrl-a q detaches), or
+    /// print its log (like lxc-console).
+    Console(cmd_console::ConsoleArgs),
     /// State, pid and resource use of a container (like lxc-info).
     Info(cmd_run::InfoArgs),
     /// One line per container (like lxc-ls -f).
@@ -227,6 +231,7 @@ fn main() -> ExitCode {
         Cmd::Unpack(a) => cmd_create::unpack(&ctx, a),
         Cmd::Start(a) => cmd_run::start(&ctx, a),
         Cmd::Attach(a) => cmd_run::attach(&ctx, a),
+        Cmd::Console(a) => cmd_console::console(&ctx, a),
         Cmd::Info(a) => cmd_run::info(&ctx, a),
         Cmd::List => cmd_run::list(&ctx),
         Cmd::Stop(a) => cmd_run::stop(&ctx, a),

@@ -216,10 +216,10 @@ impl Relay {
 }
 
 /// The host terminal in raw mode while a container owns it; restored on drop.
-struct RawMode(Option<nix::sys::termios::Termios>);
+pub struct RawMode(Option<nix::sys::termios::Termios>);
 
 impl RawMode {
-    fn enter() -> RawMode {
+    pub fn enter() -> RawMode {
         use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
         let stdin = std::io::stdin();
         let saved = tcgetattr(&stdin).ok();

@@ -704,3 +704,230 @@ fn snapshot_restore_is_all_or_nothing_as_a_plain_user() {
         "the snapshots' shifted files were removed too"
     );
 }
+
+/// `davit console` on a real pseudo-terminal driven by
+/// `tests/it/terminal/console.py`: `steps` are (what to type, what to wait
+/// for) pairs, then Ctrl-a q.
+fn console_session(
+    cmd: std::process::Command,
+    steps: serde_json::Value,
+    timeout: u64,
+) -> serde_json::Value {
+    let spec = serde_json::json!({"steps": steps, "timeout": timeout});
+    let mut c = std::process::Command::new("python3");
+    c.arg(repo().join("tests/it/terminal/console.py"))
+        .arg(spec.to_string())
+        .arg("--")
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TERM", "xterm")
+        .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+    json(&ok(&mut c))
+}
+
+/// busybox with a login shell on its console: a detached start logs it,
+/// `console` relays it on a real pty, Ctrl-a q detaches and leaves it
+/// running, a second session sees what was printed before, `--log` shows
+/// the log with escapes shown, `--follow` follows it until the stop.
+#[test]
+fn console_of_a_detached_container_attaches_detaches_and_logs() {
+    if !require_root("console_of_a_detached_container_attaches_detaches_and_logs") {
+        return;
+    }
+    let env = Env::new("console");
+    let out = env.create("c1", &["--storage", "dir"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rootfs = env.path().join("containers/c1/rootfs");
+    std::fs::write(
+        rootfs.join("etc/inittab"),
+        "::sysinit:/etc/init.d/rcS\n::respawn:-/bin/sh\n::shutdown:/bin/sync\n",
+    )
+    .unwrap();
+    std::fs::write(
+        rootfs.join("etc/init.d/rcS"),
+        "#!/bin/sh\nhostname -F /etc/hostname\necho booting-the-console-test\nprintf 'esc:\\033[2J:end\\n'\n",
+    )
+    .unwrap();
+    let o = run(env.davit().args(["console", "c1", "--log"]));
+    assert_eq!(o.status.code(), Some(3), "no log yet: {}", stderr(&o));
+    ok(env.davit().args(["start", "-d", "c1"]));
+    let mut log = String::new();
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            log = stdout(&ok(env.davit().args(["console", "c1", "--log"])));
+            log.contains("booting-the-console-test")
+        }),
+        "{log}"
+    );
+    assert!(
+        log.contains("esc:\\x1b[2J:end"),
+        "escapes shown, not obeyed: {log:?}"
+    );
+
+    let mut c = env.davit();
+    c.args(["console", "c1"]);
+    let v = console_session(
+        c,
+        serde_json::json!([[null, "Ctrl-a q"], ["echo hi-$((6*7))\r", "hi-42"]]),
+        30,
+    );
+    assert_eq!(v["failed"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["code"], 0, "{v}");
+    assert!(
+        v["screen"].as_str().unwrap().contains("Detached from c1"),
+        "{v}"
+    );
+    let st = json(&ok(env.davit().args(["info", "c1", "--json"])));
+    assert_eq!(st["state"], "RUNNING", "detaching leaves it running");
+
+    // What was printed while no one was attached, then the shell again.
+    ok(env.davit().args([
+        "attach",
+        "c1",
+        "--",
+        "sh",
+        "-c",
+        "echo while-away > /dev/console",
+    ]));
+    let mut c = env.davit();
+    c.args(["console", "c1"]);
+    let v = console_session(
+        c,
+        serde_json::json!([[null, "while-away"], ["echo again-$((1+1))\r", "again-2"]]),
+        30,
+    );
+    assert_eq!(v["failed"], serde_json::Value::Null, "{v}");
+    let screen = v["screen"].as_str().unwrap();
+    assert!(
+        screen.contains("hi-42"),
+        "the first session's output is replayed: {screen}"
+    );
+    assert!(stdout(&ok(env.davit().args(["console", "c1", "--log"]))).contains("again-2"));
+
+    // Another host user, even given a way to the socket (the test opens
+    // the 0700 directory and the 0600 socket for it), gets nothing: the
+    // monitor checks the peer's uid and hangs up before the replay.
+    let u = plain_user();
+    let state = env.path().join("run/c1");
+    let sock = state.join("console.sock");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let peek = format!(
+        "import socket; s = socket.socket(socket.AF_UNIX); s.connect({:?}); s.settimeout(5); print(len(s.recv(65536)))",
+        sock.display().to_string()
+    );
+    let o = ok(std::process::Command::new("setpriv").args([
+        "--reuid",
+        &u.uid.to_string(),
+        "--regid",
+        &u.gid.to_string(),
+        "--clear-groups",
+        "/usr/bin/python3",
+        "-c",
+        &peek,
+    ]));
+    assert_eq!(
+        stdout(&o).trim(),
+        "0",
+        "another user read the console: {}",
+        stdout(&o)
+    );
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    // --follow prints what arrives until the container stops.
+    let mut follow = env
+        .davit()
+        .args(["console", "c1", "--log", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    ok(env.davit().args([
+        "attach",
+        "c1",
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.5; echo followed-line > /dev/console",
+    ]));
+    std::thread::sleep(Duration::from_millis(600));
+    ok(env.davit().args(["stop", "-k", "c1"]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while follow.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "--follow did not end with the container"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = follow.wait_with_output().unwrap();
+    assert!(stdout(&o).contains("followed-line"), "{}", stdout(&o));
+
+    let o = run(env.davit().args(["console", "c1"]));
+    assert_eq!(o.status.code(), Some(2), "not running: {}", stderr(&o));
+    // The log of the last boot stays for --log after the stop; destroy
+    // takes it.
+    assert!(stdout(&ok(env.davit().args(["console", "c1", "--log"]))).contains("followed-line"));
+    ok(env.davit().args(["destroy", "c1"]));
+    assert!(
+        !env.path().join("run/c1").exists(),
+        "the log went with the container"
+    );
+}
+
+/// The Debian image (systemd) started with `-d`: `davit console` on a
+/// real pseudo-terminal shows getty's login prompt, Ctrl-a q detaches, a
+/// second session gets the prompt again, and `--log` holds the boot.
+#[test]
+fn console_shows_debians_getty_login_prompt() {
+    if !require_root("console_shows_debians_getty_login_prompt") {
+        return;
+    }
+    let env = Env::new("dconsole");
+    let tar = env.path().join("debian.tar");
+    let script = repo().join("images/debian/build.sh");
+    let o = run(std::process::Command::new("bash")
+        .arg(&script)
+        .arg("--cache")
+        .arg(davit_testkit::debian_cache())
+        .arg("--tarball-only")
+        .arg(&tar));
+    assert!(o.status.success(), "{}: {}", script.display(), stderr(&o));
+    let tree = env.path().join("tree");
+    // The fastest xz: this test is about the console, not the archive.
+    publish_tarball(
+        &tar,
+        "debian",
+        &fixture().key,
+        &tree,
+        &["--xz-preset".as_ref(), "0".as_ref()],
+    );
+    let t = std::time::Instant::now();
+    let out = env.create_from("d1", "debian", &tree, &["--storage", "dir"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    eprintln!("create {:.1}s", t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
+    ok(env.davit().args(["start", "-d", "d1"]));
+    let session = |steps: serde_json::Value| {
+        let mut c = env.davit();
+        c.args(["console", "d1"]);
+        console_session(c, steps, 90)
+    };
+    let v = session(serde_json::json!([[null, "login:"]]));
+    assert_eq!(v["failed"], serde_json::Value::Null, "no login prompt: {v}");
+    eprintln!("login prompt {:.1}s after start", t.elapsed().as_secs_f64());
+    assert_eq!(v["code"], 0, "{v}");
+    let st = json(&ok(env.davit().args(["info", "d1", "--json"])));
+    assert_eq!(st["state"], "RUNNING");
+    // Again: the prompt (replayed), and a fresh one after Enter.
+    let v = session(serde_json::json!([[null, "login:"], ["\r", "login:"]]));
+    assert_eq!(v["failed"], serde_json::Value::Null, "{v}");
+    let log = stdout(&ok(env.davit().args(["console", "d1", "--log"])));
+    assert!(
+        log.contains("Welcome to") && log.contains("login:"),
+        "{log}"
+    );
+    ok(env.davit().args(["stop", "-t", "30", "d1"]));
+}

@@ -67,6 +67,7 @@ pub mod attach;
 pub mod cgroup;
 pub mod check;
 pub mod config;
+pub mod console;
 pub mod devices;
 mod error;
 pub mod freeze;

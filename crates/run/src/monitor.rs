@@ -55,6 +55,9 @@ pub struct MonitorArgs {
     /// Give init a pseudo-terminal of the container's own and send its
     /// master on descriptor [`CONSOLE_FD`].
     pub console: bool,
+    /// Give init a pseudo-terminal of the container's own and keep its
+    /// master here: the console log and `davit console` ([`crate::console`]).
+    pub hold_console: bool,
 }
 
 impl MonitorArgs {
@@ -68,6 +71,7 @@ impl MonitorArgs {
             ready_fd: false,
             net_config: None,
             console: false,
+            hold_console: false,
         }
     }
 
@@ -86,6 +90,9 @@ impl MonitorArgs {
         }
         if self.console {
             v.push("--console".into());
+        }
+        if self.hold_console {
+            v.push("--hold-console".into());
         }
         if let Some(p) = &self.net_config {
             v.push("--net-config".into());
@@ -129,6 +136,7 @@ impl MonitorArgs {
                 }
                 Some("--ready-fd") => out.ready_fd = true,
                 Some("--console") => out.console = true,
+                Some("--hold-console") => out.hold_console = true,
                 Some("--net-config") => out.net_config = Some(val("--net-config")?.into()),
                 Some("--") => {
                     out.command = it
@@ -370,7 +378,7 @@ pub fn run_monitor(
         command: args.command.clone(),
         cgroup: cg.as_ref(),
         layout: &layout,
-        console: console.is_some(),
+        console: console.is_some() || args.hold_console,
     };
     let mut on_ready = |sp: &crate::spawn::Spawned| -> Result<()> {
         // net: set up from the host while init still waits to be released.
@@ -416,8 +424,10 @@ pub fn run_monitor(
     };
     // The terminal's master goes to the CLI, which relays it; the monitor
     // keeps no copy.
-    if let (Some(chan), Some(master)) = (console.as_mut(), spawned.console.take()) {
-        let _ = chan.send_with_fd(Msg::Console, std::os::fd::AsFd::as_fd(&master));
+    if let Some(chan) = console.as_mut() {
+        if let Some(master) = spawned.console.take() {
+            let _ = chan.send_with_fd(Msg::Console, std::os::fd::AsFd::as_fd(&master));
+        }
     }
     drop(console);
     // Only a plain user's attach goes through CMD (root's joins pid 1).
@@ -435,17 +445,43 @@ pub fn run_monitor(
             }
         }
     }
+    // The console's socket and log exist before `start -d` returns.
+    let server = match args.hold_console {
+        true => crate::console::Server::bind(store.dir()).ok(),
+        false => None,
+    };
     report(ready, &Report::Ready(spawned.pid.as_raw()));
 
-    let code = loop {
-        match waitpid(spawned.pid, None) {
-            Ok(ws) => {
-                if let Some(c) = exit_code(ws) {
-                    break c;
+    let mut reaped = None;
+    if let (Some(server), Some(master)) = (server, spawned.console.take()) {
+        let pid = spawned.pid;
+        let mut exited = || match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => false,
+            Ok(ws) => match exit_code(ws) {
+                Some(c) => {
+                    reaped = Some(c);
+                    true
                 }
+                None => false,
+            },
+            Err(_) => true,
+        };
+        let pidfd = spawned.pidfd.as_ref().map(std::os::fd::AsFd::as_fd);
+        crate::console::serve(server, master, pidfd, &mut exited);
+    }
+    let code = if let Some(c) = reaped {
+        c
+    } else {
+        loop {
+            match waitpid(spawned.pid, None) {
+                Ok(ws) => {
+                    if let Some(c) = exit_code(ws) {
+                        break c;
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break EXIT_SETUP_FAILED,
             }
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => break EXIT_SETUP_FAILED,
         }
     };
     let lock = store.lock()?;
@@ -563,6 +599,10 @@ pub enum MonitorIo {
     /// standard descriptors are `/dev/null`, and the master comes back
     /// through [`MonitorHandle::take_console`].
     Console,
+    /// Like `Console`, but the monitor keeps the master: it logs the
+    /// container's output and serves `davit console` ([`crate::console`]).
+    /// The monitor's own standard descriptors are `/dev/null`.
+    Hold,
 }
 
 /// Start `exe MONITOR_ARG args…` with a ready pipe, in a session of its
@@ -609,6 +649,12 @@ pub fn spawn_monitor_on(
             pass.push((OwnedFd::from(theirs), CONSOLE_FD));
             console = Some(Channel::from_stream(mine));
             args.console = true;
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+        }
+        MonitorIo::Hold => {
+            args.hold_console = true;
             cmd.stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());

@@ -377,11 +377,30 @@ impl StateLock {
     }
 
     /// Remove the state file and directory; the lock stays held until drop.
+    /// The console log of the last detached start stays (`davit console
+    /// --log` after a stop), and with it the directory.
     ///
     /// # Errors
     /// [`Error::Write`] if something other than "not found" fails.
     pub fn remove(&self) -> Result<()> {
-        for f in ["state.json", ".state.json.tmp", "lock"] {
+        self.remove_files(false)
+    }
+
+    /// [`StateLock::remove`], the console log included (`destroy`, `rename`).
+    ///
+    /// # Errors
+    /// As [`StateLock::remove`].
+    pub fn purge(&self) -> Result<()> {
+        self.remove_files(true)
+    }
+
+    fn remove_files(&self, logs: bool) -> Result<()> {
+        let mut files = vec!["state.json", ".state.json.tmp", crate::console::SOCKET];
+        if logs {
+            files.extend([crate::console::LOG, crate::console::OLD_LOG]);
+        }
+        files.push("lock");
+        for f in files {
             let p = self.store.dir.join(f);
             match fs::remove_file(&p) {
                 Ok(()) => {}
@@ -392,6 +411,7 @@ impl StateLock {
         match fs::remove_dir(&self.store.dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) if !logs && e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(()),
             Err(source) => Err(Error::Write {
                 path: self.store.dir.clone(),
                 source,
