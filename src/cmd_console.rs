@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::time::Duration;
 
 use clap::Args;
-use davit_run::console::{frame, winsize_frame, FRAME_INPUT};
+use davit_run::console::{frame, winsize_frame, FRAME_INPUT, FRAME_SELECT};
 
 use crate::cmd_run::container;
 use crate::{paths, relay, Ctx, Failure};
@@ -21,6 +21,10 @@ pub struct ConsoleArgs {
     /// With --log: keep printing what arrives until the container stops.
     #[arg(long, short, requires = "log")]
     pub follow: bool,
+    /// Attach to /dev/ttyN instead of /dev/console (1 to `ttys` in
+    /// config.toml, 4 by default).
+    #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "log")]
+    pub tty: u8,
 }
 
 /// `Ctrl-a`, then `q`: detach. `Ctrl-a Ctrl-a` sends one `Ctrl-a`.
@@ -57,11 +61,27 @@ pub fn console(ctx: &Ctx, a: ConsoleArgs) -> Result<(), Failure> {
     if a.log {
         return print_log(&runtime, &c.name, a.follow);
     }
+    if a.tty > 0 {
+        let cfg = crate::cmd_manage::load_config(&c)?;
+        if u32::from(a.tty) > cfg.ttys {
+            return Err(Failure::usage(format!(
+                "{} has {} terminals besides its console (ttys in {}); give --tty 1 to {}",
+                c.name,
+                cfg.ttys,
+                c.config_path().display(),
+                cfg.ttys
+            )));
+        }
+    }
     let sock = davit_run::console::connect(&runtime, &c.name)?;
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let which = match a.tty {
+        0 => "console".to_owned(),
+        n => format!("tty{n}"),
+    };
     if tty && !ctx.quiet {
         eprintln!(
-            "Connected to {}'s console; type Ctrl-a q to detach.\r",
+            "Connected to {}'s {which}; type Ctrl-a q to detach.\r",
             crate::report::printable(&c.name)
         );
     }
@@ -69,6 +89,9 @@ pub fn console(ctx: &Ctx, a: ConsoleArgs) -> Result<(), Failure> {
     let raw = tty.then(relay::RawMode::enter);
     let mut out_sock = sock
         .try_clone()
+        .map_err(|e| Failure::io(anyhow::anyhow!(e).context("cannot use the console socket")))?;
+    out_sock
+        .write_all(&frame(FRAME_SELECT, &[a.tty]))
         .map_err(|e| Failure::io(anyhow::anyhow!(e).context("cannot use the console socket")))?;
     if tty {
         if let Ok(ws) = rustix::termios::tcgetwinsize(std::io::stdin()) {
@@ -136,12 +159,12 @@ pub fn console(ctx: &Ctx, a: ConsoleArgs) -> Result<(), Failure> {
     if tty && !ctx.quiet {
         if detached {
             eprintln!(
-                "\r\nDetached from {}'s console.",
+                "\r\nDetached from {}'s {which}.",
                 crate::report::printable(&c.name)
             );
         } else {
             eprintln!(
-                "\r\nThe console of {} closed.",
+                "\r\nThe {which} of {} closed (it stopped, or another `davit console` took it).",
                 crate::report::printable(&c.name)
             );
         }

@@ -742,7 +742,7 @@ fn console_of_a_detached_container_attaches_detaches_and_logs() {
     let rootfs = env.path().join("containers/c1/rootfs");
     std::fs::write(
         rootfs.join("etc/inittab"),
-        "::sysinit:/etc/init.d/rcS\n::respawn:-/bin/sh\n::shutdown:/bin/sync\n",
+        "::sysinit:/etc/init.d/rcS\n::respawn:-/bin/sh\ntty2::respawn:/bin/sh\n::shutdown:/bin/sync\n",
     )
     .unwrap();
     std::fs::write(
@@ -776,11 +776,39 @@ fn console_of_a_detached_container_attaches_detaches_and_logs() {
     assert_eq!(v["failed"], serde_json::Value::Null, "{v}");
     assert_eq!(v["code"], 0, "{v}");
     assert!(
-        v["screen"].as_str().unwrap().contains("Detached from c1"),
+        v["screen"]
+            .as_str()
+            .unwrap()
+            .contains("Detached from c1's console."),
         "{v}"
     );
     let st = json(&ok(env.davit().args(["info", "c1", "--json"])));
     assert_eq!(st["state"], "RUNNING", "detaching leaves it running");
+
+    // /dev/tty1..4: pseudo-terminals of the container's own devpts
+    // (136:N), named to init as systemd expects, each its own session.
+    let info = stdout(&ok(env.davit().args([
+        "attach", "c1", "--", "sh", "-c",
+        "stat -c '%t:%T' /dev/tty1 /dev/tty4; tr '\\0' '\\n' < /proc/1/environ | grep container_ttys",
+    ])));
+    assert_eq!(
+        info.trim(),
+        "88:1\n88:4\ncontainer_ttys=pts/1 pts/2 pts/3 pts/4",
+        "{info}"
+    );
+    let mut c = env.davit();
+    c.args(["console", "c1", "--tty", "2"]);
+    let v = console_session(
+        c,
+        serde_json::json!([[null, "tty2"], ["tty | tr a-z A-Z\r", "/DEV/TTY2"]]),
+        30,
+    );
+    assert_eq!(v["failed"], serde_json::Value::Null, "{v}");
+    let screen = v["screen"].as_str().unwrap();
+    assert!(!screen.contains("hi-42"), "tty2 is not the console: {v}");
+    assert!(screen.contains("Detached from c1's tty2."), "{v}");
+    let o = run(env.davit().args(["console", "c1", "--tty", "5"]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 
     // What was printed while no one was attached, then the shell again.
     ok(env.davit().args([
@@ -924,6 +952,15 @@ fn console_shows_debians_getty_login_prompt() {
     // Again: the prompt (replayed), and a fresh one after Enter.
     let v = session(serde_json::json!([[null, "login:"], ["\r", "login:"]]));
     assert_eq!(v["failed"], serde_json::Value::Null, "{v}");
+    // systemd's container-getty@1 on /dev/tty1 (pts/1).
+    let mut c = env.davit();
+    c.args(["console", "d1", "--tty", "1"]);
+    let v = console_session(c, serde_json::json!([["\r", "login:"]]), 60);
+    assert_eq!(
+        v["failed"],
+        serde_json::Value::Null,
+        "no getty on tty1: {v}"
+    );
     let log = stdout(&ok(env.davit().args(["console", "d1", "--log"])));
     assert!(
         log.contains("Welcome to") && log.contains("login:"),

@@ -79,6 +79,12 @@ pub struct ContainerConfig {
     /// the next one (`lxc.start.delay`).
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub autostart_delay: u64,
+    /// Terminals besides the console for a detached start (`lxc.tty.max`):
+    /// `/dev/tty1..N`, each a pseudo-terminal of the container's own that
+    /// the monitor holds for `davit console NAME --tty N`; init learns
+    /// them as `container_ttys` (systemd starts a getty on each).
+    #[serde(default = "default_ttys", skip_serializing_if = "is_default_ttys")]
+    pub ttys: u32,
     /// Extra environment for init, on top of `PATH`, `TERM`, `HOME` and
     /// `container=davit`.
     #[serde(default)]
@@ -100,6 +106,21 @@ pub struct ContainerConfig {
     /// The seccomp filter: the default deny list unless set otherwise.
     #[serde(default, skip_serializing_if = "is_default_seccomp")]
     pub seccomp: crate::seccomp::Seccomp,
+}
+
+/// Terminals a detached container gets unless its config says otherwise,
+/// as LXC's download templates set `lxc.tty.max = 4`.
+pub const DEFAULT_TTYS: u32 = 4;
+
+/// The most `ttys` may ask for.
+pub const MAX_TTYS: u32 = 16;
+
+fn default_ttys() -> u32 {
+    DEFAULT_TTYS
+}
+
+fn is_default_ttys(n: &u32) -> bool {
+    *n == DEFAULT_TTYS
 }
 
 fn is_false(b: &bool) -> bool {
@@ -474,6 +495,7 @@ impl ContainerConfig {
             autostart: false,
             autostart_order: 0,
             autostart_delay: 0,
+            ttys: DEFAULT_TTYS,
             storage: Storage::default(),
             env: BTreeMap::new(),
             mounts: Vec::new(),
@@ -565,6 +587,9 @@ impl ContainerConfig {
                     m.target.display()
                 ));
             }
+        }
+        if self.ttys > MAX_TTYS {
+            return bad(format!("ttys = {} is more than {MAX_TTYS}", self.ttys));
         }
         if self.limits.memory == Some(0) || self.limits.pids == Some(0) {
             return bad("a memory or pids limit of 0 cannot run anything".to_owned());

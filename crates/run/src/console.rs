@@ -7,10 +7,14 @@
 //! client at a time on `console.sock` (0600, in the 0700 state directory,
 //! and only for a peer of the monitor's own uid or root).
 //!
+//! With `ttys = N` in its config the monitor holds `/dev/tty1..N` too,
+//! pseudo-terminals of the same devpts (not logged).
+//!
 //! A client sends frames (`kind`, a little-endian `u16` length, the
-//! payload): [`FRAME_INPUT`] bytes go to the container's terminal,
-//! [`FRAME_WINSIZE`] (rows, columns as `u16`) resizes it. The monitor sends
-//! raw output. A new client replaces the one attached before.
+//! payload): first [`FRAME_SELECT`] (which terminal), then [`FRAME_INPUT`]
+//! bytes for it and [`FRAME_WINSIZE`] (rows, columns as `u16`). The
+//! monitor sends raw output. A new client of a terminal replaces the one
+//! attached to it before.
 #![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
@@ -41,6 +45,9 @@ pub const REPLAY: usize = 64 << 10;
 pub const FRAME_INPUT: u8 = 0;
 /// A client frame with the window size: rows, then columns (`u16` each).
 pub const FRAME_WINSIZE: u8 = 1;
+/// The client's first frame: the terminal it wants (one byte: 0 for the
+/// console, N for `/dev/ttyN`). The replay follows it.
+pub const FRAME_SELECT: u8 = 2;
 
 /// One frame of `kind` with `payload` (at most 65535 bytes).
 pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
@@ -187,63 +194,87 @@ impl Server {
     }
 }
 
-/// Serves the console of init, whose pseudo-terminal master is `master`,
-/// until `init_exited` reports true (checked when `pidfd` is readable, or
-/// every 250 ms without one). Then the rest of the output goes to the log
-/// and the socket is removed. Nothing here is fatal: the container runs on.
+/// One terminal the monitor holds: the console (index 0, logged) or
+/// `/dev/ttyN`.
+struct Pty {
+    master: File,
+    /// A slave held here too: without one, the master reads EIO and polls
+    /// as hung up whenever the container has closed its side.
+    _peer: Option<OwnedFd>,
+    recent: VecDeque<u8>,
+}
+
+/// A connected client, and the terminal it selected.
+struct Client {
+    stream: UnixStream,
+    tty: Option<usize>,
+    pending: Vec<u8>,
+}
+
+/// Serves the terminals of init: `ptys[0]` is the master of its console,
+/// `ptys[N]` that of `/dev/ttyN`. Runs until `init_exited` reports true
+/// (checked when `pidfd` is readable, or every 250 ms without one); then
+/// the rest of the console's output goes to the log and the socket is
+/// removed. Nothing here is fatal: the container runs on.
 pub fn serve(
     server: Server,
-    master: OwnedFd,
+    ptys: Vec<OwnedFd>,
     pidfd: Option<BorrowedFd<'_>>,
     init_exited: &mut dyn FnMut() -> bool,
 ) {
-    // A slave held here too: without one, the master reads EIO and polls
-    // as hung up whenever init has closed its terminal.
-    let _peer = rustix::pty::ioctl_tiocgptpeer(
-        &master,
-        rustix::pty::OpenptFlags::RDWR
-            | rustix::pty::OpenptFlags::NOCTTY
-            | rustix::pty::OpenptFlags::CLOEXEC,
-    )
-    .ok();
-    let _ = nix::fcntl::fcntl(
-        master.as_raw_fd(),
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_RDWR),
-    );
-    let mut master = File::from(master);
+    let mut ptys: Vec<Pty> = ptys
+        .into_iter()
+        .map(|m| {
+            let peer = rustix::pty::ioctl_tiocgptpeer(
+                &m,
+                rustix::pty::OpenptFlags::RDWR
+                    | rustix::pty::OpenptFlags::NOCTTY
+                    | rustix::pty::OpenptFlags::CLOEXEC,
+            )
+            .ok();
+            let _ = nix::fcntl::fcntl(
+                m.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFL(
+                    nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_RDWR,
+                ),
+            );
+            Pty {
+                master: File::from(m),
+                _peer: peer,
+                recent: VecDeque::with_capacity(REPLAY),
+            }
+        })
+        .collect();
     let Server {
         listener,
         sock,
         mut log,
     } = server;
-    let mut recent: VecDeque<u8> = VecDeque::with_capacity(REPLAY);
-    let mut client: Option<UnixStream> = None;
-    let mut pending = Vec::new();
+    let mut clients: Vec<Client> = Vec::new();
     let me = nix::unistd::geteuid().as_raw();
     let mut buf = vec![0u8; 16 << 10];
     let output =
-        |data: &[u8], log: &mut Log, recent: &mut VecDeque<u8>, client: &mut Option<UnixStream>| {
-            log.write(data);
-            recent.extend(data);
-            let extra = recent.len().saturating_sub(REPLAY);
-            recent.drain(..extra);
-            if let Some(c) = client.as_mut() {
-                if c.write_all(data).is_err() {
-                    *client = None;
-                }
+        |i: usize, data: &[u8], pty: &mut Pty, log: &mut Log, clients: &mut Vec<Client>| {
+            if i == 0 {
+                log.write(data);
             }
+            pty.recent.extend(data);
+            let extra = pty.recent.len().saturating_sub(REPLAY);
+            pty.recent.drain(..extra);
+            clients.retain_mut(|c| c.tty != Some(i) || c.stream.write_all(data).is_ok());
         };
     loop {
-        let mut fds = vec![
-            PollFd::new(master.as_fd(), PollFlags::POLLIN),
-            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-        ];
+        let mut fds: Vec<PollFd<'_>> = ptys
+            .iter()
+            .map(|p| PollFd::new(p.master.as_fd(), PollFlags::POLLIN))
+            .collect();
+        fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
         if let Some(p) = pidfd {
             fds.push(PollFd::new(p, PollFlags::POLLIN));
         }
-        let client_at = fds.len();
-        if let Some(c) = &client {
-            fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+        let first_client = fds.len();
+        for c in &clients {
+            fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
         }
         let timeout = if pidfd.is_some() {
             PollTimeout::NONE
@@ -255,84 +286,123 @@ pub fn serve(
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
-        let ready = |i: usize| {
-            fds.get(i)
-                .and_then(|f| f.revents())
-                .is_some_and(|r| !r.is_empty())
-        };
-        let (m_ready, l_ready, c_ready) = (ready(0), ready(1), ready(client_at));
-        let p_ready = pidfd.is_none() || ready(2);
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
         drop(fds);
-        if m_ready {
-            match master.read(&mut buf) {
-                Ok(n) if n > 0 => output(&buf[..n], &mut log, &mut recent, &mut client),
+        let n = ptys.len();
+        for i in 0..n {
+            if !ready[i] {
+                continue;
+            }
+            match ptys[i].master.read(&mut buf) {
+                Ok(k) if k > 0 => output(i, &buf[..k], &mut ptys[i], &mut log, &mut clients),
                 Ok(_) => {}
                 Err(e) if e.kind() == IoKind::WouldBlock || e.kind() == IoKind::Interrupted => {}
-                // Hung up for good: no point polling it again.
+                // Hung up: no point polling it again at once.
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
         }
-        if l_ready {
-            if let Ok((c, _)) = listener.accept() {
-                let allowed = rustix::net::sockopt::socket_peercred(&c)
-                    .is_ok_and(|cred| cred.uid.as_raw() == me || cred.uid.is_root());
-                if allowed {
-                    let _ = c.set_write_timeout(Some(Duration::from_secs(2)));
-                    let mut c = c;
-                    let (a, b) = recent.as_slices();
-                    if c.write_all(a).and_then(|()| c.write_all(b)).is_ok() {
-                        // The newcomer takes over.
-                        client = Some(c);
-                        pending.clear();
-                    }
-                }
+        let p_ready = pidfd.is_none() || ready[n + 1];
+        // Clients first (their indices in `ready`), then a newcomer.
+        let mut drop_at = Vec::new();
+        for (ci, c) in clients.iter_mut().enumerate() {
+            if !ready[first_client + ci] {
+                continue;
             }
-        }
-        if c_ready {
             let mut gone = false;
-            if let Some(c) = client.as_mut() {
-                match c.read(&mut buf) {
-                    Ok(0) => gone = true,
-                    Ok(n) => pending.extend_from_slice(&buf[..n]),
-                    Err(e) if e.kind() == IoKind::WouldBlock || e.kind() == IoKind::Interrupted => {
-                    }
-                    Err(_) => gone = true,
-                }
+            match c.stream.read(&mut buf) {
+                Ok(0) => gone = true,
+                Ok(k) => c.pending.extend_from_slice(&buf[..k]),
+                Err(e) if e.kind() == IoKind::WouldBlock || e.kind() == IoKind::Interrupted => {}
+                Err(_) => gone = true,
             }
-            for (kind, payload) in take_frames(&mut pending) {
-                match kind {
-                    FRAME_INPUT => {
-                        // The container not reading its terminal drops input
-                        // rather than stalling the monitor.
-                        let _ = master.write(&payload);
+            for (kind, payload) in take_frames(&mut c.pending) {
+                match (kind, c.tty) {
+                    (FRAME_SELECT, None) if payload.len() == 1 && (payload[0] as usize) < n => {
+                        let t = payload[0] as usize;
+                        let (a, b) = ptys[t].recent.as_slices();
+                        if c.stream
+                            .write_all(a)
+                            .and_then(|()| c.stream.write_all(b))
+                            .is_err()
+                        {
+                            gone = true;
+                            break;
+                        }
+                        c.tty = Some(t);
                     }
-                    FRAME_WINSIZE if payload.len() == 4 => {
+                    (FRAME_INPUT, Some(t)) => {
+                        // A container not reading its terminal drops input
+                        // rather than stalling the monitor.
+                        let _ = ptys[t].master.write(&payload);
+                    }
+                    (FRAME_WINSIZE, Some(t)) if payload.len() == 4 => {
                         let ws = rustix::termios::Winsize {
                             ws_row: u16::from_le_bytes([payload[0], payload[1]]),
                             ws_col: u16::from_le_bytes([payload[2], payload[3]]),
                             ws_xpixel: 0,
                             ws_ypixel: 0,
                         };
-                        let _ = rustix::termios::tcsetwinsize(&master, ws);
+                        let _ = rustix::termios::tcsetwinsize(&ptys[t].master, ws);
                     }
-                    _ => gone = true,
+                    // Anything else (no terminal chosen, one that is not
+                    // there, an unknown frame) ends the session.
+                    _ => {
+                        gone = true;
+                        break;
+                    }
                 }
             }
-            if gone || pending.len() > 1 << 20 {
-                client = None;
-                pending.clear();
+            if gone || c.pending.len() > 1 << 20 {
+                drop_at.push(ci);
+            }
+        }
+        for ci in drop_at.into_iter().rev() {
+            clients.remove(ci);
+        }
+        // The newest client of a terminal takes it over.
+        let mut seen: Vec<usize> = Vec::new();
+        let mut keep = vec![true; clients.len()];
+        for (ci, c) in clients.iter().enumerate().rev() {
+            if let Some(t) = c.tty {
+                if seen.contains(&t) {
+                    keep[ci] = false;
+                }
+                seen.push(t);
+            }
+        }
+        let mut k = keep.into_iter();
+        clients.retain(|_| k.next().unwrap_or(true));
+        if ready[n] {
+            if let Ok((c, _)) = listener.accept() {
+                let allowed = rustix::net::sockopt::socket_peercred(&c)
+                    .is_ok_and(|cred| cred.uid.as_raw() == me || cred.uid.is_root());
+                // At most a few waiting to choose a terminal.
+                if allowed && clients.iter().filter(|c| c.tty.is_none()).count() < 4 {
+                    let _ = c.set_write_timeout(Some(Duration::from_secs(2)));
+                    clients.push(Client {
+                        stream: c,
+                        tty: None,
+                        pending: Vec::new(),
+                    });
+                }
             }
         }
         if p_ready && init_exited() {
             break;
         }
     }
-    // What init printed last.
-    while let Ok(n) = master.read(&mut buf) {
-        if n == 0 {
-            break;
+    // What init printed last on its console.
+    let (first, _) = ptys.split_at_mut(1);
+    if let Some(console) = first.first_mut() {
+        while let Ok(k) = console.master.read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            output(0, &buf[..k], console, &mut log, &mut clients);
         }
-        output(&buf[..n], &mut log, &mut recent, &mut client);
     }
     let _ = std::fs::remove_file(&sock);
 }

@@ -78,6 +78,9 @@ pub(crate) struct Plan<'a> {
     /// Give init a pseudo-terminal from the container's own devpts, bound
     /// on `/dev/console`, and send its master to the parent.
     pub console: bool,
+    /// With `console`: this many more, bound on `/dev/tty1..N`, each
+    /// master sent after the console's.
+    pub ttys: u32,
     /// The host's `/dev/null`, put in place of any standard descriptor that
     /// is a terminal when there is no console.
     pub null: OwnedFd,
@@ -207,10 +210,16 @@ fn setup(chan: &mut Channel, plan: &Plan<'_>) -> StepResult<Infallible> {
     // container's own pty or no terminal at all.
     if plan.console {
         let (master, slave) = tty::open_pty_at(root, "dev/pts/ptmx").at(InitStep::Console)?;
-        bind_console(root, &slave).at(InitStep::Console)?;
+        bind_console(root, &slave, "console").at(InitStep::Console)?;
         tty::take_terminal(&slave, !plan.shim).at(InitStep::Console)?;
         chan.send_with_fd(Msg::Console, master.as_fd())
             .at(InitStep::Sync)?;
+        for i in 1..=plan.ttys {
+            let (master, slave) = tty::open_pty_at(root, "dev/pts/ptmx").at(InitStep::Console)?;
+            bind_console(root, &slave, &format!("tty{i}")).at(InitStep::Console)?;
+            chan.send_with_fd(Msg::Console, master.as_fd())
+                .at(InitStep::Sync)?;
+        }
     } else {
         tty::leave_terminals(plan.null.as_fd()).at(InitStep::Console)?;
     }
@@ -803,29 +812,31 @@ fn build_dev(root: BorrowedFd<'_>, privileged: bool) -> Result<()> {
 }
 
 /// `/dev/console` is the container's terminal (as LXC binds its pty there).
-fn bind_console(root: BorrowedFd<'_>, slave: &OwnedFd) -> Result<()> {
+/// Binds the pty `slave` on `/dev/NAME` (a new empty file in init's own
+/// `/dev` tmpfs): `console`, or `ttyN`.
+fn bind_console(root: BorrowedFd<'_>, slave: &OwnedFd, name: &str) -> Result<()> {
     let dev = plain_dir(root, "dev")?;
     let f = sys::openat2(
         dev.as_fd(),
-        Path::new("console"),
+        Path::new(name),
         (OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW).bits(),
         0o600,
         sys::RESOLVE_BENEATH | sys::RESOLVE_NO_SYMLINKS,
     )
-    .map_err(|e| Error::sys("openat2(dev, \"console\", O_CREAT|O_EXCL)", e))?;
+    .map_err(|e| Error::sys(format!("openat2(dev, {name:?}, O_CREAT|O_EXCL)"), e))?;
     drop(f);
     let t = sys::openat2(
         dev.as_fd(),
-        Path::new("console"),
+        Path::new(name),
         (OFlag::O_PATH | OFlag::O_NOFOLLOW).bits(),
         0,
         sys::RESOLVE_BENEATH | sys::RESOLVE_NO_SYMLINKS,
     )
-    .map_err(|e| Error::sys("openat2(dev, \"console\", O_PATH)", e))?;
+    .map_err(|e| Error::sys(format!("openat2(dev, {name:?}, O_PATH)"), e))?;
     mount_on(
         Some(fd_path(slave.as_fd()).as_str()),
         t.as_fd(),
-        "/dev/console",
+        &format!("/dev/{name}"),
         None,
         MsFlags::MS_BIND,
         None,

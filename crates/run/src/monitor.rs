@@ -379,6 +379,7 @@ pub fn run_monitor(
         cgroup: cg.as_ref(),
         layout: &layout,
         console: console.is_some() || args.hold_console,
+        ttys: if args.hold_console { cfg.ttys } else { 0 },
     };
     let mut on_ready = |sp: &crate::spawn::Spawned| -> Result<()> {
         // net: set up from the host while init still waits to be released.
@@ -467,7 +468,9 @@ pub fn run_monitor(
             Err(_) => true,
         };
         let pidfd = spawned.pidfd.as_ref().map(std::os::fd::AsFd::as_fd);
-        crate::console::serve(server, master, pidfd, &mut exited);
+        let mut ptys = vec![master];
+        ptys.append(&mut spawned.ttys);
+        crate::console::serve(server, ptys, pidfd, &mut exited);
     }
     let code = if let Some(c) = reaped {
         c

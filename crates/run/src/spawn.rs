@@ -40,6 +40,9 @@ pub struct InitSpec<'a> {
     /// Without it init still gets a session of its own and no standard
     /// descriptor that is a terminal.
     pub console: bool,
+    /// With `console`: this many more terminals, `/dev/tty1..N`, whose
+    /// masters come back in [`Spawned::ttys`].
+    pub ttys: u32,
 }
 
 /// A started init.
@@ -57,6 +60,8 @@ pub struct Spawned {
     pub netns: Option<OwnedFd>,
     /// The master of init's terminal, with [`InitSpec::console`].
     pub console: Option<OwnedFd>,
+    /// The masters of `/dev/tty1..N`, with [`InitSpec::ttys`].
+    pub ttys: Vec<OwnedFd>,
 }
 
 /// The environment init starts with: `PATH`, `TERM`, `HOME`,
@@ -124,7 +129,15 @@ pub fn spawn_init(
     } else {
         spec.command.clone()
     };
-    let env = init_env(cfg);
+    let ttys = if spec.console { spec.ttys } else { 0 };
+    let mut env = init_env(cfg);
+    if ttys > 0 {
+        // The console is the devpts's first pty (pts/0), the terminals the
+        // next ones; systemd's getty generator starts a getty on each.
+        let names: Vec<String> = (1..=ttys).map(|i| format!("pts/{i}")).collect();
+        env.retain(|(k, _)| k != "container_ttys");
+        env.push(("container_ttys".into(), names.join(" ")));
+    }
     let plan = Plan {
         cfg,
         argv: cstrings(command, "the init command")?,
@@ -139,6 +152,7 @@ pub fn spawn_init(
         systemd_v1_rw: false,
         shim: !spec.command.is_empty(),
         console: spec.console,
+        ttys,
         null: crate::tty::host_null()?,
         own_cgroup: spec.cgroup.is_some(),
         seccomp: cfg.seccomp_in_force().build()?,
@@ -247,6 +261,7 @@ pub fn spawn_init(
         start_time: 0,
         netns: None,
         console: None,
+        ttys: Vec::new(),
     };
     let r = release(spec, &mut spawned, parent_chan, into_cgroup, on_ready);
     if let Err(e) = r {
@@ -292,6 +307,9 @@ fn release(
     }
     if spec.console {
         spawned.console = Some(chan.expect_with_fd(Msg::Console)?);
+        for _ in 0..spec.ttys {
+            spawned.ttys.push(chan.expect_with_fd(Msg::Console)?);
+        }
     }
     chan.expect_ready()?;
     spawned.start_time = start_time(spawned.pid.as_raw()).ok_or(Error::NotRunning {
