@@ -51,8 +51,20 @@ len = 65536
 EOF
 
 step check "$davit" check && echo "$out" | while IFS= read -r l; do echo "I check: $l"; done
-if step start "$davit" start c1 -d -- /bin/sh -c 'while true; do sleep 1; done'; then
+if step start "$davit" start c1 -d -- /bin/sh -c 'echo vm-console-up; while true; do sleep 1; done'; then
     expect cgroup "cpu.max of $leaf" "$(cat "$leaf/cpu.max" 2>&1)" "50000 100000"
+    # Live limits on v2 (issue 18): memory.max and pids.max now, and back.
+    if step set "$davit" set c1 --memory 32M --pids 50; then
+        expect set-memory "memory.max of $leaf" "$(cat "$leaf/memory.max" 2>&1)" 33554432
+        expect set-pids "pids.max of $leaf" "$(cat "$leaf/pids.max" 2>&1)" 50
+    fi
+    step set-none "$davit" set c1 --memory none \
+        && expect set-memory-none "memory.max of $leaf" "$(cat "$leaf/memory.max" 2>&1)" max
+    # The console a detached start keeps, on this kernel.
+    step console-log "$davit" console c1 --log && case "$out" in
+        *vm-console-up*) r console-logged PASS "the console log holds init's output" ;;
+        *) r console-logged FAIL "console log: $out" ;;
+    esac
     step attach "$davit" attach c1 -- id -u && expect attach-uid "id -u inside" "$out" 0
     step attach-cgroup "$davit" attach c1 -- cat /proc/self/cgroup \
         && expect attach-cgroupns "cgroup inside" "$out" "0::/"
