@@ -325,43 +325,33 @@ fn release(
 /// sees them as its own (security.md (d) 6). Host root only.
 fn idmapped_base(cfg: &ContainerConfig, pid: Pid) -> Result<OwnedFd> {
     let (base, _, _) = cfg.storage.overlay_dirs()?;
-    let dir = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW)
-        .open(base)
-        .map_err(|source| Error::Read {
-            path: base.to_owned(),
-            source,
-        })?;
-    let ns_path = format!("/proc/{pid}/ns/user");
-    let userns = std::fs::File::open(&ns_path).map_err(|source| Error::Read {
-        path: ns_path.clone().into(),
-        source,
-    })?;
-    let tree = sys::open_tree_clone(dir.as_fd(), Path::new("."))
-        .map_err(|e| Error::sys(format!("open_tree({}, OPEN_TREE_CLONE)", base.display()), e))?;
-    sys::mount_setattr_idmap(tree.as_fd(), userns.as_fd()).map_err(|e| {
-        Error::sys(
-            format!(
-                "mount_setattr({}, MOUNT_ATTR_IDMAP, {ns_path}) (an idmapped base needs kernel 5.12+ and a filesystem that supports idmapped mounts; recreate the container with --storage dir)",
-                base.display()
-            ),
-            e,
-        )
-    })?;
-    Ok(tree)
+    idmapped_tree(base, libc::O_DIRECTORY | libc::O_NOFOLLOW, true, pid, " (an idmapped base needs kernel 5.12+ and a filesystem that supports idmapped mounts; recreate the container with --storage dir)")
 }
 
 /// A detached copy of host directory (or file) `m.source`, idmapped
 /// through init's user namespace: on-disk uid N reads as container uid N
 /// inside (Incus's `shift=true`). Host root only.
 fn idmapped_bind(m: &crate::config::MountEntry, pid: Pid) -> Result<OwnedFd> {
+    let recursive = m.fstype == "rbind" || m.options().any(|o| o == "rbind");
+    idmapped_tree(Path::new(&m.source), 0, recursive, pid, "")
+}
+
+/// `open_tree(path, OPEN_TREE_CLONE)` (with its submounts when
+/// `recursive`), idmapped through the user namespace of `pid`; `hint` ends
+/// the error of the idmap.
+fn idmapped_tree(
+    path: &Path,
+    flags: i32,
+    recursive: bool,
+    pid: Pid,
+    hint: &str,
+) -> Result<OwnedFd> {
     let src = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_PATH)
-        .open(&m.source)
+        .custom_flags(libc::O_PATH | flags)
+        .open(path)
         .map_err(|source| Error::Read {
-            path: m.source.clone().into(),
+            path: path.to_owned(),
             source,
         })?;
     let ns_path = format!("/proc/{pid}/ns/user");
@@ -369,12 +359,14 @@ fn idmapped_bind(m: &crate::config::MountEntry, pid: Pid) -> Result<OwnedFd> {
         path: ns_path.clone().into(),
         source,
     })?;
-    let recursive = m.fstype == "rbind" || m.options().any(|o| o == "rbind");
     let tree = sys::open_tree_clone_fd(src.as_fd(), recursive)
-        .map_err(|e| Error::sys(format!("open_tree({}, OPEN_TREE_CLONE)", m.source), e))?;
+        .map_err(|e| Error::sys(format!("open_tree({}, OPEN_TREE_CLONE)", path.display()), e))?;
     sys::mount_setattr_idmap(tree.as_fd(), userns.as_fd()).map_err(|e| {
         Error::sys(
-            format!("mount_setattr({}, MOUNT_ATTR_IDMAP, {ns_path})", m.source),
+            format!(
+                "mount_setattr({}, MOUNT_ATTR_IDMAP, {ns_path}){hint}",
+                path.display()
+            ),
             e,
         )
     })?;

@@ -518,14 +518,21 @@ const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 /// See also [`mount_setattr_flags`].
 /// Needs `CAP_SYS_ADMIN` over the filesystem, i.e. root for a host disk.
 pub fn mount_setattr_idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> Result<(), Errno> {
+    mount_setattr(
+        tree,
+        &MountAttr {
+            attr_set: MOUNT_ATTR_IDMAP,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: userns.as_raw_fd() as u64,
+        },
+    )
+}
+
+/// `mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, attr)`.
+fn mount_setattr(tree: BorrowedFd<'_>, attr: &MountAttr) -> Result<(), Errno> {
     let empty = CString::default();
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
-    // SAFETY: valid descriptors, an empty C string and a live, correctly
+    // SAFETY: a valid descriptor, an empty C string and a live, correctly
     // laid out `mount_attr` whose size we pass.
     let r = unsafe {
         libc::syscall(
@@ -533,7 +540,7 @@ pub fn mount_setattr_idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> Resu
             tree.as_raw_fd(),
             empty.as_ptr(),
             libc::AT_EMPTY_PATH | AT_RECURSIVE as libc::c_int,
-            &attr as *const MountAttr,
+            attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     };
@@ -779,28 +786,13 @@ pub fn bpf_prog_attach_cgroup_device(
 /// `mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, {set, clr})`: set
 /// and clear `MOUNT_ATTR_*` flags on every mount of `tree`.
 pub fn mount_setattr_flags(tree: BorrowedFd<'_>, set: u64, clr: u64) -> Result<(), Errno> {
-    let empty = CString::default();
-    let attr = MountAttr {
-        attr_set: set,
-        attr_clr: clr,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: a valid descriptor, an empty C string and a live, correctly
-    // laid out `mount_attr` whose size we pass.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH | AT_RECURSIVE as libc::c_int,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(())
-    }
+    mount_setattr(
+        tree,
+        &MountAttr {
+            attr_set: set,
+            attr_clr: clr,
+            propagation: 0,
+            userns_fd: 0,
+        },
+    )
 }
