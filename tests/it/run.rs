@@ -1320,7 +1320,11 @@ fn bridge_network_through_the_cli() {
     let master = stdout(&ok(Command::new("ip").args(["-o", "link", "show", &link])));
     assert!(master.contains(&format!("master {}", br.name)), "{master}");
     // B talks TCP to A with busybox nc; the host reaches A too.
-    ok(&mut d(&["attach", "na", "--", "sh", "-c", "nc -l -p 5000 >/tmp/from-b 2>/dev/null </dev/null & nc -l -p 5001 >/tmp/from-host 2>/dev/null </dev/null &"]));
+    // The listeners' input stays open: busybox `nc -l` with `</dev/null`
+    // hangs up as soon as it accepts, so bytes that arrive a moment after
+    // the connection (a loaded machine) were lost, and this test failed
+    // now and then.
+    ok(&mut d(&["attach", "na", "--", "sh", "-c", "sleep 60 </dev/null 2>/dev/null | nc -l -p 5000 >/tmp/from-b 2>/dev/null & sleep 60 </dev/null 2>/dev/null | nc -l -p 5001 >/tmp/from-host 2>/dev/null &"]));
     // Connect only once both listen (ports 5000 and 5001 are 1388 and 1389
     // in /proc/net/tcp or tcp6, state 0A): a fixed sleep lost the race on
     // a loaded machine, and B's single connection was refused.
