@@ -580,6 +580,10 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
     if let Some(addr) = &a.address {
         cfg.network.address = Some(addr.clone());
     }
+    // The image's terminals, at most davit's cap.
+    cfg.ttys = lxc.tty_max.map_or(davit_run::config::DEFAULT_TTYS, |n| {
+        n.min(davit_run::config::MAX_TTYS)
+    });
     cfg.autostart = a.autostart;
     cfg.autostart_order = a.autostart_order;
     cfg.autostart_delay = a.autostart_delay;

@@ -903,6 +903,38 @@ fn console_of_a_detached_container_attaches_detaches_and_logs() {
         !env.path().join("run/c1").exists(),
         "the log went with the container"
     );
+
+    // An image's `lxc.tty.max` sets how many terminals it gets.
+    let f = fixture();
+    let conf = env.path().join("lxc-config");
+    std::fs::write(&conf, "lxc.arch = x86_64\nlxc.tty.max = 1\n").unwrap();
+    let tree = env.path().join("tree");
+    publish_tarball(
+        &build_dir(&f.tree_a, BUILD_A).join("rootfs.tar.xz"),
+        "ttyimg",
+        &f.key,
+        &tree,
+        &["--config".as_ref(), conf.as_os_str()],
+    );
+    let out = env.create_from("t1", "ttyimg", &tree, &["--storage", "dir"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(read_to_string(&env.path().join("containers/t1/config.toml")).contains("ttys = 1"));
+    ok(env.davit().args(["start", "-d", "t1"]));
+    let devs = stdout(&ok(env.davit().args([
+        "attach",
+        "t1",
+        "--",
+        "sh",
+        "-c",
+        "ls /dev/tty1 /dev/tty2 2>&1; true",
+    ])));
+    assert!(
+        devs.contains("/dev/tty1") && devs.contains("tty2: No such file"),
+        "{devs}"
+    );
+    let o = run(env.davit().args(["console", "t1", "--tty", "2"]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    ok(env.davit().args(["stop", "-k", "t1"]));
 }
 
 /// The Debian image (systemd) started with `-d`: `davit console` on a

@@ -85,6 +85,9 @@ pub struct LxcConfig {
     pub cgroup: Vec<(String, String)>,
     /// `lxc.net.0.KEY` values: (key, value).
     pub net: Vec<(String, String)>,
+    /// `lxc.tty.max` (`lxc.tty` in LXC 2): terminals besides the console.
+    #[serde(default)]
+    pub tty_max: Option<u32>,
     /// Lines davit does not use (`lxc.include` of distro files among them).
     pub ignored: Vec<String>,
 }
@@ -164,6 +167,10 @@ impl LxcConfig {
                     } else {
                         false
                     }
+                }
+                "lxc.tty.max" | "lxc.tty" => {
+                    c.tty_max = parse_u32(value);
+                    c.tty_max.is_some()
                 }
                 "lxc.init.cmd" | "lxc.init_cmd" => {
                     c.init_cmd = Some(value.split_whitespace().map(str::to_string).collect());
@@ -288,6 +295,7 @@ mod tests {
              lxc.idmap = g 0 100000 65536\n\
              lxc.mount.entry = /srv/data srv/data none bind,create=dir 0 0\n\
              lxc.init.cmd = /sbin/init --log-level=info\n\
+             lxc.tty.max = 2\n\
              lxc.cgroup2.memory.max = 512M\n\
              lxc.cgroup.pids.max = 100\n\
              lxc.cgroup2.cpu.max = 150000 100000\n\
@@ -319,6 +327,7 @@ mod tests {
             c.init_cmd.as_deref().unwrap(),
             ["/sbin/init", "--log-level=info"]
         );
+        assert_eq!(c.tty_max, Some(2));
         assert_eq!(c.memory_limit(), Some(512 << 20));
         assert_eq!(c.pids_limit(), Some(100));
         assert_eq!(c.cpus(), Some(1.5));
