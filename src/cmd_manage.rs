@@ -3,7 +3,6 @@
 //! (as `lxc-autostart`).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,21 +24,13 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> Failure {
 /// next load of the container finishes a rename that was cut short.
 pub const PENDING_CONFIG: &str = ".config.toml.rename";
 
-/// Writes `cfg` to `path` all or nothing: a temporary file beside it,
-/// flushed, then renamed over it.
+/// Writes `cfg` to `path` all or nothing (a temporary file beside it,
+/// fsync, rename).
 pub fn save_config(path: &Path, cfg: &ContainerConfig) -> Result<(), Failure> {
-    let text = cfg.to_toml()?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".config.toml.")
-        .tempfile_in(dir)
-        .map_err(io(format!("cannot create a file in {}", dir.display())))?;
-    tmp.write_all(text.as_bytes())
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(io(format!("cannot write {}", tmp.path().display())))?;
-    tmp.persist(path)
-        .map_err(|e| io(format!("cannot replace {}", path.display()))(e.error))?;
-    Ok(())
+    Ok(davit_fetch::cache::write_atomic(
+        path,
+        cfg.to_toml()?.as_bytes(),
+    )?)
 }
 
 /// A container's config, finishing a rename that a kill cut short.

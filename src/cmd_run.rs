@@ -114,41 +114,33 @@ pub fn net_config_path() -> PathBuf {
         .unwrap_or_else(|| davit_run::net::HOST_CONFIG.into())
 }
 
-/// What the container will see of each host bind marked `idmap`
-/// (`create --mount`) that cannot be idmapped here, and why; and, for one
-/// that is, that container root writes into it as host root.
+/// At `create`: what the container will see of each host bind marked
+/// `idmap` (`--mount`) that cannot be idmapped here, and why; and, for one
+/// that can, that container root writes into it as host root. (`start`
+/// prints what its monitor found, from the state.)
 pub fn host_mount_notes(cfg: &ContainerConfig) -> Vec<String> {
-    let mut notes = Vec::new();
     if cfg.privileged {
-        return notes;
+        return Vec::new();
     }
     let root_host = cfg.idmap.host_uid(0).unwrap_or(65534);
-    for m in cfg.mounts.iter().filter(|m| m.wants_idmap()) {
-        let what = format!("--mount {}:{}", m.source, m.target.display());
-        let plain = format!("inside, its files show their owners only where they are host ids of the container's map (else as nobody, 65534), and what container root writes there is owned by host uid {root_host}");
-        if !crate::paths::is_root() {
-            notes.push(format!(
-                "{what} is a plain bind: only root can make an idmapped mount; {plain}"
-            ));
-            continue;
-        }
-        match davit_run::storage::probe_idmapped_bind(Path::new(&m.source), &cfg.idmap) {
-            Ok(()) => notes.push(format!("{what} is idmapped: host ids show unshifted inside, and container root writes there as host root (uid 0), so share only a directory no other host user runs programs from")),
-            Err(e) => notes.push(format!("{what} is a plain bind, not idmapped ({e}); {plain}")),
-        }
-    }
-    notes
+    cfg.mounts
+        .iter()
+        .filter(|m| m.wants_idmap())
+        .map(|m| {
+            if !crate::paths::is_root() {
+                return m.plain_bind_note("since only root can make an idmapped mount", root_host);
+            }
+            match davit_run::storage::probe_idmapped_bind(Path::new(&m.source), &cfg.idmap) {
+                Ok(()) => format!("--mount {}:{} is idmapped: host ids show unshifted inside, and container root writes there as host root (uid 0), so share only a directory no other host user runs programs from", m.source, m.target.display()),
+                Err(e) => m.plain_bind_note(&format!("not idmapped ({e})"), root_host),
+            }
+        })
+        .collect()
 }
 
 pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
     let c = container(&a.name)?;
     let mut cfg = load(&c)?;
-    for n in host_mount_notes(&cfg) {
-        // The idmapped ones were told at create; the rest each time.
-        if !n.contains(" is idmapped") {
-            ctx.term.warning(&format!("{}: {n}", c.name));
-        }
-    }
     let host = davit_run::net::HostNet::load(&net_config_path())?;
     if let (_, Some(hint)) = davit_run::net::plan(&host, &cfg, nix::unistd::geteuid().as_raw()) {
         ctx.term.warning(&format!("{}: {hint}", c.name));
@@ -223,16 +215,20 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
             return Err(e.into());
         }
     };
-    if let Some(why) = davit_run::state::StateStore::new(&runtime, &c.name)
+    if let Some(st) = davit_run::state::StateStore::new(&runtime, &c.name)
         .peek()
         .ok()
         .flatten()
-        .and_then(|s| s.no_limits_reason)
     {
-        ctx.term.warning(&format!(
-            "{}: started without resource limits: {why}",
-            c.name
-        ));
+        if let Some(why) = &st.no_limits_reason {
+            ctx.term.warning(&format!(
+                "{}: started without resource limits: {why}",
+                c.name
+            ));
+        }
+        for n in &st.notes {
+            ctx.term.warning(&format!("{}: {n}", c.name));
+        }
     }
     if a.daemon {
         if ctx.json {

@@ -196,15 +196,13 @@ fn make(ctx: &Ctx, name: &str, snap: Option<String>) -> Result<(), Failure> {
     if ctx.json {
         ctx.print_json(&json!({"name": c.name, "snapshot": snap, "storage": cfg.storage.backend.as_str(), "seconds": secs}));
     } else {
+        let what = match cfg.storage.backend {
+            Backend::Overlay => "upper directory",
+            Backend::Dir => "rootfs",
+        };
         ctx.term.say(&format!(
-            "{}: snapshot {snap} ({} of the {} in {secs:.2}s)",
-            c.name,
-            "a copy",
-            if cfg.storage.backend == Backend::Overlay {
-                "upper directory"
-            } else {
-                "rootfs"
-            }
+            "{}: snapshot {snap} (a copy of the {what}) in {secs:.2}s",
+            c.name
         ));
     }
     Ok(())

@@ -529,7 +529,7 @@ fn mount_as_a_plain_user_is_a_plain_bind_with_shifted_owners() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("is a plain bind: only root can make an idmapped mount"),
+        stderr(&out).contains("is a plain bind, since only root can make an idmapped mount"),
         "{}",
         stderr(&out)
     );
@@ -611,7 +611,7 @@ fn snapshot_round(d: &dyn Fn(&[&str]) -> std::process::Command, name: &str, tree
             nix::sys::signal::Signal::SIGKILL,
         );
         let _ = child.wait();
-        // A user-namespace helper the kill orphaned may still be copying.
+        // Its helpers (cp, the user-namespace child) die with it.
         std::thread::sleep(Duration::from_millis(300));
         let now = listing(tree);
         if now == snap_state {
@@ -809,6 +809,32 @@ fn console_of_a_detached_container_attaches_detaches_and_logs() {
     assert!(screen.contains("Detached from c1's tty2."), "{v}");
     let o = run(env.davit().args(["console", "c1", "--tty", "5"]));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    // A second `davit console` takes the console over: the first is told
+    // and ends.
+    std::thread::scope(|sc| {
+        let first = sc.spawn(|| {
+            let mut c = env.davit();
+            c.args(["console", "c1"]);
+            console_session(c, serde_json::json!([[null, "took it"]]), 20)
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        let mut c = env.davit();
+        c.args(["console", "c1"]);
+        let v = console_session(
+            c,
+            serde_json::json!([["echo second-$((2+3))\r", "second-5"]]),
+            30,
+        );
+        assert_eq!(v["failed"], serde_json::Value::Null, "{v}");
+        let v = first.join().unwrap();
+        assert_eq!(
+            v["failed"],
+            serde_json::Value::Null,
+            "the first session was not taken over: {v}"
+        );
+        assert_eq!(v["code"], 0, "{v}");
+    });
 
     // What was printed while no one was attached, then the shell again.
     ok(env.davit().args([

@@ -373,6 +373,39 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((owned(fds[0]), owned(fds[1])))
 }
 
+/// `PR_SET_PDEATHSIG(SIGKILL)`, then a check that `parent` is still our
+/// parent (it may have died before the prctl). Async-signal-safe.
+fn die_with(parent: libc::pid_t) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments; getppid has no preconditions.
+    cvt(unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    })?;
+    // SAFETY: as above.
+    if unsafe { libc::getppid() } != parent {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(())
+}
+
+/// Makes `cmd`'s child die (SIGKILL) when this process does: a helper
+/// (`cp`, the user-namespace child) must not go on writing into a tree
+/// after a killed davit, whose next run removes what it left.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the hook calls only prctl and getppid, async-signal-safe,
+    // and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || die_with(parent));
+    }
+}
+
 /// Installs the user-namespace handshake into `cmd`'s `pre_exec`:
 ///
 /// 1. close the parent's ends (`close_in_child`) so EOF can be seen;
@@ -380,9 +413,13 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// 3. write our pid (4 bytes, native endian) to `pid_w`;
 /// 4. block reading one byte from `go_r` (EOF means the parent gave up);
 /// 5. become root in the new namespace, so the capabilities survive `execve`.
+/// 6. die (SIGKILL) with the parent, so a killed davit leaves no helper
+///    writing behind it.
 ///
 /// Only async-signal-safe syscalls run between fork and exec.
 pub fn userns_pre_exec(cmd: &mut Command, pid_w: RawFd, go_r: RawFd, close_in_child: [RawFd; 2]) {
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
     let hook = move || -> io::Result<()> {
         for fd in close_in_child {
             // SAFETY: these are the parent's pipe ends, duplicated into this
@@ -412,11 +449,13 @@ pub fn userns_pre_exec(cmd: &mut Command, pid_w: RawFd, go_r: RawFd, close_in_ch
             // here, we are between fork and exec).
             return Err(io::Error::from_raw_os_error(libc::EPIPE));
         }
-        become_root()
+        become_root()?;
+        // After the id switch, which clears it.
+        die_with(parent)
     };
     // SAFETY: the hook only calls async-signal-safe syscalls (close, unshare,
-    // getpid, write, read, setresgid, setgroups, setresuid) and allocates
-    // nothing.
+    // getpid, write, read, setresgid, setgroups, setresuid, prctl, getppid)
+    // and allocates nothing.
     unsafe {
         cmd.pre_exec(hook);
     }

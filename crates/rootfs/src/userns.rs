@@ -95,14 +95,13 @@ pub(crate) fn run_helper<A: AsRef<std::ffi::OsStr>>(program: &str, args: &[A]) -
             .collect::<Vec<_>>()
             .join(" ")
     );
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| Error::Helper {
-            helper: cmdline.clone(),
-            source,
-        })?;
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(Stdio::null());
+    sys::die_with_parent(&mut cmd);
+    let out = cmd.output().map_err(|source| Error::Helper {
+        helper: cmdline.clone(),
+        source,
+    })?;
     if !out.status.success() {
         return Err(Error::HelperStatus {
             helper: cmdline,

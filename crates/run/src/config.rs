@@ -400,6 +400,16 @@ impl MountEntry {
     pub fn wants_idmap(&self) -> bool {
         self.is_bind() && self.options().any(|o| o == "idmap")
     }
+
+    /// What a container whose root is host uid `root_host` sees of this
+    /// bind when it cannot be idmapped, for `why`.
+    pub fn plain_bind_note(&self, why: &str, root_host: u32) -> String {
+        format!(
+            "--mount {}:{} is a plain bind, {why}; inside, its files show their owners only where they are host ids of the container's map (else as nobody, 65534), and what container root writes there is owned by host uid {root_host}",
+            self.source,
+            self.target.display()
+        )
+    }
 }
 
 fn default_fstype() -> String {

@@ -91,11 +91,10 @@ fn take_frames(buf: &mut Vec<u8>) -> Vec<(u8, Vec<u8>)> {
 pub fn connect(runtime: &Path, name: &str) -> Result<UnixStream> {
     let store = StateStore::new(runtime, name);
     store.check_trusted()?;
-    let st = store
+    store
         .peek()?
         .filter(|s| s.status != Status::Stopped && s.is_alive())
         .ok_or_else(|| Error::NotRunning { name: name.into() })?;
-    let _ = st;
     let path = store.dir().join(SOCKET);
     if !path.exists() {
         return Err(Error::Unsupported {
@@ -307,6 +306,7 @@ pub fn serve(
         let p_ready = pidfd.is_none() || ready[n + 1];
         // Clients first (their indices in `ready`), then a newcomer.
         let mut drop_at = Vec::new();
+        let mut selected = Vec::new();
         for (ci, c) in clients.iter_mut().enumerate() {
             if !ready[first_client + ci] {
                 continue;
@@ -332,6 +332,7 @@ pub fn serve(
                             break;
                         }
                         c.tty = Some(t);
+                        selected.push((ci, t));
                     }
                     (FRAME_INPUT, Some(t)) => {
                         // A container not reading its terminal drops input
@@ -359,22 +360,20 @@ pub fn serve(
                 drop_at.push(ci);
             }
         }
+        // The newest client of a terminal takes it over.
+        for (ci, c) in clients.iter().enumerate() {
+            if selected
+                .iter()
+                .any(|&(sci, t)| sci != ci && c.tty == Some(t))
+            {
+                drop_at.push(ci);
+            }
+        }
+        drop_at.sort_unstable();
+        drop_at.dedup();
         for ci in drop_at.into_iter().rev() {
             clients.remove(ci);
         }
-        // The newest client of a terminal takes it over.
-        let mut seen: Vec<usize> = Vec::new();
-        let mut keep = vec![true; clients.len()];
-        for (ci, c) in clients.iter().enumerate().rev() {
-            if let Some(t) = c.tty {
-                if seen.contains(&t) {
-                    keep[ci] = false;
-                }
-                seen.push(t);
-            }
-        }
-        let mut k = keep.into_iter();
-        clients.retain(|_| k.next().unwrap_or(true));
         if ready[n] {
             if let Ok((c, _)) = listener.accept() {
                 let allowed = rustix::net::sockopt::socket_peercred(&c)

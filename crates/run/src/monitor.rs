@@ -209,10 +209,26 @@ pub fn monitor_main(args: &[OsString]) -> ! {
 /// # Errors
 /// [`Error::Spawn`] if the copy or the exec fails.
 pub fn ensure_sealed() -> Result<()> {
-    pentacle::ensure_sealed().map_err(|source| Error::Spawn {
-        program: "/proc/self/exe (sealed re-exec)".into(),
-        source,
-    })
+    // Sealing against writes fails with EBUSY while pages of the fresh
+    // copy are still pinned (the kernel waits a moment, then gives up);
+    // on a loaded machine that happened about once per full test run. A
+    // new copy has no such pins yet: try again.
+    let mut tries = 0;
+    loop {
+        match pentacle::ensure_sealed() {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 4 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20 << tries));
+            }
+            Err(source) => {
+                return Err(Error::Spawn {
+                    program: "/proc/self/exe (sealed re-exec)".into(),
+                    source,
+                })
+            }
+        }
+    }
 }
 
 fn ready_file() -> Option<File> {
@@ -403,6 +419,7 @@ pub fn run_monitor(
         let lock = store.lock()?;
         let mut s = lock.load()?;
         s.status = Status::Running;
+        s.notes = sp.notes.clone();
         s.init = Some(ProcessRef {
             pid: sp.pid.as_raw(),
             start_time: sp.start_time,

@@ -62,6 +62,8 @@ pub struct Spawned {
     pub console: Option<OwnedFd>,
     /// The masters of `/dev/tty1..N`, with [`InitSpec::ttys`].
     pub ttys: Vec<OwnedFd>,
+    /// For the state: each `idmap` bind that is a plain bind, and why.
+    pub notes: Vec<String>,
 }
 
 /// The environment init starts with: `PATH`, `TERM`, `HOME`,
@@ -262,6 +264,7 @@ pub fn spawn_init(
         netns: None,
         console: None,
         ttys: Vec::new(),
+        notes: Vec::new(),
     };
     let r = release(spec, &mut spawned, parent_chan, into_cgroup, on_ready);
     if let Err(e) = r {
@@ -296,13 +299,20 @@ fn release(
     }
     if !cfg.privileged {
         let root = nix::unistd::geteuid().is_root();
+        let root_host = cfg.idmap.host_uid(0).unwrap_or(65534);
         for m in cfg.mounts.iter().filter(|m| m.wants_idmap()) {
             // Not idmapped (a plain user, or a filesystem that refuses):
-            // init binds it plainly; `davit start` has said why.
-            match root.then(|| idmapped_bind(m, spawned.pid)) {
-                Some(Ok(tree)) => chan.send_with_fd(Msg::HostMount, tree.as_fd())?,
-                _ => chan.send(Msg::HostMount)?,
-            }
+            // init binds it plainly, and `start` says why.
+            let why = match root.then(|| idmapped_bind(m, spawned.pid)) {
+                Some(Ok(tree)) => {
+                    chan.send_with_fd(Msg::HostMount, tree.as_fd())?;
+                    continue;
+                }
+                Some(Err(e)) => format!("not idmapped ({e})"),
+                None => "since only root can make an idmapped mount".to_owned(),
+            };
+            chan.send(Msg::HostMount)?;
+            spawned.notes.push(m.plain_bind_note(&why, root_host));
         }
     }
     if spec.console {

@@ -134,6 +134,10 @@ pub struct State {
     /// Why no limits were applied, when they were not.
     #[serde(default)]
     pub no_limits_reason: Option<String>,
+    /// What `start` tells the admin about this run: a host bind that is not
+    /// idmapped, and why ([`crate::config::MountEntry::plain_bind_note`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// Exit status of the last run: the code, or 128 + signal.
     #[serde(default)]
     pub exit_status: Option<i32>,
@@ -160,6 +164,7 @@ impl State {
             cgroup_mounts: Vec::new(),
             privileged: false,
             no_limits_reason: None,
+            notes: Vec::new(),
             exit_status: None,
             seccomp: None,
             attach_via: None,
