@@ -420,6 +420,7 @@ pub fn autostart(ctx: &Ctx, a: AutostartArgs) -> Result<(), Failure> {
                 memory: None,
                 pids: None,
                 cpus: None,
+                settle: 200,
                 command: Vec::new(),
             };
             // start's own line ("web is running (pid N)"), not a JSON

@@ -94,6 +94,11 @@ pub struct StartArgs {
     /// CPU limit for this run, e.g. 1.5 (overrides config.toml).
     #[arg(long)]
     pub cpus: Option<f64>,
+    /// With -d: how long init must live before `start` calls it running,
+    /// in milliseconds (systemd also until it has made its init.scope,
+    /// at most 10 s); 0 returns as soon as init runs.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub settle: u64,
     /// Run CMD in place of the configured init.
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -228,6 +233,43 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
         }
         for n in &st.notes {
             ctx.term.warning(&format!("{}: {n}", c.name));
+        }
+    }
+    if a.daemon && a.settle > 0 {
+        let settled = davit_run::wait::settle(
+            &runtime,
+            &c.name,
+            pid,
+            Duration::from_millis(a.settle),
+            Duration::from_secs(10),
+            20,
+        )?;
+        match settled {
+            davit_run::wait::Settled::Up => {}
+            davit_run::wait::Settled::StillStarting => ctx.term.warning(&format!(
+                "{}: systemd had not set up its init.scope after 10 s; see `davit console {} --log`",
+                c.name, c.name
+            )),
+            davit_run::wait::Settled::Exited { status, tail } => {
+                let how = match status {
+                    Some(s) if s > 128 => format!("was killed by signal {}", s - 128),
+                    Some(s) => format!("exited with status {s}"),
+                    None => "exited".to_owned(),
+                };
+                let mut msg = format!("{}: init {how} right after it started", c.name);
+                if tail.is_empty() {
+                    msg += " and wrote nothing to its console";
+                } else {
+                    msg += &format!("; the last lines of its console log:\n  {}", tail.join("\n  "));
+                }
+                msg += &format!(
+                    "\nthe whole log: davit console {} --log (or {})",
+                    c.name,
+                    runtime.join(&c.name).join(davit_run::console::LOG).display()
+                );
+                let code = status.unwrap_or(1).clamp(1, 255) as u8;
+                return Err(Failure::new(code, anyhow::anyhow!(msg)));
+            }
         }
     }
     if a.daemon {
@@ -382,6 +424,7 @@ fn info_json(i: &davit_run::info::Info) -> serde_json::Value {
         "unprivileged": !i.privileged,
         "no_limits_reason": i.no_limits_reason,
         "exit_status": i.exit_status,
+        "console_log": i.console_log,
     })
 }
 
@@ -482,6 +525,9 @@ pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<(), Failure> {
                 rows.push(("Network", note.clone()));
             }
         }
+    }
+    if let Some(p) = &i.console_log {
+        rows.push(("Console log", p.display().to_string()));
     }
     if let Some(why) = &i.no_limits_reason {
         rows.push(("Limits", format!("none: {why}")));

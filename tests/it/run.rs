@@ -1820,3 +1820,58 @@ fn overlapping_subordinate_ranges_are_reported_by_check_and_create() {
     );
     ok(env.davit().args(["destroy", "ov"]));
 }
+
+/// Issue 15: a detached start whose init dies in its first moments fails
+/// with init's status and the last lines of its console log (escaped),
+/// instead of "running" and exit 0; `info` names the log.
+#[test]
+fn detached_start_that_dies_at_once_says_so_with_the_log_tail() {
+    if !require_root("detached_start_that_dies_at_once_says_so_with_the_log_tail") {
+        return;
+    }
+    let env = Env::new("settle");
+    let out = env.create("c1", &["--storage", "dir"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(env.davit().args([
+        "start",
+        "-d",
+        "c1",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo first line; printf 'cannot mount cgroup\\033[2J\\n'; exit 7",
+    ]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert!(err.contains("c1: init exited with status 7"), "{err}");
+    assert!(
+        err.contains("first line") && err.contains("cannot mount cgroup\\u{1b}[2J"),
+        "{err}"
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "raw escape reached the terminal: {err:?}"
+    );
+    assert!(err.contains("davit console c1 --log"), "{err}");
+    let v = json(&ok(env.davit().args(["info", "c1", "--json"])));
+    assert_eq!(v["state"], "STOPPED", "{v}");
+    assert_eq!(v["exit_status"], 7, "{v}");
+    let log = PathBuf::from(v["console_log"].as_str().expect("console_log"));
+    assert!(read_to_string(&log).contains("first line"));
+    assert!(stdout(&ok(env.davit().args(["info", "c1"]))).contains("Console log:"));
+    assert!(env.cgroups().is_empty(), "{:?}", env.cgroups());
+
+    // Without the wait (--settle 0) the same start returns 0 at once: the
+    // check above is what caught it.
+    ok(env.davit().args([
+        "start", "-d", "c1", "--settle", "0", "--", "/bin/sh", "-c", "exit 7",
+    ]));
+    ok(env
+        .davit()
+        .args(["wait", "c1", "--state", "stopped", "--timeout", "10"]));
+    // An init that lives through the window is running.
+    ok(env.davit().args(["start", "-d", "c1"]));
+    let v = json(&ok(env.davit().args(["info", "c1", "--json"])));
+    assert_eq!(v["state"], "RUNNING", "{v}");
+    ok(env.davit().args(["stop", "-k", "c1"]));
+}

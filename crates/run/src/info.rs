@@ -30,6 +30,9 @@ pub struct Info {
     pub net: Option<crate::net::NetInfo>,
     /// The seccomp policy of the running container.
     pub seccomp: Option<crate::seccomp::Seccomp>,
+    /// The console log of the last detached start, when there is one
+    /// (`davit console NAME --log` reads it).
+    pub console_log: Option<std::path::PathBuf>,
 }
 
 /// Information on container `name` (stopped if it has no state).
@@ -38,6 +41,7 @@ pub struct Info {
 /// [`Error::StateParse`] or [`Error::Read`] for a broken state file.
 pub fn info(runtime: &Path, name: &str, layout: &Layout) -> Result<Info> {
     let st = StateStore::new(runtime, name).peek()?;
+    let console_log = Some(runtime.join(name).join(crate::console::LOG)).filter(|p| p.is_file());
     let Some(st) = st else {
         return Ok(Info {
             name: name.to_owned(),
@@ -49,6 +53,7 @@ pub fn info(runtime: &Path, name: &str, layout: &Layout) -> Result<Info> {
             exit_status: None,
             net: None,
             seccomp: None,
+            console_log,
         });
     };
     let alive = st.is_alive();
@@ -75,6 +80,7 @@ pub fn info(runtime: &Path, name: &str, layout: &Layout) -> Result<Info> {
             None
         },
         seccomp: st.seccomp.clone().filter(|_| alive),
+        console_log,
     })
 }
 

@@ -100,3 +100,164 @@ pub fn wait(runtime: &Path, name: &str, want: Status, timeout: Option<Duration>)
         }
     }
 }
+
+/// How a detached start's first moments went ([`settle`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// init is alive after the window (systemd: it made its `init.scope`).
+    Up,
+    /// systemd is alive but had not made its `init.scope` within the
+    /// timeout (a slow machine, or a systemd that hangs early).
+    StillStarting,
+    /// init exited: its status as a shell reports it, and the last lines
+    /// of the console log.
+    Exited {
+        /// Exit code, or 128 + signal.
+        status: Option<i32>,
+        /// The console log's last lines (control characters escaped).
+        tail: Vec<String>,
+    },
+}
+
+/// Whether a `/proc/PID/cgroup` text shows systemd past its manager setup:
+/// it has moved itself into its own `init.scope` (on the unified or the
+/// `name=systemd` hierarchy).
+pub fn in_init_scope(proc_cgroup: &str) -> bool {
+    proc_cgroup.lines().any(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, ctrls, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+        (ctrls.is_empty() || ctrls == "name=systemd") && path.ends_with("/init.scope")
+    })
+}
+
+/// The last `n` lines of `text`, with control characters other than tab
+/// escaped (a hostile init's output never drives the caller's terminal).
+pub fn tail_lines(text: &[u8], n: usize) -> Vec<String> {
+    let s = String::from_utf8_lossy(text);
+    let lines: Vec<&str> = s
+        .split(['\n', '\r'])
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| {
+            l.chars()
+                .map(|c| {
+                    if c.is_control() && c != '\t' {
+                        c.escape_default().collect::<String>()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Watch a just started detached container's init (`pid`, from the ready
+/// report) through its first moments: `window` for any init, and for
+/// systemd (`/proc/PID/comm`) until it has made its `init.scope`, at most
+/// `systemd_timeout`. When init exits, waits for the monitor to record the
+/// status and returns it with the last `lines` of the console log.
+///
+/// # Errors
+/// [`Error::Syscall`] if the pidfd cannot be opened or polled; the state
+/// store's errors.
+pub fn settle(
+    runtime: &Path,
+    name: &str,
+    pid: i32,
+    window: Duration,
+    systemd_timeout: Duration,
+    lines: usize,
+) -> Result<Settled> {
+    let start = Instant::now();
+    let pidfd = match crate::sys::pidfd_open(Pid::from_raw(pid)) {
+        Ok(fd) => Some(fd),
+        Err(Errno::ESRCH) => None,
+        Err(e) => return Err(Error::sys(format!("pidfd_open({pid})"), e)),
+    };
+    let systemd = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim() == "systemd")
+        .unwrap_or(false);
+    let exited = |fd: &OwnedFd, ms: u64| -> Result<bool> {
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        let t = PollTimeout::try_from(ms.min(i32::MAX as u64) as i32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, t) {
+            Ok(n) => Ok(n > 0),
+            Err(Errno::EINTR) => Ok(false),
+            Err(e) => Err(Error::sys("poll(pidfd)", e)),
+        }
+    };
+    if let Some(fd) = &pidfd {
+        loop {
+            let elapsed = start.elapsed();
+            if elapsed >= window {
+                if !systemd {
+                    return Ok(Settled::Up);
+                }
+                let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+                if in_init_scope(&cg) {
+                    return Ok(Settled::Up);
+                }
+                if elapsed >= systemd_timeout {
+                    return Ok(Settled::StillStarting);
+                }
+            }
+            let step = if elapsed < window {
+                (window - elapsed).as_millis() as u64
+            } else {
+                20
+            };
+            if exited(fd, step.max(1))? {
+                break;
+            }
+        }
+    }
+    // The monitor writes the status when it has cleaned up.
+    let _ = wait(
+        runtime,
+        name,
+        Status::Stopped,
+        Some(Duration::from_secs(15)),
+    );
+    let store = StateStore::new(runtime, name);
+    let status = store.peek()?.and_then(|s| s.exit_status);
+    let mut log = Vec::new();
+    for p in crate::console::log_paths(runtime, name).unwrap_or_default() {
+        if let Ok(b) = std::fs::read(&p) {
+            log.extend_from_slice(&b);
+        }
+    }
+    Ok(Settled::Exited {
+        status,
+        tail: tail_lines(&log, lines),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_scope_on_either_hierarchy() {
+        assert!(in_init_scope("0::/davit/web/init.scope\n"));
+        assert!(in_init_scope(
+            "12:cpu:/x\n1:name=systemd:/davit/web/init.scope\n"
+        ));
+        assert!(!in_init_scope("0::/davit/web\n1:name=systemd:/davit/web\n"));
+        // A controller hierarchy's path does not count.
+        assert!(!in_init_scope("4:memory:/a/init.scope\n0::/a\n"));
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines_and_escapes_control_characters() {
+        let t = tail_lines(b"one\r\ntwo\n\nthree \x1b[2Jcleared\n", 2);
+        assert_eq!(
+            t,
+            vec!["two".to_owned(), "three \\u{1b}[2Jcleared".to_owned()]
+        );
+        assert!(tail_lines(b"", 5).is_empty());
+    }
+}
