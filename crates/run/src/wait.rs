@@ -178,9 +178,14 @@ pub fn settle(
         Err(Errno::ESRCH) => None,
         Err(e) => return Err(Error::sys(format!("pidfd_open({pid})"), e)),
     };
-    let systemd = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|c| c.trim() == "systemd")
-        .unwrap_or(false);
+    // Looked at once the window is over: systemd renames itself after the
+    // exec of /sbin/init, and a plain user may not read init's exe link.
+    let is_systemd = || {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "systemd")
+            || std::fs::read_link(format!("/proc/{pid}/exe"))
+                .is_ok_and(|p| p.file_name().is_some_and(|n| n == "systemd"))
+    };
+    let mut systemd = None;
     let exited = |fd: &OwnedFd, ms: u64| -> Result<bool> {
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
         let t = PollTimeout::try_from(ms.min(i32::MAX as u64) as i32).unwrap_or(PollTimeout::MAX);
@@ -194,7 +199,7 @@ pub fn settle(
         loop {
             let elapsed = start.elapsed();
             if elapsed >= window {
-                if !systemd {
+                if !*systemd.get_or_insert_with(is_systemd) {
                     return Ok(Settled::Up);
                 }
                 let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
