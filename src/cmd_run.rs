@@ -250,6 +250,19 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
                 "{}: systemd had not set up its init.scope after 10 s; see `davit console {} --log`",
                 c.name, c.name
             )),
+            // A CMD that has done its job: no failure, but no "running".
+            davit_run::wait::Settled::Exited {
+                status: Some(0), ..
+            } => {
+                ctx.term.warning(&format!(
+                    "{}: init exited with status 0 right after it started; the container is stopped",
+                    c.name
+                ));
+                if ctx.json {
+                    ctx.print_json(&json!({"name": c.name, "state": "STOPPED", "exit_status": 0}));
+                }
+                return Ok(());
+            }
             davit_run::wait::Settled::Exited { status, tail } => {
                 let how = match status {
                     Some(s) if s > 128 => format!("was killed by signal {}", s - 128),
