@@ -1845,7 +1845,7 @@ fn detached_start_that_dies_at_once_says_so_with_the_log_tail() {
     assert_eq!(out.status.code(), Some(7), "{err}");
     assert!(err.contains("c1: init exited with status 7"), "{err}");
     assert!(
-        err.contains("first line") && err.contains("cannot mount cgroup\\u{1b}[2J"),
+        err.contains("first line") && err.contains("cannot mount cgroup\\x1b[2J"),
         "{err}"
     );
     assert!(

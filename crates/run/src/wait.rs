@@ -114,7 +114,7 @@ pub enum Settled {
     Exited {
         /// Exit code, or 128 + signal.
         status: Option<i32>,
-        /// The console log's last lines (control characters escaped).
+        /// The console log's last lines, unescaped.
         tail: Vec<String>,
     },
 }
@@ -130,8 +130,9 @@ pub fn in_init_scope(proc_cgroup: &str) -> bool {
     })
 }
 
-/// The last `n` lines of `text`, with control characters other than tab
-/// escaped (a hostile init's output never drives the caller's terminal).
+/// The last `n` non-empty lines of `text` (split at `\n` and `\r`), as
+/// they are: showing them safely is the caller's job (the CLI escapes
+/// every control character it prints).
 pub fn tail_lines(text: &[u8], n: usize) -> Vec<String> {
     let s = String::from_utf8_lossy(text);
     let lines: Vec<&str> = s
@@ -141,17 +142,7 @@ pub fn tail_lines(text: &[u8], n: usize) -> Vec<String> {
         .collect();
     lines[lines.len().saturating_sub(n)..]
         .iter()
-        .map(|l| {
-            l.chars()
-                .map(|c| {
-                    if c.is_control() && c != '\t' {
-                        c.escape_default().collect::<String>()
-                    } else {
-                        c.to_string()
-                    }
-                })
-                .collect()
-        })
+        .map(|l| (*l).to_owned())
         .collect()
 }
 
@@ -257,12 +248,9 @@ mod tests {
     }
 
     #[test]
-    fn tail_keeps_the_last_lines_and_escapes_control_characters() {
+    fn tail_keeps_the_last_non_empty_lines() {
         let t = tail_lines(b"one\r\ntwo\n\nthree \x1b[2Jcleared\n", 2);
-        assert_eq!(
-            t,
-            vec!["two".to_owned(), "three \\u{1b}[2Jcleared".to_owned()]
-        );
+        assert_eq!(t, vec!["two".to_owned(), "three \x1b[2Jcleared".to_owned()]);
         assert!(tail_lines(b"", 5).is_empty());
     }
 }
