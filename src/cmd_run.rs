@@ -8,7 +8,7 @@ use clap::Args;
 use davit_run::cgroup::Layout;
 
 use davit_run::attach::AttachIo;
-use davit_run::monitor::{spawn_monitor_on, MonitorArgs, MonitorIo};
+use davit_run::monitor::{spawn_monitor_via, MonitorArgs, MonitorIo};
 use davit_run::state::Status;
 use davit_run::{ContainerConfig, ErrorKind};
 use nix::sys::signal::{SigSet, Signal};
@@ -143,6 +143,29 @@ pub fn host_mount_notes(cfg: &ContainerConfig) -> Vec<String> {
         .collect()
 }
 
+/// For a plain user without a delegated cgroup whom the admin granted
+/// cgroups (`/etc/davit/cgroups`): the setuid `davit-cgroup` to start the
+/// monitor through. `None` otherwise; the monitor then says why it runs
+/// without limits.
+fn cgroup_helper(cfg: &ContainerConfig) -> Option<PathBuf> {
+    if paths::is_root() {
+        return None;
+    }
+    let layout = davit_run::cgroup::Layout::detect().ok()?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    match davit_run::usercgroup::route(
+        &layout,
+        &own,
+        nix::unistd::geteuid().as_raw(),
+        &davit_run::cgroup::needed_controllers(&cfg.limits),
+        Path::new(davit_run::usercgroup::GRANT_FILE),
+        &davit_run::usercgroup::helper_path(),
+    ) {
+        davit_run::usercgroup::Route::Helper(h) => Some(h),
+        _ => None,
+    }
+}
+
 pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
     let c = container(&a.name)?;
     let mut cfg = load(&c)?;
@@ -212,7 +235,8 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
         relay::Mode::Plain if a.daemon => (MonitorIo::Hold, None),
         relay::Mode::Plain => (MonitorIo::Inherit, None),
     };
-    let mut h = spawn_monitor_on(&monitor_exe()?, &args, a.daemon, io)?;
+    let via = cgroup_helper(&cfg);
+    let mut h = spawn_monitor_via(via.as_deref(), &monitor_exe()?, &args, a.daemon, io)?;
     let pid = match h.wait_ready() {
         Ok(pid) => pid,
         Err(e) => {
@@ -363,6 +387,20 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 
 pub fn attach(_ctx: &Ctx, a: AttachArgs) -> Result<(), Failure> {
     let c = container(&a.name)?;
+    // A granted plain user's container cgroup is below /user/USER: cgroup
+    // v2 lets a process move there only from inside that tree, so this
+    // attach goes through davit-cgroup first, as the monitor did.
+    if let Some(helper) = load(&c).ok().and_then(|cfg| cgroup_helper(&cfg)) {
+        use std::os::unix::process::CommandExt;
+        let me = paths::davit_exe()?;
+        let e = std::process::Command::new(&helper)
+            .args(["enter".as_ref(), "--".as_ref(), me.as_os_str()])
+            .args(std::env::args_os().skip(1))
+            .exec();
+        return Err(Failure::io(
+            anyhow::anyhow!(e).context(format!("cannot run {}", helper.display())),
+        ));
+    }
     // Processes of this attach pass through the container's pid namespace
     // before they exec: run from a sealed copy so none can reach and
     // rewrite the davit binary through /proc/PID/exe (CVE-2019-5736).

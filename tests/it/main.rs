@@ -1,5 +1,6 @@
 //! End-to-end tests that drive the `davit` binary.
 
+mod cgroups;
 mod common;
 mod fetch;
 mod manage;

@@ -301,7 +301,22 @@ fn transient(
             Error::sys("prctl(PR_SET_DUMPABLE, 0)", e),
         );
     }
-    // Join the cgroup while still on the host: permission is gone later.
+    // A plain user's container cgroup belongs to container root (handed
+    // over at start, `handover.rs`): join the user namespace first, whose
+    // capabilities cover those files, and the cgroup from there.
+    let mut flags = flags;
+    if flags.contains(CloneFlags::CLONE_NEWUSER) && !nix::unistd::geteuid().is_root() {
+        if let Err(e) = nix::sched::setns(pidfd.as_fd(), CloneFlags::CLONE_NEWUSER) {
+            fail(
+                &mut chan,
+                InitStep::Sync,
+                Error::sys("setns(pidfd, CLONE_NEWUSER)", e),
+            );
+        }
+        flags.remove(CloneFlags::CLONE_NEWUSER);
+    }
+    // Join the cgroup while the cgroup namespace is still the host's:
+    // permission is gone later.
     if let Err(e) = cg.add_pid(std::process::id() as i32) {
         fail(&mut chan, InitStep::CgroupNs, e);
     }

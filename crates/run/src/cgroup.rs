@@ -248,72 +248,122 @@ pub fn own_path(proc_cgroup: &str, h: &Hierarchy) -> Option<PathBuf> {
     None
 }
 
-/// Find a delegated v2 subtree for an unprivileged `uid`.
+/// How a hierarchy is named in messages: its controllers, or `unified`.
+pub fn hierarchy_name(h: &Hierarchy) -> String {
+    match h.version {
+        Version::V2 => "unified".to_owned(),
+        Version::V1 => h.controllers.join(","),
+    }
+}
+
+/// Whether `dir` and the files that move tasks (and for v2 enable
+/// controllers) are owned by `uid`: a subtree delegated to that user.
+fn owned_by(dir: &Path, version: Version, uid: u32) -> bool {
+    let files: &[&str] = match version {
+        Version::V1 => &["", "cgroup.procs", "tasks"],
+        Version::V2 => &["", "cgroup.procs", "cgroup.subtree_control"],
+    };
+    files.iter().all(|f| {
+        let p = if f.is_empty() {
+            dir.to_path_buf()
+        } else {
+            dir.join(f)
+        };
+        fs::metadata(p).map(|m| m.uid() == uid).unwrap_or(false)
+    })
+}
+
+/// Find the cgroup subtree delegated to an unprivileged `uid`, the same
+/// path in every hierarchy.
 ///
-/// Walks from the caller's own cgroup (from `proc_self_cgroup`) towards the
-/// root and returns the top-most directory whose directory,
-/// `cgroup.procs` and `cgroup.subtree_control` are owned by `uid`, relative
-/// to the v2 mount point. `needed` lists the controllers the limits need;
-/// they must be available there.
+/// For each hierarchy, walks from the caller's own cgroup (from
+/// `proc_self_cgroup`) towards the root and takes the top-most directory
+/// owned by `uid` (with its task files, and on v2 its
+/// `cgroup.subtree_control`): a unit systemd made with `Delegate=yes`, or
+/// the `/user/USER` that the setuid `davit-cgroup` makes on a v1 or hybrid
+/// host. Returns it relative to the mount points. `needed` lists the
+/// controllers the limits need; those on v2 must be available there.
 ///
 /// # Errors
-/// A sentence saying why there can be no limits (v1 or hybrid host, no v2,
-/// nothing delegated, a controller missing), for the CLI to print once.
+/// A sentence saying why there can be no cgroup (a hierarchy not
+/// delegated, the unified one holding processes, a controller missing),
+/// for the CLI to print once.
 pub fn delegation(
     layout: &Layout,
     proc_self_cgroup: &str,
     uid: u32,
     needed: &[&str],
 ) -> std::result::Result<PathBuf, String> {
-    let v1: Vec<&str> = layout
-        .hierarchies
-        .iter()
-        .filter(|h| h.version == Version::V1)
-        .flat_map(|h| h.controllers.iter().map(String::as_str))
-        .filter(|c| needed.contains(c))
-        .collect();
-    if !v1.is_empty() {
+    if layout.hierarchies.is_empty() {
+        return Err("no cgroup filesystem is mounted".to_owned());
+    }
+    let mut base: Option<(PathBuf, String)> = None;
+    let mut not = Vec::new();
+    let mut own_v2 = None;
+    for h in &layout.hierarchies {
+        let Some(own) = own_path(proc_self_cgroup, h) else {
+            not.push(format!(
+                "{} (no line in /proc/self/cgroup)",
+                hierarchy_name(h)
+            ));
+            continue;
+        };
+        let rel = own.strip_prefix(&h.root).unwrap_or(&own).to_path_buf();
+        if h.version == Version::V2 {
+            own_v2 = Some(rel.clone());
+        }
+        let mut best: Option<PathBuf> = None;
+        let mut cur = rel.clone();
+        loop {
+            if !owned_by(&join_rel(&h.mountpoint, &cur), h.version, uid) {
+                break;
+            }
+            best = Some(cur.clone());
+            if !cur.pop() || cur.as_os_str().is_empty() || cur == Path::new("/") {
+                break;
+            }
+        }
+        match (best, &base) {
+            (None, _) => not.push(format!("{} ({})", hierarchy_name(h), own.display())),
+            (Some(b), None) => base = Some((b, hierarchy_name(h))),
+            (Some(b), Some((x, first))) if b != *x => {
+                return Err(format!(
+                    "the cgroups delegated to uid {uid} differ between hierarchies ({} in {first}, {} in {})",
+                    x.display(),
+                    b.display(),
+                    hierarchy_name(h)
+                ))
+            }
+            _ => {}
+        }
+    }
+    if !not.is_empty() {
+        if layout.mode() == Mode::Unified {
+            let own = layout
+                .unified()
+                .and_then(|h| own_path(proc_self_cgroup, h))
+                .unwrap_or_else(|| PathBuf::from("/"));
+            return Err(format!(
+                "cgroup {} is not delegated to uid {uid}; run davit inside a delegated unit (systemd-run --user --scope -p Delegate=yes)",
+                own.display()
+            ));
+        }
         return Err(format!(
-            "the {} controller(s) are on cgroup v1, which cannot be delegated to an unprivileged user",
-            v1.join(", ")
+            "no cgroup is delegated to uid {uid} in the {} hierarch{}: {}",
+            if layout.mode() == Mode::Hybrid {
+                "v1 and hybrid"
+            } else {
+                "v1"
+            },
+            if not.len() == 1 { "y" } else { "ies" },
+            not.join(", ")
         ));
     }
+    let Some((base, _)) = base else {
+        return Err("no cgroup filesystem is mounted".to_owned());
+    };
     let Some(h) = layout.unified() else {
-        return Err("no cgroup v2 hierarchy is mounted".to_owned());
-    };
-    let Some(own) = own_path(proc_self_cgroup, h) else {
-        return Err("this process has no cgroup v2 path in /proc/self/cgroup".to_owned());
-    };
-    let rel = own.strip_prefix(&h.root).unwrap_or(&own).to_path_buf();
-    let owned = |dir: &Path| {
-        ["", "cgroup.procs", "cgroup.subtree_control"]
-            .iter()
-            .all(|f| {
-                let p = if f.is_empty() {
-                    dir.to_path_buf()
-                } else {
-                    dir.join(f)
-                };
-                fs::metadata(p).map(|m| m.uid() == uid).unwrap_or(false)
-            })
-    };
-    let mut best: Option<PathBuf> = None;
-    let mut cur = rel.clone();
-    loop {
-        let abs = join_rel(&h.mountpoint, &cur);
-        if !owned(&abs) {
-            break;
-        }
-        best = Some(cur.clone());
-        if !cur.pop() || cur.as_os_str().is_empty() || cur == Path::new("/") {
-            break;
-        }
-    }
-    let Some(base) = best else {
-        return Err(format!(
-            "cgroup {} is not delegated to uid {uid}; run davit inside a delegated unit (systemd-run --user --scope -p Delegate=yes)",
-            own.display()
-        ));
+        return Ok(base);
     };
     // cgroup v2 enables no controller below a non-root cgroup that holds
     // processes (EBUSY on cgroup.subtree_control): a caller sitting in the
@@ -325,16 +375,23 @@ pub fn delegation(
         return Err(format!(
             "the delegated cgroup {} holds processes{}, and cgroup v2 enables no controllers below a cgroup with processes; run davit from a leaf cgroup below it (systemd-run --user --scope -p Delegate=yes)",
             base.display(),
-            if base == rel { ", this one among them" } else { "" }
+            if own_v2.as_ref() == Some(&base) { ", this one among them" } else { "" }
         ));
     }
     let avail: Vec<String> =
         fs::read_to_string(join_rel(&h.mountpoint, &base).join("cgroup.controllers"))
             .map(|s| s.split_whitespace().map(str::to_owned).collect())
             .unwrap_or_default();
+    // Controllers a v1 hierarchy provides are used there (hybrid hosts).
     let missing: Vec<&str> = needed
         .iter()
         .copied()
+        .filter(|c| {
+            !layout
+                .hierarchies
+                .iter()
+                .any(|x| x.version == Version::V1 && x.has(c))
+        })
         .filter(|c| !avail.iter().any(|a| a == c))
         .collect();
     if !missing.is_empty() {
@@ -433,6 +490,10 @@ pub struct Stats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cgroup {
     dirs: Vec<CgroupDir>,
+    /// Container root's host uid and gid when a plain user handed the
+    /// cgroup over ([`crate::handover`]): what container root made below
+    /// is then removed from the helper namespace.
+    handed_to: Option<(u32, u32)>,
 }
 
 impl Cgroup {
@@ -448,7 +509,15 @@ impl Cgroup {
                     path: join_rel(&h.mountpoint, rel),
                 })
                 .collect(),
+            handed_to: None,
         }
+    }
+
+    /// The same cgroup, recorded as handed to container root `(uid, gid)`
+    /// by a plain user (state's `cgroup_owner`).
+    pub fn handed_to(mut self, owner: Option<(u32, u32)>) -> Cgroup {
+        self.handed_to = owner;
+        self
     }
 
     /// Rebuild from recorded paths (state file) and the current layout;
@@ -468,7 +537,10 @@ impl Cgroup {
                 });
             }
         }
-        Cgroup { dirs }
+        Cgroup {
+            dirs,
+            handed_to: None,
+        }
     }
 
     /// Create the cgroup at `rel` in every hierarchy and apply `limits`.
@@ -971,10 +1043,26 @@ impl Cgroup {
     /// # Errors
     /// [`Error::Cgroup`] naming the directory.
     pub fn remove(&self) -> Result<()> {
+        let mut left = Vec::new();
         for d in &self.dirs {
-            for dir in descendants(&d.path).iter().chain(std::iter::once(&d.path)) {
-                rmdir_retry(dir)?;
+            match remove_tree(&d.path) {
+                Ok(()) => {}
+                // Container root's own sub-cgroups (a plain user's
+                // container): not ours to rmdir, but the helper namespace's.
+                Err((_, e))
+                    if matches!(e, nix::errno::Errno::EACCES | nix::errno::Errno::EPERM)
+                        && self.handed_to.is_some()
+                        && !nix::unistd::geteuid().is_root() =>
+                {
+                    left.push(d.path.clone())
+                }
+                Err((p, e)) => return Err(cg_err("rmdir", &p, io::Error::from(e))),
             }
+        }
+        if let (false, Some(owner)) = (left.is_empty(), self.handed_to) {
+            crate::handover::remove_as(&left, owner)?;
+        }
+        for d in &self.dirs {
             if let Some(parent) = d.path.parent() {
                 if parent != d.hierarchy.mountpoint && parent.starts_with(&d.hierarchy.mountpoint) {
                     let _ = fs::remove_dir(parent);
@@ -983,6 +1071,26 @@ impl Cgroup {
         }
         Ok(())
     }
+}
+
+/// `rmdir` `dir` after every cgroup below it, children first, retrying
+/// `EBUSY` (see [`Cgroup::remove`]). Gone already is fine.
+///
+/// # Errors
+/// The directory that would not go, and why.
+pub(crate) fn remove_tree(dir: &Path) -> std::result::Result<(), (PathBuf, nix::errno::Errno)> {
+    for d in descendants(dir)
+        .iter()
+        .chain(std::iter::once(&dir.to_path_buf()))
+    {
+        rmdir_retry(d).map_err(|e| {
+            (
+                d.clone(),
+                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Every cgroup below `dir`, children before their parents. Cgroup
@@ -1000,7 +1108,7 @@ fn descendants(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn rmdir_retry(dir: &Path) -> Result<()> {
+fn rmdir_retry(dir: &Path) -> io::Result<()> {
     let mut tries = 0;
     loop {
         match fs::remove_dir(dir) {
@@ -1010,7 +1118,7 @@ fn rmdir_retry(dir: &Path) -> Result<()> {
                 tries += 1;
                 std::thread::sleep(Duration::from_millis(50));
             }
-            Err(e) => return Err(cg_err("rmdir", dir, e)),
+            Err(e) => return Err(e),
         }
     }
 }
@@ -1286,7 +1394,87 @@ mod tests {
         let why = delegation(&l, pc, 1000, &["io"]).unwrap_err();
         assert!(why.contains("lacks the io"), "{why}");
         let why = delegation(&Layout::from_mountinfo(HYBRID), pc, 1000, &["pids"]).unwrap_err();
-        assert!(why.contains("cgroup v1"), "{why}");
+        assert!(
+            why.contains("no cgroup is delegated to uid 1000 in the v1 and hybrid hierarchies"),
+            "{why}"
+        );
+    }
+
+    /// A v1 or hybrid host where `davit-cgroup` made `/user/u/0` in every
+    /// hierarchy, owned by the user, and moved the caller there: the base
+    /// is `user/u` everywhere. One hierarchy left out, or a different path
+    /// in one, refuses with the hierarchy named.
+    #[test]
+    fn delegation_on_v1_takes_the_granted_user_tree_in_every_hierarchy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let mut mi = String::new();
+        for (i, (dir, opts)) in [
+            ("memory", "memory"),
+            ("pids", "pids"),
+            ("systemd", "name=systemd"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let m = root.join(dir);
+            let leaf = m.join("user/u/0");
+            fs::create_dir_all(&leaf).unwrap();
+            for d in [m.clone(), m.join("user"), m.join("user/u"), leaf.clone()] {
+                fs::write(d.join("cgroup.procs"), "").unwrap();
+                fs::write(d.join("tasks"), "").unwrap();
+            }
+            for d in [m.join("user/u"), leaf] {
+                for f in ["", "cgroup.procs", "tasks"] {
+                    let p = if f.is_empty() { d.clone() } else { d.join(f) };
+                    nix::unistd::chown(&p, Some(nix::unistd::Uid::from_raw(1000)), None).unwrap();
+                }
+            }
+            mi += &format!(
+                "{} 1 0:{} / {} rw - cgroup cgroup rw,{opts}\n",
+                40 + i,
+                50 + i,
+                m.display()
+            );
+        }
+        let l = Layout::from_mountinfo(&mi);
+        let pc = "3:name=systemd:/user/u/0\n2:pids:/user/u/0\n1:memory:/user/u/0\n";
+        assert_eq!(
+            delegation(&l, pc, 1000, &["memory", "pids"]).unwrap(),
+            Path::new("user/u")
+        );
+        let why = delegation(&l, pc, 1001, &[]).unwrap_err();
+        assert!(why.contains("no cgroup is delegated to uid 1001 in the v1 hierarchies: memory (/user/u/0), pids"), "{why}");
+        // Not granted in one hierarchy (root owns it there).
+        nix::unistd::chown(
+            &root.join("pids/user/u/0/tasks"),
+            Some(nix::unistd::Uid::from_raw(0)),
+            None,
+        )
+        .unwrap();
+        nix::unistd::chown(
+            &root.join("pids/user/u/tasks"),
+            Some(nix::unistd::Uid::from_raw(0)),
+            None,
+        )
+        .unwrap();
+        let why = delegation(&l, pc, 1000, &[]).unwrap_err();
+        assert!(why.contains("hierarchy: pids (/user/u/0)"), "{why}");
+        // The caller elsewhere in one hierarchy.
+        let pc2 = "3:name=systemd:/user/u\n2:pids:/user/u/0\n1:memory:/user/u/0\n";
+        nix::unistd::chown(
+            &root.join("pids/user/u/tasks"),
+            Some(nix::unistd::Uid::from_raw(1000)),
+            None,
+        )
+        .unwrap();
+        nix::unistd::chown(
+            &root.join("pids/user/u/0/tasks"),
+            Some(nix::unistd::Uid::from_raw(1000)),
+            None,
+        )
+        .unwrap();
+        assert_eq!(delegation(&l, pc2, 1000, &[]).unwrap(), Path::new("user/u"));
     }
 
     /// Found in the VM lane (kernel 6.1, cgroup2 alone): a plain user whose

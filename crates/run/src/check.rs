@@ -142,14 +142,33 @@ pub fn check() -> Vec<CheckItem> {
                 ));
             } else {
                 let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+                let helper = crate::usercgroup::helper_path();
                 match cgroup::delegation(&l, &own, euid.as_raw(), &["memory", "pids", "cpu"]) {
                     Ok(base) => out.push(item("cgroup delegation", true, format!("delegated subtree {}", base.display()), None)),
-                    Err(why) => out.push(item(
-                        "cgroup delegation",
-                        false,
+                    Err(why) => match crate::usercgroup::grant_route(
                         why,
-                        Some("run under a cgroup v2 host with systemd delegation (systemd-run --user --scope -p Delegate=yes)"),
-                    )),
+                        euid.as_raw(),
+                        Path::new(crate::usercgroup::GRANT_FILE),
+                        &helper,
+                    ) {
+                        crate::usercgroup::Route::Helper(h) => out.push(item(
+                            "cgroup delegation",
+                            true,
+                            format!("granted in {}: each start enters /user/{} through {}", crate::usercgroup::GRANT_FILE, user_name(euid.as_raw()), h.display()),
+                            None,
+                        )),
+                        crate::usercgroup::Route::Without(why) => out.push(item(
+                            "cgroup delegation",
+                            false,
+                            why,
+                            Some(if l.mode() == cgroup::Mode::Unified {
+                                "run under systemd delegation (systemd-run --user --scope -p Delegate=yes), or have the admin grant cgroups in /etc/davit/cgroups"
+                            } else {
+                                "have the admin grant cgroups in /etc/davit/cgroups (docs/CGROUPS.md)"
+                            }),
+                        )),
+                        crate::usercgroup::Route::Delegated => {}
+                    },
                 }
             }
         }

@@ -472,6 +472,12 @@ pub enum Error {
         /// What it said.
         message: String,
     },
+    /// A plain user has no cgroup grant in `/etc/davit/cgroups`.
+    #[error("{user} is not granted cgroups: an admin adds the line `{user}` to /etc/davit/cgroups (see docs/CGROUPS.md)")]
+    NotGranted {
+        /// The user.
+        user: String,
+    },
     /// A wait ran out.
     #[error("timed out after {secs}s waiting for {what}")]
     Timeout {
@@ -491,7 +497,9 @@ impl Error {
             | Error::ConfigInvalid { .. } => ErrorKind::Config,
             Error::Read { .. } | Error::Write { .. } | Error::Spawn { .. } => ErrorKind::Io,
             Error::Syscall { .. } => ErrorKind::Syscall,
-            Error::Cgroup { .. } | Error::CgroupState { .. } => ErrorKind::Cgroup,
+            Error::Cgroup { .. } | Error::CgroupState { .. } | Error::NotGranted { .. } => {
+                ErrorKind::Cgroup
+            }
             Error::StateParse { .. } | Error::UntrustedStateDir { .. } => ErrorKind::State,
             Error::NotRunning { .. } => ErrorKind::NotRunning,
             Error::AlreadyRunning { .. } => ErrorKind::AlreadyRunning,

@@ -71,6 +71,7 @@ pub mod console;
 pub mod devices;
 mod error;
 pub mod freeze;
+pub mod handover;
 pub mod idmap;
 pub mod info;
 mod init;
@@ -86,6 +87,7 @@ pub mod stop;
 pub mod storage;
 pub mod sys;
 mod tty;
+pub mod usercgroup;
 pub mod wait;
 
 pub use config::ContainerConfig;

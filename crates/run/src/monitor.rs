@@ -249,6 +249,15 @@ fn console_socket() -> Option<std::os::unix::net::UnixStream> {
     sys::take_inherited_fd(CONSOLE_FD).map(std::os::unix::net::UnixStream::from)
 }
 
+/// For `davit-cgroup`, which runs before the monitor on the same ready
+/// pipe: report its failure there, as the monitor would, so the caller
+/// reads why (a detached start has no stderr). Nothing when descriptor
+/// [`READY_FD`] is not a pipe.
+pub(crate) fn report_failure_before_monitor(e: &Error) {
+    let mut ready = ready_file();
+    report(&mut ready, &Report::Failed(e));
+}
+
 enum Report<'a> {
     Ready(i32),
     Failed(&'a Error),
@@ -301,9 +310,24 @@ fn cgroup_placement(
     }
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let needed = cgroup::needed_controllers(&cfg.limits);
-    match cgroup::delegation(layout, &own, nix::unistd::geteuid().as_raw(), &needed) {
+    let uid = nix::unistd::geteuid().as_raw();
+    match cgroup::delegation(layout, &own, uid, &needed) {
         Ok(base) => (Some((base.join(rel_leaf), base)), None),
-        Err(why) => (None, Some(why)),
+        Err(why) => {
+            let helper = crate::usercgroup::helper_path();
+            let grants = Path::new(crate::usercgroup::GRANT_FILE);
+            match crate::usercgroup::grant_route(why.clone(), uid, grants, &helper) {
+                crate::usercgroup::Route::Without(full) => (None, Some(full)),
+                _ => (
+                    None,
+                    Some(format!(
+                        "{why}, although you are granted cgroups in {}: this monitor did not come through {}",
+                        grants.display(),
+                        helper.display()
+                    )),
+                ),
+            }
+        }
     }
 }
 
@@ -356,9 +380,17 @@ pub fn run_monitor(
         }
     }
     let (placement, why) = cgroup_placement(&layout, &cfg, &args.cgroup_prefix);
+    // A plain user hands the cgroup to container root from a helper user
+    // namespace (spawn.rs); what container root makes below is removed
+    // the same way.
+    let owner = match (nix::unistd::geteuid().is_root(), cfg.privileged) {
+        (false, false) => cfg.idmap.host_uid(0).zip(cfg.idmap.host_gid(0)),
+        _ => None,
+    };
     let cg = match placement {
-        Some((rel, base)) => Some(Cgroup::create(&layout, &rel, &base, &cfg.limits)?),
-        None if cfg.limits.is_empty() => None,
+        Some((rel, base)) => {
+            Some(Cgroup::create(&layout, &rel, &base, &cfg.limits)?.handed_to(owner))
+        }
         None => None,
     };
     // The device allow list (root only: a plain user may not write it).
@@ -375,6 +407,7 @@ pub fn run_monitor(
     st.no_limits_reason = why;
     st.seccomp = Some(cfg.seccomp_in_force());
     if let Some(cg) = &cg {
+        st.cgroup_owner = owner;
         st.cgroup_paths = cg.paths();
         st.cgroup_mounts = cg
             .dirs()
@@ -587,7 +620,7 @@ pub fn recover_locked(lock: &StateLock, st: &mut State, layout: &Layout) -> Resu
     }
     // net: a crashed monitor's lease, veth and user-mode process.
     let _ = crate::net::teardown_recorded(lock.store().dir(), &st.name);
-    let cg = Cgroup::from_paths(layout, &st.cgroup_paths);
+    let cg = Cgroup::from_paths(layout, &st.cgroup_paths).handed_to(st.cgroup_owner);
     cg.destroy(Duration::from_secs(10))?;
     st.status = Status::Stopped;
     st.init = None;
@@ -646,6 +679,23 @@ pub fn spawn_monitor_on(
     detach: bool,
     io: MonitorIo,
 ) -> Result<MonitorHandle> {
+    spawn_monitor_via(None, exe, args, detach, io)
+}
+
+/// Like [`spawn_monitor_on`], through `via` when given: the setuid
+/// `davit-cgroup enter -- EXE …`, which gives a granted plain user a cgroup
+/// tree and then execs the monitor with the caller's ids
+/// ([`crate::usercgroup`]).
+///
+/// # Errors
+/// [`Error::Spawn`] if the process cannot be started.
+pub fn spawn_monitor_via(
+    via: Option<&Path>,
+    exe: &Path,
+    args: &MonitorArgs,
+    detach: bool,
+    io: MonitorIo,
+) -> Result<MonitorHandle> {
     let spawn_err = |program: &str| {
         let program = program.to_owned();
         move |source| Error::Spawn { program, source }
@@ -656,7 +706,14 @@ pub fn spawn_monitor_on(
     args.ready_fd = true;
     let mut pass = vec![(w, READY_FD)];
     let mut console = None;
-    let mut cmd = Command::new(exe);
+    let mut cmd = match via {
+        Some(helper) => {
+            let mut c = Command::new(helper);
+            c.args(["enter".as_ref(), "--".as_ref(), exe.as_os_str()]);
+            c
+        }
+        None => Command::new(exe),
+    };
     match io {
         MonitorIo::Fds([i, o, e]) => {
             cmd.stdin(Stdio::from(i))
@@ -688,7 +745,8 @@ pub fn spawn_monitor_on(
     }
     cmd.arg(MONITOR_ARG).args(args.to_args());
     sys::command_pass_fds(&mut cmd, pass, true);
-    let child = cmd.spawn().map_err(spawn_err(&exe.display().to_string()))?;
+    let shown = via.unwrap_or(exe).display().to_string();
+    let child = cmd.spawn().map_err(spawn_err(&shown))?;
     drop(cmd);
     Ok(MonitorHandle {
         child,

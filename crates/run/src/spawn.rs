@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 use crate::cgroup::{Cgroup, Layout};
 use crate::config::{Backend, ContainerConfig};
 use crate::error::{Error, Result};
+use crate::handover::Handover;
 use crate::init::{child_main, Plan};
 use crate::msg::{Channel, Msg};
 use crate::state::start_time;
@@ -172,25 +173,17 @@ pub fn spawn_init(
             source,
         })?;
 
-    let root_host = if userns {
-        Some((
-            cfg.idmap.host_uid(0).unwrap_or(0),
-            cfg.idmap.host_gid(0).unwrap_or(0),
-        ))
-    } else {
-        None
-    };
-    // Delegate the v2 leaf to container root, as LXC's cgfsng_chown does,
-    // so an init like systemd can manage its own subtree.
+    // The leaf is handed to container root once init is in it (release),
+    // so that a plain user can still move init there first. Whether
+    // `/sys/fs/cgroup` is writable inside is decided now; should the
+    // handover fail, a writable mount of a tree container root does not
+    // own grants it nothing.
     let mut v2_fd = None;
     if let Some(cg) = spec.cgroup {
-        if let Some(v2) = cg.v2_dir() {
-            if let Some((u, g)) = root_host {
-                plan.cgroup2_rw = delegate_v2(v2, u, g).is_ok();
-            } else {
-                plan.cgroup2_rw = true;
-            }
-            if cg.v2_only() {
+        plan.cgroup2_rw = cg.v2_dir().is_some();
+        plan.systemd_v1_rw = cg.named_v1_dir("systemd").is_some();
+        if cg.v2_only() {
+            if let Some(v2) = cg.v2_dir() {
                 v2_fd = std::fs::OpenOptions::new()
                     .read(true)
                     .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
@@ -198,17 +191,6 @@ pub fn spawn_init(
                     .ok();
             }
         }
-    }
-
-    // The same for the v1 `name=systemd` hierarchy (no controllers, so no
-    // limits to escape): systemd on a hybrid or legacy host keeps its own
-    // tree there (LXC's `cgroup:mixed` mounts the container's own cgroup
-    // read-write and chowns it to container root).
-    if let Some(dir) = spec.cgroup.and_then(|cg| cg.named_v1_dir("systemd")) {
-        plan.systemd_v1_rw = match root_host {
-            Some((u, g)) => delegate_v1(dir, u, g).is_ok(),
-            None => true,
-        };
     }
 
     let mut flags = CloneFlags::CLONE_NEWNS
@@ -287,6 +269,28 @@ fn release(
     }
     if let Some(cg) = spec.cgroup {
         cg.add_pid_except(spawned.pid.as_raw(), into_cgroup)?;
+        // Hand the leaf in every hierarchy to container root, as LXC's
+        // cgfsng_chown does (directory 0775, task files 0664, the v2
+        // delegate files), so an init like systemd can manage its own
+        // subtree: on v2, and on v1 in the controller-less `name=systemd`
+        // hierarchy, the only ones mounted writable inside (LXC's
+        // `cgroup:mixed`). A plain user does it from a helper user
+        // namespace (`handover.rs`).
+        if let (false, Some(owner)) = (
+            cfg.privileged,
+            cfg.idmap.host_uid(0).zip(cfg.idmap.host_gid(0)),
+        ) {
+            let dirs: Vec<Handover> = cg
+                .dirs()
+                .iter()
+                .map(|d| Handover::of(&d.path, d.hierarchy.version))
+                .collect();
+            if let Err(e) = crate::handover::hand_over(&dirs, owner) {
+                spawned.notes.push(format!(
+                    "its cgroup could not be handed to container root ({e}), so an init like systemd cannot make its own cgroups"
+                ));
+            }
+        }
     }
     // net: open the netns now, while init is dumpable (it turns
     // non-dumpable on MapsDone), so a plain user may open it too.
@@ -393,35 +397,6 @@ fn kill_and_reap(s: &Spawned) {
         }
     }
     let _ = waitpid(s.pid, None);
-}
-
-/// chown the v2 leaf and its delegatable files to container root.
-fn delegate_v2(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    let u = Some(nix::unistd::Uid::from_raw(uid));
-    let g = Some(nix::unistd::Gid::from_raw(gid));
-    let names = std::fs::read_to_string("/sys/kernel/cgroup/delegate")
-        .unwrap_or_else(|_| "cgroup.procs\ncgroup.threads\ncgroup.subtree_control\n".into());
-    nix::unistd::chown(dir, u, g)?;
-    for n in names.split_whitespace() {
-        let p = dir.join(n);
-        if p.exists() {
-            nix::unistd::chown(&p, u, g)?;
-        }
-    }
-    let _ = std::fs::metadata(dir).map(|m| m.uid());
-    Ok(())
-}
-
-/// chown a v1 leaf and the files that move tasks to container root, as
-/// LXC's `chown_cgroup_wrapper` does; limit files stay root's.
-fn delegate_v1(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    let u = Some(nix::unistd::Uid::from_raw(uid));
-    let g = Some(nix::unistd::Gid::from_raw(gid));
-    nix::unistd::chown(dir, u, g)?;
-    for n in ["cgroup.procs", "tasks"] {
-        nix::unistd::chown(&dir.join(n), u, g)?;
-    }
-    Ok(())
 }
 
 fn clone_flag_names(f: CloneFlags) -> String {

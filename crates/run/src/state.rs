@@ -128,6 +128,11 @@ pub struct State {
     /// The cgroup hierarchy mount points, matching `cgroup_paths`.
     #[serde(default)]
     pub cgroup_mounts: Vec<PathBuf>,
+    /// Container root's host uid and gid, when a plain user handed the
+    /// cgroup to it: what container root made below is removed from a
+    /// helper user namespace ([`crate::handover`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_owner: Option<(u32, u32)>,
     /// Whether the container runs without a user namespace.
     #[serde(default)]
     pub privileged: bool,
@@ -162,6 +167,7 @@ impl State {
             monitor: None,
             cgroup_paths: Vec::new(),
             cgroup_mounts: Vec::new(),
+            cgroup_owner: None,
             privileged: false,
             no_limits_reason: None,
             notes: Vec::new(),

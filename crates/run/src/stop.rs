@@ -196,7 +196,7 @@ pub fn stop(runtime: &Path, name: &str, opts: &StopOptions) -> Result<StopOutcom
     let lock = store.lock()?;
     let mut st = lock.load()?;
     if !st.cgroup_paths.is_empty() {
-        let cg = Cgroup::from_paths(&layout, &st.cgroup_paths);
+        let cg = Cgroup::from_paths(&layout, &st.cgroup_paths).handed_to(st.cgroup_owner);
         cg.destroy(Duration::from_secs(10))?;
         st.cgroup_paths.clear();
     }
