@@ -143,6 +143,17 @@ pub fn host_mount_notes(cfg: &ContainerConfig) -> Vec<String> {
         .collect()
 }
 
+/// How init ended, from the recorded status (the code, or 128 + signal):
+/// only 129 to 192 can be a signal (Linux has 64), so systemd's 255 is an
+/// exit status.
+fn how_init_ended(status: Option<i32>) -> String {
+    match status {
+        Some(s) if (129..=192).contains(&s) => format!("was killed by signal {}", s - 128),
+        Some(s) => format!("exited with status {s}"),
+        None => "exited".to_owned(),
+    }
+}
+
 /// For a plain user without a delegated cgroup whom the admin granted
 /// cgroups (`/etc/davit/cgroups`): the setuid `davit-cgroup` to start the
 /// monitor through. `None` otherwise; the monitor then says why it runs
@@ -288,11 +299,7 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
                 return Ok(());
             }
             davit_run::wait::Settled::Exited { status, tail } => {
-                let how = match status {
-                    Some(s) if s > 128 => format!("was killed by signal {}", s - 128),
-                    Some(s) => format!("exited with status {s}"),
-                    None => "exited".to_owned(),
-                };
+                let how = how_init_ended(status);
                 let mut msg = format!("{}: init {how} right after it started", c.name);
                 if tail.is_empty() {
                     msg += " and wrote nothing to its console";
@@ -904,4 +911,20 @@ pub fn check(ctx: &Ctx, a: CheckArgs) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::how_init_ended;
+
+    /// systemd's exit status 255 was reported as "killed by signal 127".
+    #[test]
+    fn only_129_to_192_read_as_signals() {
+        assert_eq!(how_init_ended(Some(255)), "exited with status 255");
+        assert_eq!(how_init_ended(Some(7)), "exited with status 7");
+        assert_eq!(how_init_ended(Some(137)), "was killed by signal 9");
+        assert_eq!(how_init_ended(Some(192)), "was killed by signal 64");
+        assert_eq!(how_init_ended(Some(193)), "exited with status 193");
+        assert_eq!(how_init_ended(None), "exited");
+    }
 }

@@ -349,3 +349,414 @@ fn without_the_grant_the_user_is_told_the_admin_line() {
     );
     ok(&mut d(&["stop", "n1", "-t", "5"]));
 }
+
+/// The Debian image (`images/debian`, cached tarball) published into a
+/// tree the plain user can read, with the fixture's key beside it.
+fn debian_tree_for_user(us: &UserSetup) -> PathBuf {
+    let tar = us.t.path().join("debian.tar");
+    let script = repo().join("images/debian/build.sh");
+    let o = run(Command::new("bash")
+        .arg(&script)
+        .arg("--cache")
+        .arg(davit_testkit::debian_cache())
+        .arg("--tarball-only")
+        .arg(&tar));
+    assert!(o.status.success(), "{}: {}", script.display(), stderr(&o));
+    let tree = us.t.path().join("debian-tree");
+    // The fastest xz: this test is about cgroups, not the archive.
+    publish_tarball(
+        &tar,
+        "debian",
+        &fixture().key,
+        &tree,
+        &["--xz-preset".as_ref(), "0".as_ref()],
+    );
+    std::fs::remove_file(&tar).unwrap();
+    ok(Command::new("chmod").args(["-R", "a+rX"]).arg(us.t.path()));
+    tree
+}
+
+fn create_debian(us: &UserSetup, tree: &Path, name: &str) {
+    let o = run(&mut us.davit(&[
+        "create",
+        name,
+        "debian",
+        "1",
+        "amd64",
+        "--network",
+        "none",
+        "--storage",
+        "dir",
+        "--server",
+        &format!("file://{}", tree.display()),
+        "--keyring",
+        us.key.to_str().unwrap(),
+    ]));
+    assert!(o.status.success(), "{}", out_text(&o));
+}
+
+/// The issue's headline flow on this v1 hybrid host: a plain user, granted
+/// cgroups by the admin's line, boots Debian with systemd to `running`
+/// (not degraded), reads its memory use in `info`, has an allocation
+/// OOM-killed inside at `--memory 64M` while the container lives, is held
+/// at `--pids 64` by a fork bomb, and leaves no cgroup, process or mount
+/// after `stop`. Without the grant, systemd cannot start and `start -d`
+/// says so with its status and the log's tail.
+#[test]
+fn a_granted_plain_user_boots_debian_with_systemd_to_running_on_v1() {
+    if !require_root("a_granted_plain_user_boots_debian_with_systemd_to_running_on_v1") {
+        return;
+    }
+    let u = plain_user();
+    let _tree = TreeGuard(u.name.clone());
+    let us = UserSetup::new("udeb");
+    let tree = debian_tree_for_user(&us);
+    let t = std::time::Instant::now();
+    create_debian(&us, &tree, "deb");
+    eprintln!("create as {} {:.1}s", u.name, t.elapsed().as_secs_f64());
+
+    // Not granted: systemd dies at once, and start -d says so.
+    let nogrant = Grant::new("udebno", "");
+    let o = run(&mut nogrant.wrap(&us.davit(&["start", "-d", "deb"])));
+    assert!(!o.status.success(), "{}", out_text(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("echo {} >> /etc/davit/cgroups", u.name)),
+        "{e}"
+    );
+    assert!(e.contains("deb: init exited with status"), "{e}");
+    assert!(e.contains("davit console deb --log"), "{e}");
+    let v = json(&ok(&mut nogrant.wrap(&us.davit(&["info", "deb", "--json"]))));
+    assert_eq!(v["state"], "STOPPED", "{v}");
+
+    // Granted.
+    let grant = Grant::new("udeb", &format!("{}\n", u.name));
+    let d = |args: &[&str]| grant.wrap(&us.davit(args));
+    let t = std::time::Instant::now();
+    let o = run(&mut d(&[
+        "start", "-d", "deb", "--memory", "64M", "--pids", "64",
+    ]));
+    assert!(o.status.success(), "{}", out_text(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", out_text(&o));
+    let o = run(&mut d(&[
+        "attach",
+        "deb",
+        "--",
+        "systemctl",
+        "is-system-running",
+        "--wait",
+    ]));
+    let state = stdout(&o).trim().to_owned();
+    eprintln!(
+        "systemd {state} {:.1}s after start",
+        t.elapsed().as_secs_f64()
+    );
+    if state != "running" {
+        let failed = run(&mut d(&[
+            "attach",
+            "deb",
+            "--",
+            "systemctl",
+            "--failed",
+            "--no-pager",
+        ]));
+        let log = run(&mut d(&["console", "deb", "--log"]));
+        panic!(
+            "systemd is {state:?}, not running\n{}\n{}",
+            stdout(&failed),
+            stdout(&log)
+        );
+    }
+    let v = json(&ok(&mut d(&["info", "deb", "--json"])));
+    assert_eq!(v["state"], "RUNNING", "{v}");
+    let pid = v["pid"].as_i64().unwrap();
+    let used = v["memory_bytes"].as_u64().unwrap_or(0);
+    assert!(used > 1 << 20, "memory use shown: {v}");
+    let text = stdout(&ok(&mut d(&["info", "deb"])));
+    assert!(text.contains("Memory use:"), "{text}");
+    // systemd made its own cgroups below the container's.
+    let sysd = Path::new("/sys/fs/cgroup/systemd/user")
+        .join(&u.name)
+        .join("davit/deb");
+    assert!(sysd.join("init.scope").is_dir(), "{}", sysd.display());
+    // OOM inside, the container lives.
+    let o = run(&mut d(&[
+        "attach",
+        "deb",
+        "--",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/dev/null bs=200M count=1 2>&1; echo rc=$?",
+    ]));
+    assert!(stdout(&o).contains("rc=137"), "{}", out_text(&o));
+    assert_eq!(
+        json(&ok(&mut d(&["info", "deb", "--json"])))["state"],
+        "RUNNING"
+    );
+    // A fork bomb is held at 64.
+    let o = run(&mut d(&[
+        "attach",
+        "deb",
+        "--",
+        "bash",
+        "-c",
+        "(while :; do sleep 30 & done) 2>/dev/null; read n < /sys/fs/cgroup/pids/pids.current; echo current=$n; kill -9 $(jobs -p) 2>/dev/null; pkill -9 -x sleep; echo END",
+    ]));
+    let out = stdout(&o);
+    assert!(
+        out.contains("END") && out.contains("current=6"),
+        "{}",
+        out_text(&o)
+    );
+    let pids = Path::new("/sys/fs/cgroup/pids/user")
+        .join(&u.name)
+        .join("davit/deb");
+    let events = std::fs::read_to_string(pids.join("pids.events")).unwrap();
+    assert!(!events.contains("max 0"), "{events}");
+    assert_eq!(
+        stdout(&ok(&mut d(&[
+            "attach",
+            "deb",
+            "--",
+            "systemctl",
+            "is-system-running"
+        ])))
+        .trim(),
+        "running"
+    );
+
+    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    ok(&mut d(&["stop", "deb", "-t", "30"]));
+    assert!(
+        wait_for(Duration::from_secs(5), || cgroup_dirs_named("deb", &u.name)
+            .is_empty()),
+        "left behind: {:?}",
+        cgroup_dirs_named("deb", &u.name)
+    );
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    let rootfs = us.home.join("data/davit/containers/deb/rootfs");
+    let after = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!after.contains(rootfs.to_str().unwrap()), "{after}");
+    assert_eq!(
+        mounts_before.lines().count(),
+        after.lines().count(),
+        "no mount left"
+    );
+    // No process of the container's range is left.
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if e.file_name()
+            .to_str()
+            .is_some_and(|n| n.parse::<u32>().is_ok())
+        {
+            if let Ok(m) = std::fs::metadata(e.path()) {
+                assert!(
+                    !(u.subuid..u.subuid + 65536).contains(&m.uid()),
+                    "left: {}",
+                    e.path().display()
+                );
+            }
+        }
+    }
+}
+
+/// A user of the helper's attack tests alone, so that what they remove
+/// and count is theirs only.
+fn attack_user() -> davit_testkit::TestUser {
+    davit_testkit::ensure_user(&davit_testkit::UserSpec {
+        name: "davit-cg",
+        create_home: false,
+        system: true,
+        shell: "/usr/sbin/nologin",
+        subids: davit_testkit::Subids::KeepOrAfterAll,
+    })
+}
+
+/// `sh -c SCRIPT` as `u` in the grant's mount namespace; the script runs
+/// the helper as `"$H"`.
+fn as_user(grant: &Grant, u: &davit_testkit::TestUser, script: &str) -> Output {
+    let mut inner = Command::new("setpriv");
+    inner
+        .args([
+            "--reuid",
+            &u.uid.to_string(),
+            "--regid",
+            &u.gid.to_string(),
+            "--init-groups",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("H", grant.helper());
+    run(&mut grant.wrap(&inner))
+}
+
+fn user_tree_exists(user: &str) -> Vec<PathBuf> {
+    mounts()
+        .into_iter()
+        .map(|m| m.join("user").join(user))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+/// The helper's attack tests (as `davit-usernet`'s): no grant, a hostile
+/// argument, a user namespace of the caller's own (no real root there),
+/// and many callers at once; what it runs has only the caller's ids and
+/// environment, and the trees are exactly the documented ones.
+#[test]
+fn the_cgroup_helper_refuses_hostile_callers_and_runs_programs_as_the_caller() {
+    if !require_root("the_cgroup_helper_refuses_hostile_callers_and_runs_programs_as_the_caller") {
+        return;
+    }
+    let u = attack_user();
+    let _tree = TreeGuard(u.name.clone());
+    remove_user_tree(&u.name);
+    let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(u.gid))
+        .unwrap()
+        .unwrap()
+        .name;
+
+    // Not granted (another user, a group it is not in): one message, exit 3,
+    // nothing made, the program never runs.
+    let grant = Grant::new("cgatk", "someone-else\n@no-such-group-x\n");
+    let o = as_user(&grant, &u, "\"$H\" enter -- /bin/echo RAN");
+    assert_eq!(o.status.code(), Some(3), "{}", out_text(&o));
+    assert!(
+        stderr(&o).contains(&format!("{} is not granted cgroups", u.name)),
+        "{}",
+        out_text(&o)
+    );
+    assert!(!stdout(&o).contains("RAN"));
+    assert!(
+        user_tree_exists(&u.name).is_empty(),
+        "{:?}",
+        user_tree_exists(&u.name)
+    );
+
+    // Bad command lines: usage, exit 2, nothing made.
+    std::fs::write(grant.dir.path().join("etc/cgroups"), format!("@{group}\n")).unwrap();
+    for bad in [
+        "\"$H\"",
+        "\"$H\" enter",
+        "\"$H\" enter /bin/true",
+        "\"$H\" enter -- ''",
+        "\"$H\" give -- /bin/true",
+    ] {
+        let o = as_user(&grant, &u, bad);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", out_text(&o));
+        assert!(
+            stderr(&o).contains("usage: davit-cgroup enter"),
+            "{}",
+            out_text(&o)
+        );
+    }
+    assert!(user_tree_exists(&u.name).is_empty());
+
+    // The caller's own user namespace, where it is "root": the setuid bit
+    // means nothing there, and neither does that root on the host's
+    // cgroups.
+    // Even with `root` granted, the helper refuses there.
+    std::fs::write(
+        grant.dir.path().join("etc/cgroups"),
+        format!("@{group}\nroot\n"),
+    )
+    .unwrap();
+    let o = as_user(&grant, &u, "unshare -r \"$H\" enter -- /bin/echo RAN");
+    assert_eq!(o.status.code(), Some(1), "{}", out_text(&o));
+    assert!(
+        stderr(&o).contains("not in the initial user namespace"),
+        "{}",
+        out_text(&o)
+    );
+    assert!(!stdout(&o).contains("RAN"));
+    assert!(
+        user_tree_exists(&u.name).is_empty(),
+        "{:?}",
+        user_tree_exists(&u.name)
+    );
+
+    // Granted through its group: the program runs with every id the
+    // caller's, no capability, the caller's environment and umask, in
+    // /user/NAME/0 everywhere.
+    let o = as_user(
+        &grant,
+        &u,
+        "umask 027; export FOO='b a r'; \"$H\" enter -- /bin/sh -c 'grep -E \"^(Uid|Gid|CapPrm|CapEff|CapAmb):\" /proc/self/status; umask; echo FOO=$FOO; cat /proc/self/cgroup'",
+    );
+    assert!(o.status.success(), "{}", out_text(&o));
+    let t = stdout(&o);
+    let ids = |k: &str, v: u32| format!("{k}:\t{v}\t{v}\t{v}\t{v}");
+    assert!(t.contains(&ids("Uid", u.uid)), "{t}");
+    assert!(t.contains(&ids("Gid", u.gid)), "{t}");
+    for cap in ["CapPrm", "CapEff", "CapAmb"] {
+        assert!(t.contains(&format!("{cap}:\t0000000000000000")), "{t}");
+    }
+    assert!(t.contains("0027"), "umask back: {t}");
+    assert!(t.contains("FOO=b a r"), "environment back: {t}");
+    let leaf = format!("/user/{}/0", u.name);
+    let lines: Vec<&str> = t
+        .lines()
+        .filter(|l| {
+            l.contains("::") || l.matches(':').count() == 2 && l.starts_with(char::is_numeric)
+        })
+        .collect();
+    assert_eq!(lines.len(), mounts().len(), "{t}");
+    for l in lines {
+        assert!(l.ends_with(&leaf), "{l} in {t}");
+    }
+    for m in mounts() {
+        let users = m.join("user");
+        let mine = users.join(&u.name);
+        let md = |p: &Path| std::fs::metadata(p).unwrap();
+        assert_eq!(
+            (md(&users).uid(), md(&users).mode() & 0o7777),
+            (0, 0o755),
+            "{}",
+            users.display()
+        );
+        assert_eq!(md(&mine).uid(), u.uid, "{}", mine.display());
+        assert_eq!(md(&mine.join("cgroup.procs")).uid(), u.uid);
+        assert_eq!(md(&mine.join("0")).uid(), u.uid);
+        // Limits on the user's tree stay root's: the admin's to set.
+        for f in [
+            "memory.limit_in_bytes",
+            "pids.max",
+            "cpu.shares",
+            "cpuset.cpus",
+        ] {
+            if mine.join(f).exists() {
+                assert_eq!(md(&mine.join(f)).uid(), 0, "{}", mine.join(f).display());
+            }
+        }
+        if m.ends_with("cpuset") {
+            let cpus = std::fs::read_to_string(mine.join("0/cpuset.cpus")).unwrap();
+            assert!(!cpus.trim().is_empty(), "cpuset copied down");
+        }
+    }
+
+    // A program that does not exist: said after the drop, exit 1.
+    let o = as_user(&grant, &u, "\"$H\" enter -- /nonexistent/prog");
+    assert_eq!(o.status.code(), Some(1), "{}", out_text(&o));
+    assert!(
+        stderr(&o).contains("cannot run /nonexistent/prog"),
+        "{}",
+        out_text(&o)
+    );
+
+    // Eight callers at once: all enter, the tree stays as documented.
+    let o = as_user(
+        &grant,
+        &u,
+        "for i in 1 2 3 4 5 6 7 8; do \"$H\" enter -- /bin/sh -c 'grep -q \"/user/'\"$(id -un)\"'/0$\" /proc/self/cgroup && echo OK' & done; wait",
+    );
+    assert_eq!(stdout(&o).matches("OK").count(), 8, "{}", out_text(&o));
+    for m in mounts() {
+        assert_eq!(
+            std::fs::metadata(m.join("user").join(&u.name))
+                .unwrap()
+                .uid(),
+            u.uid
+        );
+    }
+}

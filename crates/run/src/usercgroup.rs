@@ -524,6 +524,12 @@ fn drop_to(ruid: Uid, rgid: Gid) -> Result<()> {
     Ok(())
 }
 
+/// Whether this process's uid map is the initial namespace's identity map.
+fn in_initial_userns() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+}
+
 fn cstring(s: &std::ffi::OsStr) -> Result<CString> {
     CString::new(s.as_bytes()).map_err(|_| Error::ConfigInvalid {
         reason: "an argument holds a NUL byte".into(),
@@ -541,6 +547,15 @@ pub fn helper_main(args: &[OsString]) -> (i32, String) {
         return (
             EXIT_FAILED,
             "davit-cgroup: not installed setuid root\n".into(),
+        );
+    }
+    // In a user namespace of the caller's own, uid 0 is the caller: the
+    // setuid bit was ignored and that "root" has no power over the host's
+    // cgroups. Said plainly rather than failing on the first mkdir.
+    if !in_initial_userns() {
+        return (
+            EXIT_FAILED,
+            "davit-cgroup: not in the initial user namespace (run it from the host, not inside unshare -U or a container)\n".into(),
         );
     }
     let (ruid, rgid) = (nix::unistd::getuid(), nix::unistd::getgid());
