@@ -205,6 +205,15 @@ fn a_granted_plain_user_gets_cgroups_limits_and_stats_on_v1_and_leaves_none() {
             .trim(),
         "64"
     );
+    // A live change by the user: its own leaf's limit file.
+    ok(&mut d(&["set", "g1", "--memory", "96M"]));
+    assert_eq!(
+        std::fs::read_to_string(mem.join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim(),
+        (96u64 << 20).to_string()
+    );
+    ok(&mut d(&["set", "g1", "--memory", "64M"]));
     // The user's own tree: theirs, its limit files root's.
     let base = Path::new("/sys/fs/cgroup/memory/user").join(&u.name);
     assert_eq!(std::fs::metadata(&base).unwrap().uid(), u.uid);
