@@ -12,9 +12,14 @@
 # 3. mkinitramfs.sh packs them with busybox, newuidmap and a rootfs;
 # 4. a short KVM probe boot decides KVM or TCG (here KVM hangs: TCG);
 # 5. the VM runs the tests as root and as a plain user and reports on the
-#    serial console; this script prints each result and the summary line
-#    `vm: N passed, M failed`, and exits non-zero on any failure, no boot,
-#    a missing DONE line or a timeout.
+#    serial console;
+# 6. a second guest, Debian with systemd as PID 1 and a lingering plain
+#    user (systemd-guest.sh, systemd-test.sh), boots the same kernel: the
+#    user's `davit start -d` of the Debian image gets a transient scope
+#    from its own systemd manager (issue 15).
+# This script prints each result and the summary line `vm: N passed, M
+# failed`, and exits non-zero on any failure, no boot, a missing DONE line
+# or a timeout, in either guest.
 #
 # Environment: DAVIT_VM_CACHE, DAVIT_VM_TIMEOUT (the test boot, seconds,
 # default 480), DAVIT_VM_ACCEL (kvm or tcg: skip the probe),
@@ -85,6 +90,7 @@ done
 driver=$target_dir/debug/examples/driver
 build davit build --bin davit
 davit=$target_dir/debug/davit
+build davit-monitor build -p davit-run --bin davit-monitor
 t_build=$(date +%s)
 
 # 3. Initramfs.
@@ -144,40 +150,66 @@ say "booting ($accel, timeout ${timeout_s}s)"
 rc=0
 boot "$work/serial.log" "$timeout_s" "$accel" davit.mode=test || rc=$?
 t_end=$(date +%s)
-# One protocol line per line: drop CRs and escapes, and anything the BIOS
-# or the kernel printed before the marker on the same line.
-tr -d '\r' <"$work/serial.log" \
-    | sed 's/\x1b[[][?0-9;]*[a-zA-Z]//g; s/\x1bc//g; s/^.*\(DAVIT-VM-[A-Z]* \)/\1/' \
-    >"$work/serial.txt"
 
-grep -E '^DAVIT-VM-(BOOT|INFO|RESULT|LOG)' "$work/serial.txt" | sed 's/^DAVIT-VM-/  /' || true
-passed=$(grep -c '^DAVIT-VM-RESULT [^ ]* PASS' "$work/serial.txt" || true)
-failed=$(grep -c '^DAVIT-VM-RESULT [^ ]* FAIL' "$work/serial.txt" || true)
-done_line=$(grep -m1 '^DAVIT-VM-DONE ' "$work/serial.txt" || true)
-ok=1
-if ! grep -q '^DAVIT-VM-BOOT ' "$work/serial.txt"; then
-    say "the VM did not boot; the console's last lines:"
-    tail -n 30 "$work/serial.txt" | sed 's/^/  | /'
-    ok=0
+passed=0 failed=0 ok=1
+# Results of one guest's serial log: adds to passed/failed, clears ok.
+report() { # serial.log rc what
+    local log=$1 rc=$2 what=$3 txt=${1%.log}.txt p f done_line
+    # One protocol line per line: drop CRs and escapes, and anything the
+    # BIOS or the kernel printed before the marker on the same line.
+    tr -d '\r' <"$log" \
+        | sed 's/\x1b[[][?0-9;]*[a-zA-Z]//g; s/\x1bc//g; s/^.*\(DAVIT-VM-[A-Z]* \)/\1/' \
+        >"$txt"
+    grep -E '^DAVIT-VM-(BOOT|INFO|RESULT|LOG)' "$txt" | sed 's/^DAVIT-VM-/  /' || true
+    p=$(grep -c '^DAVIT-VM-RESULT [^ ]* PASS' "$txt" || true)
+    f=$(grep -c '^DAVIT-VM-RESULT [^ ]* FAIL' "$txt" || true)
+    done_line=$(grep -m1 '^DAVIT-VM-DONE ' "$txt" || true)
+    if ! grep -q '^DAVIT-VM-BOOT ' "$txt"; then
+        say "the $what did not boot; the console's last lines:"
+        tail -n 30 "$txt" | sed 's/^/  | /'
+        f=$((f + 1))
+    elif [ "$rc" = 124 ]; then
+        say "timeout: the $what ran past its deadline; the console's last lines:"
+        tail -n 30 "$txt" | sed 's/^/  | /'
+        f=$((f + 1))
+    elif [ -z "$done_line" ]; then
+        say "no DAVIT-VM-DONE line: the $what died before the end; the console's last lines:"
+        tail -n 30 "$txt" | sed 's/^/  | /'
+        f=$((f + 1))
+    elif [ "$done_line" != "DAVIT-VM-DONE passed=$p failed=$f" ]; then
+        say "the $what's DONE line ($done_line) disagrees with the results seen"
+        f=$((f + 1))
+    fi
+    [ "$p" -gt 0 ] || { [ "$f" -gt 0 ] || f=1; }
+    [ "$f" = 0 ] || ok=0
+    passed=$((passed + p))
+    failed=$((failed + f))
+}
+report "$work/serial.log" "$rc" "VM"
+
+# 6. The systemd guest.
+t_sd0=$(date +%s)
+sd_timeout=${DAVIT_VM_SYSTEMD_TIMEOUT:-360}
+if "$here/systemd-guest.sh" "$work/systemd.cpio" "$davit" "$target_dir/debug/davit-monitor" \
+    >"$work/systemd-guest.log" 2>&1; then
+    say "systemd guest initramfs $(($(stat -c %s "$work/systemd.cpio") / 1048576)) MiB, built in $(($(date +%s) - t_sd0))s; booting ($accel, timeout ${sd_timeout}s)"
+    qemu_args=(-m 3072 -smp 2 -nographic -no-reboot -nic none
+        -kernel "$KERNEL_DIR/vmlinuz" -initrd "$work/systemd.cpio")
+    if [ -n "$QEMU_DATA" ]; then
+        for d in "${dirs[@]}"; do qemu_args+=(-L "$d"); done
+    fi
+    cmdline="console=ttyS0 panic=-1 loglevel=3 rdinit=/init"
+    rc=0
+    boot "$work/systemd.log" "$sd_timeout" "$accel" "systemd.show_status=0" || rc=$?
+    report "$work/systemd.log" "$rc" "systemd guest"
+else
+    tail -n 30 "$work/systemd-guest.log" | sed 's/^/  | /'
+    say "systemd-guest.sh failed"
     failed=$((failed + 1))
-elif [ "$rc" = 124 ]; then
-    say "timeout: the VM ran past ${timeout_s}s; the console's last lines:"
-    tail -n 30 "$work/serial.txt" | sed 's/^/  | /'
     ok=0
-    failed=$((failed + 1))
-elif [ -z "$done_line" ]; then
-    say "no DAVIT-VM-DONE line: the VM died before the end; the console's last lines:"
-    tail -n 30 "$work/serial.txt" | sed 's/^/  | /'
-    ok=0
-    failed=$((failed + 1))
-elif [ "$done_line" != "DAVIT-VM-DONE passed=$passed failed=$failed" ]; then
-    say "the DONE line ($done_line) disagrees with the results seen"
-    ok=0
-    failed=$((failed + 1))
 fi
-[ "$failed" = 0 ] || ok=0
-[ "$passed" -gt 0 ] || { ok=0; [ "$failed" -gt 0 ] || failed=1; }
+t_sd=$(date +%s)
 
-say "times: fetch+build $((t_build - t0))s, initramfs+probe $((t_probe - t_build))s, test boot $((t_end - t_probe))s ($accel), lane $((t_end - t0))s"
+say "times: fetch+build $((t_build - t0))s, initramfs+probe $((t_probe - t_build))s, test boot $((t_end - t_probe))s ($accel), systemd guest $((t_sd - t_sd0))s, lane $((t_sd - t0))s"
 echo "vm: $passed passed, $failed failed"
 [ "$ok" = 1 ]

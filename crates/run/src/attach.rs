@@ -136,6 +136,21 @@ pub fn attach(
     }
     let layout = Layout::detect()?;
     let cg = Cgroup::from_paths(&layout, &st.cgroup_paths);
+    // A plain user's container in a systemd scope: join the scope's
+    // monitor leaf first, from where cgroup v2 lets us move on into the
+    // container's cgroup (userscope.rs).
+    if let (Some(unit), false) = (&st.scope, nix::unistd::geteuid().is_root()) {
+        let addr = crate::userscope::bus_address().ok_or_else(|| Error::CgroupState {
+            reason: format!("{name} lives in the systemd scope {unit}, but there is no user bus to join it through"),
+        })?;
+        crate::userscope::attach_to_unit(
+            &addr,
+            unit,
+            &format!("/{}", crate::userscope::MONITOR_LEAF),
+            std::process::id(),
+        )
+        .map_err(|reason| Error::CgroupState { reason })?;
+    }
     if cg.frozen() == Some(true) {
         // The command would freeze with the rest as it joins the cgroup.
         return Err(Error::Unsupported {
@@ -217,7 +232,8 @@ pub fn attach(
         Ok(sys::Cloned::Child) => {
             drop(parent);
             transient(
-                child, &pidfd, flags, userns, &cg, &argv, &envp, &dirs, &io, &who, &single,
+                child, &pidfd, flags, userns, &cg, init.pid, &argv, &envp, &dirs, &io, &who,
+                &single,
             )
         }
         Ok(sys::Cloned::Parent { pid, .. }) => pid,
@@ -277,6 +293,7 @@ fn transient(
     flags: CloneFlags,
     userns: bool,
     cg: &Cgroup,
+    init_pid: i32,
     argv: &[CString],
     envp: &[CString],
     dirs: &[std::path::PathBuf],
@@ -317,7 +334,7 @@ fn transient(
     }
     // Join the cgroup while the cgroup namespace is still the host's:
     // permission is gone later.
-    if let Err(e) = cg.add_pid(std::process::id() as i32) {
+    if let Err(e) = cg.attach_pid(std::process::id() as i32, init_pid) {
         fail(&mut chan, InitStep::CgroupNs, e);
     }
     if let Err(e) = nix::sched::setns(pidfd.as_fd(), flags) {

@@ -808,6 +808,40 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Move an attaching `pid` into the container's cgroup: every leaf,
+    /// except that on v2 a leaf whose init enabled controllers for its own
+    /// sub-cgroups (systemd does) takes no process (`EBUSY`, no internal
+    /// processes): there `pid` joins init's own cgroup below the leaf
+    /// (`init.scope`), as `runc exec` does.
+    ///
+    /// # Errors
+    /// As [`Cgroup::add_pid`].
+    pub fn attach_pid(&self, pid: i32, init: i32) -> Result<()> {
+        for d in &self.dirs {
+            let r = write_file(&d.path.join("cgroup.procs"), &pid.to_string());
+            match r {
+                Err(e)
+                    if d.hierarchy.version == Version::V2
+                        && e.errno() == Some(nix::errno::Errno::EBUSY) =>
+                {
+                    let text =
+                        fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap_or_default();
+                    let Some(own) = own_path(&text, &d.hierarchy) else {
+                        return Err(e);
+                    };
+                    let rel = own.strip_prefix(&d.hierarchy.root).unwrap_or(&own);
+                    let dir = join_rel(&d.hierarchy.mountpoint, rel);
+                    if dir == d.path || !dir.starts_with(&d.path) {
+                        return Err(e);
+                    }
+                    write_file(&dir.join("cgroup.procs"), &pid.to_string())?;
+                }
+                r => r?,
+            }
+        }
+        Ok(())
+    }
+
     /// Every pid in the cgroup, across hierarchies.
     /// An init such as systemd makes sub-cgroups of its own (`init.scope`,
     /// `system.slice/…`) in the hierarchies it may write: they count too.

@@ -145,6 +145,15 @@ pub fn check() -> Vec<CheckItem> {
                 let helper = crate::usercgroup::helper_path();
                 match cgroup::delegation(&l, &own, euid.as_raw(), &["memory", "pids", "cpu"]) {
                     Ok(base) => out.push(item("cgroup delegation", true, format!("delegated subtree {}", base.display()), None)),
+                    Err(_) if l.mode() == cgroup::Mode::Unified && crate::userscope::bus_address().is_some() => out.push(item(
+                        "cgroup delegation",
+                        true,
+                        format!(
+                            "each start asks your systemd manager ({}) for a transient scope with Delegate=yes",
+                            crate::userscope::bus_address().unwrap_or_default()
+                        ),
+                        None,
+                    )),
                     Err(why) => match crate::usercgroup::grant_route(
                         why,
                         euid.as_raw(),

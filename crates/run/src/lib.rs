@@ -88,6 +88,7 @@ pub mod storage;
 pub mod sys;
 mod tty;
 pub mod usercgroup;
+pub mod userscope;
 pub mod wait;
 
 pub use config::ContainerConfig;

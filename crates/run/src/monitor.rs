@@ -298,37 +298,46 @@ pub fn exit_code(ws: WaitStatus) -> Option<i32> {
     }
 }
 
+/// Where the cgroup goes: `(leaf, base)` relative to the mount points, or
+/// why there is none; and the user manager's scope it lives in, if any.
+type Placement = (Option<(PathBuf, PathBuf)>, Option<String>, Option<String>);
+
 /// Where the cgroup goes and why limits may be off.
-fn cgroup_placement(
-    layout: &Layout,
-    cfg: &ContainerConfig,
-    prefix: &str,
-) -> (Option<(PathBuf, PathBuf)>, Option<String>) {
+fn cgroup_placement(layout: &Layout, cfg: &ContainerConfig, prefix: &str) -> Placement {
     let rel_leaf = Path::new(prefix).join(&cfg.name);
     if nix::unistd::geteuid().is_root() {
-        return (Some((rel_leaf, PathBuf::new())), None);
+        return (Some((rel_leaf, PathBuf::new())), None, None);
     }
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let needed = cgroup::needed_controllers(&cfg.limits);
     let uid = nix::unistd::geteuid().as_raw();
-    match cgroup::delegation(layout, &own, uid, &needed) {
-        Ok(base) => (Some((base.join(rel_leaf), base)), None),
-        Err(why) => {
-            let helper = crate::usercgroup::helper_path();
-            let grants = Path::new(crate::usercgroup::GRANT_FILE);
-            match crate::usercgroup::grant_route(why.clone(), uid, grants, &helper) {
-                crate::usercgroup::Route::Without(full) => (None, Some(full)),
-                _ => (
-                    None,
-                    Some(format!(
-                        "{why}, although you are granted cgroups in {}: this monitor did not come through {}",
-                        grants.display(),
-                        helper.display()
-                    )),
-                ),
+    let why = match cgroup::delegation(layout, &own, uid, &needed) {
+        Ok(base) => return (Some((base.join(rel_leaf), base)), None, None),
+        Err(why) => why,
+    };
+    // cgroup v2 alone, as systemd hosts are: the user's own manager gives
+    // a delegated scope (userscope.rs).
+    let why = if layout.mode() == cgroup::Mode::Unified {
+        match crate::userscope::enter_scope(layout, &cfg.name, &cfg.limits) {
+            Ok((scope, unit)) => {
+                return (Some((scope.join(rel_leaf), scope)), None, Some(unit));
             }
+            Err(e) => format!("{why}; and no transient scope from the user's systemd: {e}"),
         }
-    }
+    } else {
+        why
+    };
+    let helper = crate::usercgroup::helper_path();
+    let grants = Path::new(crate::usercgroup::GRANT_FILE);
+    let reason = match crate::usercgroup::grant_route(why.clone(), uid, grants, &helper) {
+        crate::usercgroup::Route::Without(full) => full,
+        _ => format!(
+            "{why}, although you are granted cgroups in {}: this monitor did not come through {}",
+            grants.display(),
+            helper.display()
+        ),
+    };
+    (None, Some(reason), None)
 }
 
 /// The monitor's work, callable in-process by a single-threaded caller.
@@ -379,7 +388,7 @@ pub fn run_monitor(
             });
         }
     }
-    let (placement, why) = cgroup_placement(&layout, &cfg, &args.cgroup_prefix);
+    let (placement, why, scope) = cgroup_placement(&layout, &cfg, &args.cgroup_prefix);
     // A plain user hands the cgroup to container root from a helper user
     // namespace (spawn.rs); what container root makes below is removed
     // the same way.
@@ -406,6 +415,7 @@ pub fn run_monitor(
     st.privileged = cfg.privileged;
     st.no_limits_reason = why;
     st.seccomp = Some(cfg.seccomp_in_force());
+    st.scope = scope;
     if let Some(cg) = &cg {
         st.cgroup_owner = owner;
         st.cgroup_paths = cg.paths();

@@ -133,6 +133,10 @@ pub struct State {
     /// helper user namespace ([`crate::handover`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup_owner: Option<(u32, u32)>,
+    /// The user manager's transient scope the cgroup lives in, for a plain
+    /// user on cgroup v2 with systemd ([`crate::userscope`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
     /// Whether the container runs without a user namespace.
     #[serde(default)]
     pub privileged: bool,
@@ -168,6 +172,7 @@ impl State {
             cgroup_paths: Vec::new(),
             cgroup_mounts: Vec::new(),
             cgroup_owner: None,
+            scope: None,
             privileged: false,
             no_limits_reason: None,
             notes: Vec::new(),
