@@ -155,14 +155,22 @@ fn how_init_ended(status: Option<i32>) -> String {
 }
 
 /// For a plain user without a delegated cgroup whom the admin granted
-/// cgroups (`/etc/davit/cgroups`): the setuid `davit-cgroup` to start the
-/// monitor through. `None` otherwise; the monitor then says why it runs
-/// without limits.
+/// cgroups (`/etc/davit/cgroups`), on a host without a user bus to ask
+/// systemd for a scope: the setuid `davit-cgroup` to start the monitor
+/// through. `None` otherwise; the monitor then makes a scope, or says why
+/// it runs without limits.
 fn cgroup_helper(cfg: &ContainerConfig) -> Option<PathBuf> {
     if paths::is_root() {
         return None;
     }
     let layout = davit_run::cgroup::Layout::detect().ok()?;
+    // cgroup v2 with a user manager: the monitor asks it for a scope
+    // (davit_run::userscope), which systemd's tree prefers to /user/USER.
+    if layout.mode() == davit_run::cgroup::Mode::Unified
+        && davit_run::userscope::bus_address().is_some()
+    {
+        return None;
+    }
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     match davit_run::usercgroup::route(
         &layout,

@@ -141,7 +141,7 @@ fn a_granted_plain_user_gets_cgroups_limits_and_stats_on_v1_and_leaves_none() {
     let d = |args: &[&str]| grant.wrap(&us.davit(args));
 
     let o = run(&mut d(&[
-        "start", "-d", "g1", "--memory", "64M", "--pids", "64",
+        "start", "-d", "g1", "--memory", "64M", "--pids", "64", "--cpus", "0.5",
     ]));
     assert!(o.status.success(), "{}", out_text(&o));
     assert!(
@@ -157,6 +157,10 @@ fn a_granted_plain_user_gets_cgroups_limits_and_stats_on_v1_and_leaves_none() {
         v["memory_bytes"].as_u64().unwrap_or(0) > 0,
         "memory use shown: {v}"
     );
+    assert!(v["cpu_ns"].as_u64().unwrap_or(0) > 0, "CPU use shown: {v}");
+    assert!(v["blkio_bytes"].is_u64(), "block I/O use shown: {v}");
+    let c = stdout(&ok(&mut d(&["check", "--json"])));
+    assert!(c.contains("granted in /etc/davit/cgroups"), "{c}");
     // On the host: the container's cgroup in every hierarchy, below the
     // user's granted tree, handed to container root, with the limits.
     let dirs = cgroup_dirs_named("g1", &u.name);
@@ -204,6 +208,17 @@ fn a_granted_plain_user_gets_cgroups_limits_and_stats_on_v1_and_leaves_none() {
             .unwrap()
             .trim(),
         "64"
+    );
+    let cpu = dirs
+        .iter()
+        .find(|d| d.starts_with("/sys/fs/cgroup/cpu/"))
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(cpu.join("cpu.cfs_quota_us"))
+            .unwrap()
+            .trim(),
+        "50000",
+        "--cpus 0.5 over the 100 ms period"
     );
     // A live change by the user: its own leaf's limit file.
     ok(&mut d(&["set", "g1", "--memory", "96M"]));
