@@ -139,6 +139,8 @@ fn a_granted_plain_user_gets_cgroups_limits_and_stats_on_v1_and_leaves_none() {
     assert!(out.status.success(), "{}", out_text(&out));
     let grant = Grant::new("grant", &format!("# test grant\n{}\n", u.name));
     let d = |args: &[&str]| grant.wrap(&us.davit(args));
+    let sh_in =
+        |name: &str, sh: &str, script: &str| run(&mut d(&["attach", name, "--", sh, "-c", script]));
 
     let o = run(&mut d(&[
         "start", "-d", "g1", "--memory", "64M", "--pids", "64", "--cpus", "0.5",
@@ -247,27 +249,17 @@ fn a_granted_plain_user_gets_cgroups_limits_and_stats_on_v1_and_leaves_none() {
 
     // Inside: container root may make cgroups in name=systemd (systemd
     // does), not in a controller hierarchy (read-only, CVE-2022-0492).
-    let o = run(&mut d(&[
-        "attach",
-        "g1",
-        "--",
-        "sh",
-        "-c",
-        "mkdir /sys/fs/cgroup/systemd/inner && echo $$ > /sys/fs/cgroup/systemd/inner/cgroup.procs && cat /proc/self/cgroup && echo MOVED; mkdir /sys/fs/cgroup/memory/x 2>&1; echo END",
-    ]));
+    let o = sh_in("g1", "sh", "mkdir /sys/fs/cgroup/systemd/inner && echo $$ > /sys/fs/cgroup/systemd/inner/cgroup.procs && cat /proc/self/cgroup && echo MOVED; mkdir /sys/fs/cgroup/memory/x 2>&1; echo END");
     let t = stdout(&o);
     assert!(t.contains("MOVED"), "{}", out_text(&o));
     assert!(t.contains("name=systemd:/inner"), "{t}");
     assert!(t.contains("Read-only file system"), "{t}");
     // An allocation of 200 MiB inside is OOM-killed; the container lives.
-    let o = run(&mut d(&[
-        "attach",
+    let o = sh_in(
         "g1",
-        "--",
         "sh",
-        "-c",
         "dd if=/dev/zero of=/dev/null bs=200M count=1; echo rc=$?",
-    ]));
+    );
     let t = stdout(&o);
     assert!(
         !t.contains("rc=0"),
@@ -290,14 +282,7 @@ fn a_granted_plain_user_gets_cgroups_limits_and_stats_on_v1_and_leaves_none() {
     // A fork bomb is held at 64 tasks: the bombing subshell dies of a
     // failed fork, the rest reads the count with builtins and kills the
     // sleepers (all but init and itself).
-    let o = run(&mut d(&[
-        "attach",
-        "g1",
-        "--",
-        "sh",
-        "-c",
-        "(while :; do sleep 30 & done) 2>/dev/null; read n < /sys/fs/cgroup/pids/pids.current; echo current=$n; kill -9 -1; echo END",
-    ]));
+    let o = sh_in("g1", "sh", "(while :; do sleep 30 & done) 2>/dev/null; read n < /sys/fs/cgroup/pids/pids.current; echo current=$n; kill -9 -1; echo END");
     let t = stdout(&o);
     assert!(t.contains("END"), "{}", out_text(&o));
     let current: u64 = t
@@ -456,6 +441,8 @@ fn a_granted_plain_user_boots_debian_with_systemd_to_running_on_v1() {
     // Granted.
     let grant = Grant::new("udeb", &format!("{}\n", u.name));
     let d = |args: &[&str]| grant.wrap(&us.davit(args));
+    let sh_in =
+        |name: &str, sh: &str, script: &str| run(&mut d(&["attach", name, "--", sh, "-c", script]));
     let t = std::time::Instant::now();
     let o = run(&mut d(&[
         "start", "-d", "deb", "--memory", "64M", "--pids", "64",
@@ -504,28 +491,18 @@ fn a_granted_plain_user_boots_debian_with_systemd_to_running_on_v1() {
         .join("davit/deb");
     assert!(sysd.join("init.scope").is_dir(), "{}", sysd.display());
     // OOM inside, the container lives.
-    let o = run(&mut d(&[
-        "attach",
+    let o = sh_in(
         "deb",
-        "--",
         "sh",
-        "-c",
         "dd if=/dev/zero of=/dev/null bs=200M count=1 2>&1; echo rc=$?",
-    ]));
+    );
     assert!(stdout(&o).contains("rc=137"), "{}", out_text(&o));
     assert_eq!(
         json(&ok(&mut d(&["info", "deb", "--json"])))["state"],
         "RUNNING"
     );
     // A fork bomb is held at 64.
-    let o = run(&mut d(&[
-        "attach",
-        "deb",
-        "--",
-        "bash",
-        "-c",
-        "(while :; do sleep 30 & done) 2>/dev/null; read n < /sys/fs/cgroup/pids/pids.current; echo current=$n; kill -9 $(jobs -p) 2>/dev/null; pkill -9 -x sleep; echo END",
-    ]));
+    let o = sh_in("deb", "bash", "(while :; do sleep 30 & done) 2>/dev/null; read n < /sys/fs/cgroup/pids/pids.current; echo current=$n; kill -9 $(jobs -p) 2>/dev/null; pkill -9 -x sleep; echo END");
     let out = stdout(&o);
     assert!(
         out.contains("END") && out.contains("current=6"),

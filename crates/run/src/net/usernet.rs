@@ -34,7 +34,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use nix::unistd::{Gid, Group, Uid, User};
+use nix::unistd::Uid;
 
 use crate::config::{valid_name, ContainerConfig};
 use crate::error::{Error, Result};
@@ -117,19 +117,7 @@ pub fn quota_for(lines: &[QuotaLine], user: &str, groups: &[String], bridge: &st
 }
 
 fn user_and_groups(uid: u32) -> Option<(String, Vec<String>)> {
-    let u = User::from_uid(Uid::from_raw(uid)).ok()??;
-    let mut gids: Vec<Gid> = vec![u.gid];
-    if uid == nix::unistd::getuid().as_raw() {
-        gids.push(nix::unistd::getgid());
-        gids.extend(nix::unistd::getgroups().unwrap_or_default());
-    }
-    let mut groups: Vec<String> = gids
-        .iter()
-        .filter_map(|g| Group::from_gid(*g).ok().flatten().map(|g| g.name))
-        .collect();
-    groups.sort();
-    groups.dedup();
-    Some((u.name, groups))
+    crate::usercgroup::user_and_groups(uid).map(|(name, _, groups)| (name, groups))
 }
 
 /// The quota the caller (`uid`, with this process's groups) has on
