@@ -108,6 +108,12 @@ fn remove_user_tree(user: &str) {
     }
 }
 
+/// One granted test at a time per user: both make and remove the user's
+/// `/user/NAME` tree, and a removal must not race another test's start.
+fn tree_lock() -> davit_testkit::Lock {
+    davit_testkit::lock(Path::new("/run/davit-test-usertree.lock"))
+}
+
 struct TreeGuard(String);
 impl Drop for TreeGuard {
     fn drop(&mut self) {
@@ -133,6 +139,7 @@ fn a_granted_plain_user_gets_cgroups_limits_and_stats_on_v1_and_leaves_none() {
         return;
     }
     let u = plain_user();
+    let _lock = tree_lock();
     let _tree = TreeGuard(u.name.clone());
     let us = UserSetup::new("ucg");
     let out = us.create("g1", &["--storage", "dir"]);
@@ -417,6 +424,7 @@ fn a_granted_plain_user_boots_debian_with_systemd_to_running_on_v1() {
         return;
     }
     let u = plain_user();
+    let _lock = tree_lock();
     let _tree = TreeGuard(u.name.clone());
     let us = UserSetup::new("udeb");
     let tree = debian_tree_for_user(&us);
@@ -526,7 +534,9 @@ fn a_granted_plain_user_boots_debian_with_systemd_to_running_on_v1() {
         "running"
     );
 
-    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let pidns = std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+        .unwrap()
+        .ino();
     ok(&mut d(&["stop", "deb", "-t", "30"]));
     assert!(
         wait_for(Duration::from_secs(5), || cgroup_dirs_named("deb", &u.name)
@@ -538,26 +548,23 @@ fn a_granted_plain_user_boots_debian_with_systemd_to_running_on_v1() {
     let rootfs = us.home.join("data/davit/containers/deb/rootfs");
     let after = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!after.contains(rootfs.to_str().unwrap()), "{after}");
-    assert_eq!(
-        mounts_before.lines().count(),
-        after.lines().count(),
-        "no mount left"
+    // No process of the container is left: none in its pid namespace
+    // (other tests run containers in the same subordinate range at once).
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter(|e| std::fs::metadata(e.path().join("ns/pid")).is_ok_and(|m| m.ino() == pidns))
+        .map(|e| e.path().display().to_string())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "left in the container's pid namespace: {left:?}"
     );
-    // No process of the container's range is left.
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if e.file_name()
-            .to_str()
-            .is_some_and(|n| n.parse::<u32>().is_ok())
-        {
-            if let Ok(m) = std::fs::metadata(e.path()) {
-                assert!(
-                    !(u.subuid..u.subuid + 65536).contains(&m.uid()),
-                    "left: {}",
-                    e.path().display()
-                );
-            }
-        }
-    }
 }
 
 /// A user of the helper's attack tests alone, so that what they remove
@@ -611,6 +618,7 @@ fn the_cgroup_helper_refuses_hostile_callers_and_runs_programs_as_the_caller() {
         return;
     }
     let u = attack_user();
+    let _lock = tree_lock();
     let _tree = TreeGuard(u.name.clone());
     remove_user_tree(&u.name);
     let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(u.gid))
