@@ -132,8 +132,12 @@ pub fn console(ctx: &Ctx, a: ConsoleArgs) -> Result<(), Failure> {
             }
         }
     });
+    // Kept to end the output relay on detach, before our own message: the
+    // relay and the message share the terminal, and a prompt the container
+    // printed in the meantime once landed inside "Detached from …".
+    let stop_output = sock.try_clone().ok();
     let mut from = sock;
-    std::thread::spawn(move || {
+    let output = std::thread::spawn(move || {
         let mut stdout = std::io::stdout();
         let mut buf = [0u8; 16 << 10];
         loop {
@@ -155,19 +159,25 @@ pub fn console(ctx: &Ctx, a: ConsoleArgs) -> Result<(), Failure> {
         let _ = tx.send(false);
     });
     let detached = rx.recv().unwrap_or(false);
+    if let Some(s) = stop_output {
+        let _ = s.shutdown(std::net::Shutdown::Read);
+        let _ = output.join();
+    }
     drop(raw);
     if tty && !ctx.quiet {
-        if detached {
-            eprintln!(
-                "\r\nDetached from {}'s {which}.",
+        // One write: the message is never split on the terminal.
+        let msg = if detached {
+            format!(
+                "\r\nDetached from {}'s {which}.\n",
                 crate::report::printable(&c.name)
-            );
+            )
         } else {
-            eprintln!(
-                "\r\nThe {which} of {} closed (it stopped, or another `davit console` took it).",
+            format!(
+                "\r\nThe {which} of {} closed (it stopped, or another `davit console` took it).\n",
                 crate::report::printable(&c.name)
-            );
-        }
+            )
+        };
+        let _ = std::io::stderr().write_all(msg.as_bytes());
     }
     Ok(())
 }

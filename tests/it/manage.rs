@@ -807,6 +807,23 @@ fn console_of_a_detached_container_attaches_detaches_and_logs() {
     let screen = v["screen"].as_str().unwrap();
     assert!(!screen.contains("hi-42"), "tty2 is not the console: {v}");
     assert!(screen.contains("Detached from c1's tty2."), "{v}");
+    // Detaching while the container floods the terminal: the relay ends
+    // before the message, so no output lands inside or after it (it once
+    // did: "Detached from c1/ # ...'s tty2.").
+    let mut c = env.davit();
+    c.args(["console", "c1", "--tty", "2"]);
+    let v = console_session(
+        c,
+        serde_json::json!([["\r", "# "], ["yes flood\r", "flood\r\nflood"]]),
+        30,
+    );
+    assert_eq!(v["failed"], serde_json::Value::Null, "{v}");
+    let screen = v["screen"].as_str().unwrap();
+    let (_, after) = screen
+        .rsplit_once("\r\nDetached from c1's tty2.\r\n")
+        .unwrap_or_else(|| panic!("no whole detach message: {v}"));
+    assert_eq!(after, "", "output after the detach message: {v}");
+    ok(env.davit().args(["attach", "c1", "--", "killall", "yes"]));
     let o = run(env.davit().args(["console", "c1", "--tty", "5"]));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 
