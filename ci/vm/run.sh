@@ -190,7 +190,7 @@ report "$work/serial.log" "$rc" "VM"
 # 6. The systemd guest.
 t_sd0=$(date +%s)
 sd_timeout=${DAVIT_VM_SYSTEMD_TIMEOUT:-360}
-if "$here/systemd-guest.sh" "$work/systemd.cpio" "$davit" "$target_dir/debug/davit-monitor" \
+if bash "$here/systemd-guest.sh" "$work/systemd.cpio" "$davit" "$target_dir/debug/davit-monitor" \
     >"$work/systemd-guest.log" 2>&1; then
     say "systemd guest initramfs $(($(stat -c %s "$work/systemd.cpio") / 1048576)) MiB, built in $(($(date +%s) - t_sd0))s; booting ($accel, timeout ${sd_timeout}s)"
     qemu_args=(-m 3072 -smp 2 -nographic -no-reboot -nic none
