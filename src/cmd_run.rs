@@ -400,17 +400,28 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Set in the environment of an attach that came through davit-cgroup.
+const ENTERED: &str = "DAVIT_CGROUP_ENTERED";
+
 pub fn attach(_ctx: &Ctx, a: AttachArgs) -> Result<(), Failure> {
     let c = container(&a.name)?;
     // A granted plain user's container cgroup is below /user/USER: cgroup
     // v2 lets a process move there only from inside that tree, so this
     // attach goes through davit-cgroup first, as the monitor did.
-    if let Some(helper) = load(&c).ok().and_then(|cfg| cgroup_helper(&cfg)) {
+    // Once: should the tree still not count as delegated after the helper
+    // (a v2 controller missing there, say), the attach goes on as it is
+    // rather than exec itself again and again.
+    let entered = std::env::var_os(ENTERED).is_some();
+    if let Some(helper) = (!entered)
+        .then(|| load(&c).ok().and_then(|cfg| cgroup_helper(&cfg)))
+        .flatten()
+    {
         use std::os::unix::process::CommandExt;
         let me = paths::davit_exe()?;
         let e = std::process::Command::new(&helper)
             .args(["enter".as_ref(), "--".as_ref(), me.as_os_str()])
             .args(std::env::args_os().skip(1))
+            .env(ENTERED, "1")
             .exec();
         return Err(Failure::io(
             anyhow::anyhow!(e).context(format!("cannot run {}", helper.display())),
