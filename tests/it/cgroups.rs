@@ -53,10 +53,16 @@ impl Grant {
     /// `inner` (a `setpriv … davit …` command) run in a private mount
     /// namespace where `/etc/davit` is this test's.
     pub fn wrap(&self, inner: &Command) -> Command {
+        self.wrap_after(inner, "true")
+    }
+
+    /// [`Grant::wrap`], with the shell commands `pre` run first in the
+    /// same private mount namespace.
+    pub fn wrap_after(&self, inner: &Command, pre: &str) -> Command {
         let mut c = Command::new("unshare");
         c.args(["-m", "--propagation", "private", "--", "sh", "-c"])
             .arg(format!(
-                "mount --bind {} /etc/davit && exec \"$@\"",
+                "{pre} && mount --bind {} /etc/davit && exec \"$@\"",
                 self.dir.path().join("etc").display()
             ))
             .arg("sh")
@@ -112,6 +118,61 @@ fn remove_user_tree(user: &str) {
 /// `/user/NAME` tree, and a removal must not race another test's start.
 fn tree_lock() -> davit_testkit::Lock {
     davit_testkit::lock(Path::new("/run/davit-test-usertree.lock"))
+}
+
+/// Number after `key ` in a cgroup's keyed file (`oom_kill 1`), 0 if none.
+fn keyed(file: &Path, key: &str) -> u64 {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Container `name` started with `--memory 64M --pids 64`, its leaves
+/// `mem` and `pids` on the host: 200 MiB inside is OOM-killed by that
+/// cgroup's OOM killer, a fork bomb is held at 64 (the bombing subshell
+/// dies of a failed fork; the rest reads the count with a builtin, then
+/// `kill` ends the sleepers), and the container is RUNNING after each.
+fn limits_hold(
+    sh_in: &dyn Fn(&str, &str, &str) -> Output,
+    state: &dyn Fn() -> String,
+    name: &str,
+    shell: &str,
+    kill: &str,
+    mem: &Path,
+    pids: &Path,
+) {
+    let o = sh_in(
+        name,
+        shell,
+        "dd if=/dev/zero of=/dev/null bs=200M count=1 2>&1; echo rc=$?",
+    );
+    assert!(stdout(&o).contains("rc=137"), "killed: {}", out_text(&o));
+    let kills = keyed(&mem.join("memory.oom_control"), "oom_kill");
+    assert!(kills > 0, "the kill was this cgroup's OOM killer");
+    assert_eq!(
+        state(),
+        "\"RUNNING\"",
+        "the container outlives the OOM kill"
+    );
+    let o = sh_in(
+        name,
+        shell,
+        &format!("(while :; do sleep 30 & done) 2>/dev/null; read n < /sys/fs/cgroup/pids/pids.current; echo current=$n; {kill}; echo END"),
+    );
+    let t = stdout(&o);
+    assert!(t.contains("END"), "{}", out_text(&o));
+    let current: u64 = t
+        .lines()
+        .find_map(|l| l.strip_prefix("current="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!((48..=64).contains(&current), "held at 64: {t}");
+    let refused = keyed(&pids.join("pids.events"), "max");
+    assert!(refused > 0, "forks refused at the limit");
+    assert_eq!(state(), "\"RUNNING\"", "the container outlives the bomb");
 }
 
 struct TreeGuard(String);
@@ -261,53 +322,14 @@ fn a_granted_plain_user_gets_cgroups_limits_and_stats_on_v1_and_leaves_none() {
     assert!(t.contains("MOVED"), "{}", out_text(&o));
     assert!(t.contains("name=systemd:/inner"), "{t}");
     assert!(t.contains("Read-only file system"), "{t}");
-    // An allocation of 200 MiB inside is OOM-killed; the container lives.
-    let o = sh_in(
+    limits_hold(
+        &sh_in,
+        &|| json(&ok(&mut d(&["info", "g1", "--json"])))["state"].to_string(),
         "g1",
         "sh",
-        "dd if=/dev/zero of=/dev/null bs=200M count=1; echo rc=$?",
-    );
-    let t = stdout(&o);
-    assert!(
-        !t.contains("rc=0"),
-        "a 200M buffer under 64M: {}",
-        out_text(&o)
-    );
-    assert!(t.contains("rc=137"), "killed: {}", out_text(&o));
-    let oom = std::fs::read_to_string(mem.join("memory.oom_control")).unwrap();
-    let kills: u64 = oom
-        .lines()
-        .find_map(|l| l.strip_prefix("oom_kill "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0);
-    assert!(kills > 0, "the kill was this cgroup's OOM killer: {oom}");
-    let v = json(&ok(&mut d(&["info", "g1", "--json"])));
-    assert_eq!(
-        v["state"], "RUNNING",
-        "the container outlives the OOM kill: {v}"
-    );
-    // A fork bomb is held at 64 tasks: the bombing subshell dies of a
-    // failed fork, the rest reads the count with builtins and kills the
-    // sleepers (all but init and itself).
-    let o = sh_in("g1", "sh", "(while :; do sleep 30 & done) 2>/dev/null; read n < /sys/fs/cgroup/pids/pids.current; echo current=$n; kill -9 -1; echo END");
-    let t = stdout(&o);
-    assert!(t.contains("END"), "{}", out_text(&o));
-    let current: u64 = t
-        .lines()
-        .find_map(|l| l.strip_prefix("current="))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0);
-    assert!((48..=64).contains(&current), "held at 64: {t}");
-    let events = std::fs::read_to_string(pids.join("pids.events")).unwrap();
-    let refused: u64 = events
-        .lines()
-        .find_map(|l| l.strip_prefix("max "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0);
-    assert!(refused > 0, "forks refused at the limit: {events}");
-    assert_eq!(
-        json(&ok(&mut d(&["info", "g1", "--json"])))["state"],
-        "RUNNING"
+        "kill -9 -1",
+        mem,
+        pids,
     );
 
     ok(&mut d(&["stop", "g1", "-t", "10"]));
@@ -333,6 +355,10 @@ fn without_the_grant_the_user_is_told_the_admin_line() {
         return;
     }
     let u = plain_user();
+    // The helper's refusal at the end leaves the user's tree in the
+    // hierarchies it did before pids.
+    let _lock = tree_lock();
+    let _tree = TreeGuard(u.name.clone());
     let us = UserSetup::new("ucgno");
     let out = us.create("n1", &["--storage", "dir"]);
     assert!(out.status.success(), "{}", out_text(&out));
@@ -364,6 +390,49 @@ fn without_the_grant_the_user_is_told_the_admin_line() {
         out_text(&o)
     );
     ok(&mut d(&["stop", "n1", "-t", "5"]));
+
+    // Granted and setuid, but a hierarchy's mount shows a sub-cgroup, not
+    // its root (set up in the command's own mount namespace only: a bind of
+    // a child moved over the pids mount there). The helper refuses, and a
+    // detached start shows its reason, which it wrote to the ready pipe.
+    nix::unistd::chown(
+        &h,
+        Some(nix::unistd::Uid::from_raw(0)),
+        Some(nix::unistd::Gid::from_raw(0)),
+    )
+    .unwrap();
+    std::fs::set_permissions(&h, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let sub =
+        Path::new("/sys/fs/cgroup/pids").join(format!("davit-it-bindroot-{}", std::process::id()));
+    std::fs::create_dir(&sub).unwrap();
+    struct Rmdir(PathBuf);
+    impl Drop for Rmdir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _sub = Rmdir(sub.clone());
+    let mnt = grant.dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let pre = format!(
+        "mount --bind {sub} {mnt} && umount -l /sys/fs/cgroup/pids && mount --move {mnt} /sys/fs/cgroup/pids",
+        sub = sub.display(),
+        mnt = mnt.display()
+    );
+    let o = run(&mut grant.wrap_after(&us.davit(&["start", "-d", "n1"]), &pre));
+    assert!(!o.status.success(), "{}", out_text(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "/sys/fs/cgroup/pids shows /{} of its hierarchy, not the root",
+            sub.file_name().unwrap().to_str().unwrap()
+        )),
+        "{}",
+        out_text(&o)
+    );
+    assert_eq!(
+        json(&ok(&mut d(&["info", "n1", "--json"])))["state"],
+        "STOPPED"
+    );
 }
 
 /// The Debian image (`images/debian`, cached tarball) published into a
@@ -498,30 +567,23 @@ fn a_granted_plain_user_boots_debian_with_systemd_to_running_on_v1() {
         .join(&u.name)
         .join("davit/deb");
     assert!(sysd.join("init.scope").is_dir(), "{}", sysd.display());
-    // OOM inside, the container lives.
-    let o = sh_in(
+    let leaf = |h: &str| {
+        Path::new("/sys/fs/cgroup")
+            .join(h)
+            .join("user")
+            .join(&u.name)
+            .join("davit/deb")
+    };
+    // Only the sleepers go: systemd's own services must live on.
+    limits_hold(
+        &sh_in,
+        &|| json(&ok(&mut d(&["info", "deb", "--json"])))["state"].to_string(),
         "deb",
-        "sh",
-        "dd if=/dev/zero of=/dev/null bs=200M count=1 2>&1; echo rc=$?",
+        "bash",
+        "pkill -9 -x sleep",
+        &leaf("memory"),
+        &leaf("pids"),
     );
-    assert!(stdout(&o).contains("rc=137"), "{}", out_text(&o));
-    assert_eq!(
-        json(&ok(&mut d(&["info", "deb", "--json"])))["state"],
-        "RUNNING"
-    );
-    // A fork bomb is held at 64.
-    let o = sh_in("deb", "bash", "(while :; do sleep 30 & done) 2>/dev/null; read n < /sys/fs/cgroup/pids/pids.current; echo current=$n; kill -9 $(jobs -p) 2>/dev/null; pkill -9 -x sleep; echo END");
-    let out = stdout(&o);
-    assert!(
-        out.contains("END") && out.contains("current=6"),
-        "{}",
-        out_text(&o)
-    );
-    let pids = Path::new("/sys/fs/cgroup/pids/user")
-        .join(&u.name)
-        .join("davit/deb");
-    let events = std::fs::read_to_string(pids.join("pids.events")).unwrap();
-    assert!(!events.contains("max 0"), "{events}");
     assert_eq!(
         stdout(&ok(&mut d(&[
             "attach",

@@ -256,6 +256,20 @@ pub fn hierarchy_name(h: &Hierarchy) -> String {
     }
 }
 
+/// The files of a cgroup directory that whoever is handed it must own: the
+/// task files on v1, and on v2 those the kernel lists as delegatable
+/// (`/sys/kernel/cgroup/delegate`), as LXC and systemd hand them over.
+pub fn delegated_files(version: Version) -> Vec<String> {
+    match version {
+        Version::V1 => vec!["cgroup.procs".to_owned(), "tasks".to_owned()],
+        Version::V2 => fs::read_to_string("/sys/kernel/cgroup/delegate")
+            .unwrap_or_else(|_| "cgroup.procs\ncgroup.threads\ncgroup.subtree_control\n".into())
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+    }
+}
+
 /// Whether `dir` and the files that move tasks (and for v2 enable
 /// controllers) are owned by `uid`: a subtree delegated to that user.
 fn owned_by(dir: &Path, version: Version, uid: u32) -> bool {

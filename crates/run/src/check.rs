@@ -143,14 +143,15 @@ pub fn check() -> Vec<CheckItem> {
             } else {
                 let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
                 let helper = crate::usercgroup::helper_path();
+                let bus = crate::userscope::bus_address();
                 match cgroup::delegation(&l, &own, euid.as_raw(), &["memory", "pids", "cpu"]) {
                     Ok(base) => out.push(item("cgroup delegation", true, format!("delegated subtree {}", base.display()), None)),
-                    Err(_) if l.mode() == cgroup::Mode::Unified && crate::userscope::bus_address().is_some() => out.push(item(
+                    Err(_) if l.mode() == cgroup::Mode::Unified && bus.is_some() => out.push(item(
                         "cgroup delegation",
                         true,
                         format!(
                             "each start asks your systemd manager ({}) for a transient scope with Delegate=yes",
-                            crate::userscope::bus_address().unwrap_or_default()
+                            bus.as_deref().unwrap_or_default()
                         ),
                         None,
                     )),

@@ -44,17 +44,9 @@ impl Handover {
     /// task files, and for v2 the files the kernel lists as delegatable
     /// (`/sys/kernel/cgroup/delegate`).
     pub fn of(dir: &Path, version: Version) -> Handover {
-        let files = match version {
-            Version::V1 => vec!["cgroup.procs".to_owned(), "tasks".to_owned()],
-            Version::V2 => std::fs::read_to_string("/sys/kernel/cgroup/delegate")
-                .unwrap_or_else(|_| "cgroup.procs\ncgroup.threads\ncgroup.subtree_control\n".into())
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect(),
-        };
         Handover {
             dir: dir.to_path_buf(),
-            files,
+            files: crate::cgroup::delegated_files(version),
         }
     }
 

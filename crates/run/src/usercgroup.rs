@@ -100,15 +100,19 @@ pub fn parse_grants(text: &str) -> Vec<Grant> {
         .collect()
 }
 
+/// Whether an admin's `USER` or `@GROUP` entry (`who`, `group`) names
+/// `user`, a member of `groups` (here and in `/etc/davit/usernet`).
+pub fn names(who: &str, group: bool, user: &str, groups: &[String]) -> bool {
+    if group {
+        groups.iter().any(|g| g == who)
+    } else {
+        who == user
+    }
+}
+
 /// Whether `user` (a member of `groups`) is granted by `lines`.
 pub fn granted(lines: &[Grant], user: &str, groups: &[String]) -> bool {
-    lines.iter().any(|l| {
-        if l.group {
-            groups.contains(&l.who)
-        } else {
-            l.who == user
-        }
-    })
+    lines.iter().any(|l| names(&l.who, l.group, user, groups))
 }
 
 /// The name of `uid` and of its groups (the primary one, and for the
@@ -350,15 +354,7 @@ fn write_at(dir: &OwnedFd, name: &str, shown: &Path, version: Version, value: &s
 fn give(dir: &OwnedFd, shown: &Path, version: Version, uid: Uid, gid: Gid) -> Result<()> {
     nix::unistd::fchown(dir.as_raw_fd(), Some(uid), Some(gid))
         .map_err(|e| cg_err("fchown", shown, e))?;
-    let files: Vec<String> = match version {
-        Version::V1 => vec!["cgroup.procs".into(), "tasks".into()],
-        Version::V2 => std::fs::read_to_string("/sys/kernel/cgroup/delegate")
-            .unwrap_or_else(|_| "cgroup.procs\ncgroup.threads\ncgroup.subtree_control\n".into())
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect(),
-    };
-    for f in files {
+    for f in crate::cgroup::delegated_files(version) {
         let fd = match sys::openat2(
             dir.as_fd(),
             Path::new(&f),

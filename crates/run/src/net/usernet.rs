@@ -105,13 +105,7 @@ pub fn quota_for(lines: &[QuotaLine], user: &str, groups: &[String], bridge: &st
     lines
         .iter()
         .filter(|l| l.bridge == bridge)
-        .filter(|l| {
-            if l.group {
-                groups.contains(&l.who)
-            } else {
-                l.who == user
-            }
-        })
+        .filter(|l| crate::usercgroup::names(&l.who, l.group, user, groups))
         .map(|l| l.count)
         .max()
 }
