@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::Args;
 use davit_run::console::{frame, winsize_frame, FRAME_INPUT, FRAME_SELECT};
 
-use crate::cmd_run::container;
-use crate::{paths, relay, Ctx, Failure};
+use crate::ctx::{Ctx, Failure};
+use crate::{paths, relay};
 
 #[derive(Args)]
 pub struct ConsoleArgs {
@@ -56,13 +56,13 @@ pub fn keys(input: &[u8], armed: &mut bool) -> (Vec<u8>, bool) {
 }
 
 pub fn console(ctx: &Ctx, a: ConsoleArgs) -> Result<(), Failure> {
-    let c = container(&a.name)?;
+    let c = paths::store()?.container(&a.name)?;
     let runtime = paths::runtime_dir();
     if a.log {
         return print_log(&runtime, &c.name, a.follow);
     }
     if a.tty > 0 {
-        let cfg = crate::cmd_manage::load_config(&c)?;
+        let cfg = c.load_config()?;
         if u32::from(a.tty) > cfg.ttys {
             return Err(Failure::usage(format!(
                 "{} has {} terminals besides its console (ttys in {}); give --tty 1 to {}",
@@ -192,7 +192,7 @@ fn print_log(runtime: &std::path::Path, name: &str, follow: bool) -> Result<(), 
     let files = davit_run::console::log_paths(runtime, name)?;
     if files.is_empty() && !follow {
         return Err(Failure::new(
-            crate::exit::NOT_FOUND,
+            crate::ctx::exit::NOT_FOUND,
             anyhow::anyhow!("{name} has no console log: only a detached start (`davit start -d {name}`) writes one"),
         ));
     }

@@ -2,26 +2,13 @@
 //! man pages generated from the clap definitions, so they never drift
 //! from the flags (`scripts/setup` installs both).
 
-use std::path::PathBuf;
+use clap::CommandFactory;
 
-use clap::{Args, CommandFactory};
-
-use crate::{Ctx, Failure};
-
-#[derive(Args)]
-pub struct CompletionsArgs {
-    /// The shell to complete for.
-    pub shell: clap_complete::Shell,
-}
-
-#[derive(Args)]
-pub struct ManArgs {
-    /// Where to write `davit.1` and one `davit-COMMAND.1` per command.
-    pub dir: PathBuf,
-}
+use crate::cli::{Cli, CompletionsArgs, ManArgs};
+use crate::ctx::{Ctx, Failure};
 
 pub fn completions(a: CompletionsArgs) -> Result<(), Failure> {
-    let mut cmd = crate::Cli::command();
+    let mut cmd = Cli::command();
     clap_complete::generate(a.shell, &mut cmd, "davit", &mut std::io::stdout());
     Ok(())
 }
@@ -29,7 +16,7 @@ pub fn completions(a: CompletionsArgs) -> Result<(), Failure> {
 pub fn man(ctx: &Ctx, a: ManArgs) -> Result<(), Failure> {
     let io = |what: String| move |e: std::io::Error| Failure::io(anyhow::anyhow!(e).context(what));
     std::fs::create_dir_all(&a.dir).map_err(io(format!("cannot create {}", a.dir.display())))?;
-    let cmd = crate::Cli::command();
+    let cmd = Cli::command();
     let mut pages = vec![(String::from("davit"), cmd.clone())];
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("davit-{}", sub.get_name());

@@ -9,7 +9,8 @@ use davit_fetch::{
     CacheMode, Client, HttpOptions, IndexKind, KeyOptions, Options, Retry, Server, Wanted,
 };
 
-use crate::{paths, Ctx, Failure};
+use crate::ctx::{Ctx, Failure};
+use crate::paths;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum IndexArg {

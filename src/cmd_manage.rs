@@ -2,61 +2,16 @@
 //! `lxc-cgroup`), `davit rename` (as `lxc-copy -R`) and `davit autostart`
 //! (as `lxc-autostart`).
 
-use std::fs;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
 use davit_run::config::Limits;
-use davit_run::state::{StateStore, Status};
-use davit_run::ContainerConfig;
-use nix::fcntl::{Flock, FlockArg};
+use davit_run::state::Status;
+use davit_store::save_config;
 use serde_json::json;
 
-use crate::cmd_run::{check_name, container, Container};
-use crate::{paths, storage, Ctx, Failure};
-
-fn io(what: String) -> impl FnOnce(std::io::Error) -> Failure {
-    move |e| Failure::io(anyhow::anyhow!(e).context(what))
-}
-
-/// Where `rename` leaves the new config until its directory has moved; the
-/// next load of the container finishes a rename that was cut short.
-pub const PENDING_CONFIG: &str = ".config.toml.rename";
-
-/// Writes `cfg` to `path` all or nothing (a temporary file beside it,
-/// fsync, rename).
-pub fn save_config(path: &Path, cfg: &ContainerConfig) -> Result<(), Failure> {
-    Ok(davit_fetch::cache::write_atomic(
-        path,
-        cfg.to_toml()?.as_bytes(),
-    )?)
-}
-
-/// A container's config, finishing a rename that a kill cut short.
-pub fn load_config(c: &Container) -> Result<ContainerConfig, Failure> {
-    let pending = c.dir.join(PENDING_CONFIG);
-    if pending.is_file() {
-        let cfg = ContainerConfig::load(&pending)?;
-        if cfg.name == c.name {
-            fs::rename(&pending, c.config_path())
-                .map_err(io(format!("cannot finish the rename of {}", c.name)))?;
-        } else {
-            // The directory never moved: the rename did not happen.
-            let _ = fs::remove_file(&pending);
-        }
-    }
-    Ok(ContainerConfig::load(&c.config_path())?)
-}
-
-fn status(name: &str) -> Result<Status, Failure> {
-    Ok(davit_run::info::info(
-        &paths::runtime_dir(),
-        name,
-        &davit_run::cgroup::Layout::detect()?,
-    )?
-    .status)
-}
+use crate::ctx::{Ctx, Failure};
+use crate::paths;
 
 fn parse_limit_size(s: &str) -> Result<u64, String> {
     if s == "none" {
@@ -122,8 +77,8 @@ fn limit_text(l: &Limits) -> Vec<String> {
 }
 
 pub fn set(ctx: &Ctx, a: SetArgs) -> Result<(), Failure> {
-    let c = container(&a.name)?;
-    let old = load_config(&c)?;
+    let c = paths::store()?.container(&a.name)?;
+    let old = c.load_config()?;
     let change = Limits {
         memory: a.memory,
         pids: a.pids,
@@ -213,129 +168,16 @@ pub struct RenameArgs {
     pub new: String,
 }
 
-fn lock_name(root: &Path, name: &str) -> Result<Flock<fs::File>, Failure> {
-    let lockp = root.join(format!(".{name}.lock"));
-    let lf = fs::File::create(&lockp).map_err(io(format!("cannot create {}", lockp.display())))?;
-    Flock::lock(lf, FlockArg::LockExclusive).map_err(|(_, e)| {
-        Failure::io(anyhow::anyhow!(e).context(format!("cannot lock {}", lockp.display())))
-    })
-}
-
 pub fn rename(ctx: &Ctx, a: RenameArgs) -> Result<(), Failure> {
-    let src = container(&a.name)?;
-    check_name(&a.new)?;
-    let root = paths::containers_dir();
-    // Both names' create locks, in a fixed order so two renames cannot
-    // deadlock, and the source's state lock: no start, copy or create
-    // runs while the directory moves.
-    let (first, second) = if a.name < a.new {
-        (&a.name, &a.new)
-    } else {
-        (&a.new, &a.name)
-    };
-    let _l1 = lock_name(&root, first)?;
-    let _l2 = lock_name(&root, second)?;
-    let runtime = paths::runtime_dir();
-    let store = StateStore::new(&runtime, &src.name);
-    let state_lock = store.lock()?;
-    let dir = root.join(&a.new);
-    if dir.exists() || a.new == a.name {
-        return Err(Failure::usage(format!(
-            "container {:?} already exists in {}; pick another name",
-            a.new,
-            root.display()
-        )));
-    }
-    let st = status(&src.name)?;
-    if st != Status::Stopped {
-        return Err(Failure::usage(format!(
-            "{} is {}: stop it first (`davit stop {}`)",
-            src.name,
-            st.as_str(),
-            src.name
-        )));
-    }
-    let old = load_config(&src)?;
-    let mut cfg = old.clone();
-    cfg.name = a.new.clone();
-    if cfg.hostname.as_deref().is_none_or(|h| h == old.name) {
-        cfg.hostname = Some(a.new.clone());
-    }
-    cfg.rootfs = rebase(&cfg.rootfs, &src.dir, &dir);
-    cfg.storage.upper = cfg.storage.upper.map(|p| rebase(&p, &src.dir, &dir));
-    cfg.storage.work = cfg.storage.work.map(|p| rebase(&p, &src.dir, &dir));
-    cfg.network.veth = None;
-    // /etc/hostname and /etc/hosts, in the container's own layer, as
-    // `copy` does.
-    let tree = match &old.storage.upper {
-        Some(upper) => upper.clone(),
-        None => old.rootfs.clone(),
-    };
-    let rename_files = |from: &str, to: &str| -> Result<(), Failure> {
-        match storage::container_maps(&old) {
-            Some(m) if !paths::is_root() => {
-                davit_rootfs::rename_host_in_userns(&paths::davit_exe()?, &tree, &m, from, to)?
-            }
-            _ => drop(davit_rootfs::templates::rename_host(&tree, from, to)?),
-        }
-        Ok(())
-    };
-    rename_files(&old.name, &a.new)?;
-    // The new config waits in the old directory; the directory's rename is
-    // the commit (a kill before it leaves the old container, after it the
-    // new one, which its next load completes).
-    let pending = src.dir.join(PENDING_CONFIG);
-    let staged = save_config(&pending, &cfg).and_then(|()| {
-        if let Some(base) = &cfg.storage.base {
-            add_base_ref(base, &dir)?;
-        }
-        fs::rename(&src.dir, &dir).map_err(io(format!(
-            "cannot move {} to {}",
-            src.dir.display(),
-            dir.display()
-        )))
-    });
-    if let Err(e) = staged {
-        let _ = fs::remove_file(&pending);
-        let _ = rename_files(&a.new, &old.name);
-        return Err(e);
-    }
-    let moved = Container {
-        name: a.new.clone(),
-        dir: dir.clone(),
-    };
-    load_config(&moved)?;
-    if let Some(base) = &cfg.storage.base {
-        storage::unref(base, &src.dir)?;
-    }
-    // The old name's runtime state (its last exit status) goes with it.
-    let _ = state_lock.purge();
-    drop(state_lock);
+    let store = paths::store()?;
+    store.rename(&a.name, &a.new)?;
     if ctx.json {
-        ctx.print_json(&json!({"name": a.new, "from": a.name, "dir": dir}));
+        ctx.print_json(
+            &json!({"name": a.new, "from": a.name, "dir": paths::containers_dir().join(&a.new)}),
+        );
     } else {
         ctx.term.say(&format!("renamed {} to {}", a.name, a.new));
     }
-    Ok(())
-}
-
-/// `p` under `to` where it was under `from`; any other path as it is.
-fn rebase(p: &Path, from: &Path, to: &Path) -> PathBuf {
-    p.strip_prefix(from)
-        .map(|rel| to.join(rel))
-        .unwrap_or_else(|_| p.to_owned())
-}
-
-fn add_base_ref(base: &Path, dir: &Path) -> Result<(), Failure> {
-    let store = storage::store();
-    let b = store.find_by_rootfs(base).ok_or_else(|| {
-        Failure::new(
-            crate::exit::NOT_FOUND,
-            anyhow::anyhow!("the base {} is missing", base.display()),
-        )
-    })?;
-    let lock = store.lock(&b.key)?;
-    store.add_ref(&b, dir, &lock)?;
     Ok(())
 }
 
@@ -352,33 +194,9 @@ pub struct AutostartArgs {
     pub timeout: u64,
 }
 
-/// The containers marked `autostart`, in start order: by order, then name.
-fn autostart_set() -> Result<Vec<ContainerConfig>, Failure> {
-    let root = paths::containers_dir();
-    let mut v = Vec::new();
-    let rd = match fs::read_dir(&root) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(v),
-        Err(e) => return Err(io(format!("cannot read {}", root.display()))(e)),
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || !e.path().join("config.toml").is_file() {
-            continue;
-        }
-        let Ok(c) = container(&name) else { continue };
-        if let Ok(cfg) = load_config(&c) {
-            if cfg.autostart {
-                v.push(cfg);
-            }
-        }
-    }
-    v.sort_by(|a, b| (a.autostart_order, &a.name).cmp(&(b.autostart_order, &b.name)));
-    Ok(v)
-}
-
 pub fn autostart(ctx: &Ctx, a: AutostartArgs) -> Result<(), Failure> {
-    let mut set = autostart_set()?;
+    let store = paths::store()?;
+    let mut set = store.autostart_set()?;
     if a.list {
         if ctx.json {
             let v: Vec<_> = set
@@ -402,12 +220,13 @@ pub fn autostart(ctx: &Ctx, a: AutostartArgs) -> Result<(), Failure> {
     let mut done = Vec::new();
     let mut failed = Vec::new();
     for (i, cfg) in set.iter().enumerate() {
-        let st = status(&cfg.name)?;
+        let st = store.status(&cfg.name)?;
         let r = if a.stop {
             if st == Status::Stopped {
                 continue;
             }
-            crate::cmd_run::stop_container(&cfg.name, a.timeout, false)
+            store
+                .stop(&cfg.name, a.timeout, false)
                 .map(drop)
                 .map_err(Failure::from)
         } else {
@@ -459,7 +278,7 @@ pub fn autostart(ctx: &Ctx, a: AutostartArgs) -> Result<(), Failure> {
         Ok(())
     } else {
         Err(Failure::new(
-            crate::exit::FAILURE,
+            crate::ctx::exit::FAILURE,
             anyhow::anyhow!(
                 "{} of {} autostart containers failed to {}: {}",
                 failed.len(),

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::cmd_fetch::SourceArgs;
 use crate::cmd_publish::parse_duration;
-use crate::{now, Ctx, Failure};
+use crate::ctx::{now, Ctx, Failure};
 
 #[derive(Args)]
 pub struct MirrorArgs {
@@ -239,7 +239,8 @@ pub fn cache(ctx: &Ctx, c: CacheCmd) -> Result<(), Failure> {
                         "last_checked": e.last_checked, "expiry": e.expiry, "expired": e.expired(now())})
                     })
                     .collect();
-                let bases: Vec<serde_json::Value> = crate::storage::store()
+                let bases: Vec<serde_json::Value> = crate::paths::store()?
+                    .bases()
                     .list()
                     .iter()
                     .map(|b| json!({"key": b.key, "dir": b.dir, "image": b.meta.image, "digest": b.meta.digest,
@@ -263,7 +264,7 @@ pub fn cache(ctx: &Ctx, c: CacheCmd) -> Result<(), Failure> {
                         m.server
                     );
                 }
-                let bases = crate::storage::store().list();
+                let bases = crate::paths::store()?.bases().list();
                 if !bases.is_empty() {
                     println!("\n{:<72} {:>10}  USERS", "BASE", "BYTES");
                     for b in &bases {
@@ -283,8 +284,9 @@ pub fn cache(ctx: &Ctx, c: CacheCmd) -> Result<(), Failure> {
                 results.push(json!({"kind": "image", "name": format!("{} {}", e.manifest.image.tuple(), e.manifest.image.build),
                     "dir": e.dir, "ok": r.is_ok(), "error": r.err().map(|e| e.to_string())}));
             }
-            for b in crate::storage::store().list() {
-                let r = crate::storage::verify_base(&b);
+            let store = crate::paths::store()?;
+            for b in store.bases().list() {
+                let r = store.verify_base(&b).map_err(Failure::from);
                 bad += usize::from(r.is_err());
                 results.push(
                     json!({"kind": "base", "name": b.key, "dir": b.dir, "ok": r.is_ok(),
@@ -310,7 +312,7 @@ pub fn cache(ctx: &Ctx, c: CacheCmd) -> Result<(), Failure> {
             }
             if bad > 0 {
                 return Err(Failure::new(
-                    crate::exit::VERIFY,
+                    crate::ctx::exit::VERIFY,
                     anyhow::anyhow!("{bad} of {} cached images and bases failed verification; `davit fetch --flush-cache` re-downloads an image, and `davit cache prune` removes an unused base so the next create unpacks it again", results.len()),
                 ));
             }
@@ -319,7 +321,7 @@ pub fn cache(ctx: &Ctx, c: CacheCmd) -> Result<(), Failure> {
             let cache =
                 davit_fetch::Cache::new(a.cache.cache_dir.unwrap_or_else(crate::paths::cache_dir));
             let removed = cache.prune(a.older_than, now())?;
-            let bases = crate::storage::prune_bases()?;
+            let bases = crate::paths::store()?.prune_bases()?;
             if ctx.json {
                 let v: Vec<&Image> = removed.iter().map(|e| &e.manifest.image).collect();
                 ctx.print_json(&json!({"removed": v, "bases": bases}));

@@ -6,7 +6,7 @@ use clap::Args;
 use davit_fetch::publish::{publish as run, PublishOptions};
 use davit_fetch::verify::Signer;
 
-use crate::{Ctx, Failure};
+use crate::ctx::{Ctx, Failure};
 
 #[derive(Args)]
 pub struct PublishArgs {

@@ -10,73 +10,20 @@ use davit_run::cgroup::Layout;
 use davit_run::attach::AttachIo;
 use davit_run::monitor::{spawn_monitor_via, MonitorArgs, MonitorIo};
 use davit_run::state::Status;
-use davit_run::{ContainerConfig, ErrorKind};
+use davit_run::ContainerConfig;
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::json;
 
-use crate::{exit, paths, relay, Ctx, Failure};
+use crate::ctx::{Ctx, Failure};
+use crate::{paths, relay};
 
-impl From<davit_run::Error> for Failure {
-    fn from(e: davit_run::Error) -> Self {
-        let code = match e.kind() {
-            ErrorKind::NotRunning => exit::NOT_RUNNING,
-            ErrorKind::Io => exit::IO,
-            _ => exit::FAILURE,
-        };
-        Failure {
-            code,
-            err: e.into(),
-            silent: false,
-        }
-    }
+/// An existing container, from the store.
+fn container(name: &str) -> Result<davit_store::Container, Failure> {
+    Ok(paths::store()?.container(name)?)
 }
 
-/// The container's directory, config and rootfs.
-pub struct Container {
-    pub name: String,
-    pub dir: PathBuf,
-}
-
-impl Container {
-    pub fn config_path(&self) -> PathBuf {
-        self.dir.join("config.toml")
-    }
-    pub fn rootfs(&self) -> PathBuf {
-        self.dir.join("rootfs")
-    }
-}
-
-/// Refuses names that could escape the containers directory or read as flags.
-pub fn check_name(name: &str) -> Result<(), Failure> {
-    if !davit_run::config::valid_name(name) || name.starts_with('-') {
-        return Err(Failure::usage(format!(
-            "invalid container name {name:?}: use 1 to 64 of A-Z a-z 0-9 . _ -, not starting with '.' or '-'"
-        )));
-    }
-    Ok(())
-}
-
-/// An existing container.
-pub fn container(name: &str) -> Result<Container, Failure> {
-    check_name(name)?;
-    let dir = paths::containers_dir().join(name);
-    if !dir.join("config.toml").is_file() {
-        return Err(Failure::new(
-            exit::NOT_FOUND,
-            anyhow::anyhow!(
-                "no container {name:?} in {} (create it with `davit create {name} DIST RELEASE`)",
-                paths::containers_dir().display()
-            ),
-        ));
-    }
-    Ok(Container {
-        name: name.to_string(),
-        dir,
-    })
-}
-
-fn load(c: &Container) -> Result<ContainerConfig, Failure> {
-    crate::cmd_manage::load_config(c)
+fn load(c: &davit_store::Container) -> Result<ContainerConfig, Failure> {
+    Ok(c.load_config()?)
 }
 
 #[derive(Args)]
@@ -110,37 +57,6 @@ fn monitor_exe() -> Result<PathBuf, Failure> {
     let me = paths::davit_exe()?;
     let small = me.with_file_name("davit-monitor");
     Ok(if small.is_file() { small } else { me })
-}
-
-/// The host network config (`/etc/davit/config.toml`; `DAVIT_NET_CONFIG` overrides it).
-pub fn net_config_path() -> PathBuf {
-    std::env::var_os("DAVIT_NET_CONFIG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| davit_run::net::HOST_CONFIG.into())
-}
-
-/// At `create`: what the container will see of each host bind marked
-/// `idmap` (`--mount`) that cannot be idmapped here, and why; and, for one
-/// that can, that container root writes into it as host root. (`start`
-/// prints what its monitor found, from the state.)
-pub fn host_mount_notes(cfg: &ContainerConfig) -> Vec<String> {
-    if cfg.privileged {
-        return Vec::new();
-    }
-    let root_host = cfg.idmap.host_uid(0).unwrap_or(65534);
-    cfg.mounts
-        .iter()
-        .filter(|m| m.wants_idmap())
-        .map(|m| {
-            if !crate::paths::is_root() {
-                return m.plain_bind_note("since only root can make an idmapped mount", root_host);
-            }
-            match davit_run::storage::probe_idmapped_bind(Path::new(&m.source), &cfg.idmap) {
-                Ok(()) => format!("--mount {}:{} is idmapped: host ids show unshifted inside, and container root writes there as host root (uid 0), so share only a directory no other host user runs programs from", m.source, m.target.display()),
-                Err(e) => m.plain_bind_note(&format!("not idmapped ({e})"), root_host),
-            }
-        })
-        .collect()
 }
 
 /// How init ended, from the recorded status (the code, or 128 + signal):
@@ -188,7 +104,7 @@ fn cgroup_helper(cfg: &ContainerConfig) -> Option<PathBuf> {
 pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
     let c = container(&a.name)?;
     let mut cfg = load(&c)?;
-    let host = davit_run::net::HostNet::load(&net_config_path())?;
+    let host = davit_run::net::HostNet::load(&paths::net_config_path())?;
     if let (_, Some(hint)) = davit_run::net::plan(&host, &cfg, nix::unistd::geteuid().as_raw()) {
         ctx.term.warning(&format!("{}: {hint}", c.name));
     }
@@ -637,16 +553,9 @@ pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<(), Failure> {
 
 pub fn list(ctx: &Ctx) -> Result<(), Failure> {
     let layout = Layout::detect()?;
+    let store = paths::store()?;
     let dir = paths::containers_dir();
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.path().join("config.toml").is_file())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
+    let names = store.names();
     let runtime = paths::runtime_dir();
     let mut out = Vec::new();
     for n in names {
@@ -770,22 +679,9 @@ pub fn wait(ctx: &Ctx, a: WaitArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-pub fn stop_container(
-    name: &str,
-    timeout: u64,
-    kill: bool,
-) -> Result<davit_run::stop::StopOutcome, davit_run::Error> {
-    let opts = davit_run::stop::StopOptions {
-        timeout: Some(Duration::from_secs(timeout)),
-        kill,
-        halt_signal: None,
-    };
-    davit_run::stop::stop(&paths::runtime_dir(), name, &opts)
-}
-
 pub fn stop(ctx: &Ctx, a: StopArgs) -> Result<(), Failure> {
     let c = container(&a.name)?;
-    let outcome = stop_container(&c.name, a.timeout, a.kill)?;
+    let outcome = paths::store()?.stop(&c.name, a.timeout, a.kill)?;
     if ctx.json {
         ctx.print_json(&json!({"name": c.name, "outcome": format!("{outcome:?}").to_lowercase()}));
     } else {
@@ -803,24 +699,7 @@ pub struct CheckArgs {
 }
 
 fn verify_container(ctx: &Ctx, name: &str) -> Result<(), Failure> {
-    let c = container(name)?;
-    let cfg = load(&c)?;
-    let Some(base_root) = cfg.storage.base.clone() else {
-        return Err(Failure::usage(format!(
-            "{name} uses dir storage: it has no shared base to verify (its rootfs is its own)"
-        )));
-    };
-    let Some(base) = crate::storage::store().find_by_rootfs(&base_root) else {
-        return Err(Failure::new(
-            exit::NOT_FOUND,
-            anyhow::anyhow!(
-                "{name}'s base {} is missing from {} (its record is gone); recreate the container",
-                base_root.display(),
-                paths::bases_dir().display()
-            ),
-        ));
-    };
-    let fresh = crate::storage::verify_base(&base)?;
+    let (base, fresh) = paths::store()?.verify_container_base(name)?;
     if ctx.json {
         ctx.print_json(&json!({"name": name, "base": base.key, "ok": true, "digest": fresh.digest, "entries": fresh.entries}));
     } else {
@@ -837,16 +716,10 @@ pub fn check(ctx: &Ctx, a: CheckArgs) -> Result<(), Failure> {
         return verify_container(ctx, name);
     }
     let mut items = davit_run::check::check();
+    let store = paths::store()?;
     // Storage: what `davit create` would pick here.
-    let maps = crate::cmd_create::default_maps().ok();
-    let probe = davit_run::storage::probe(
-        paths::is_root(),
-        &paths::bases_dir(),
-        maps.as_ref()
-            .filter(|_| paths::is_root())
-            .map(crate::storage::to_run_map)
-            .as_ref(),
-    );
+    let maps = store.default_maps().ok();
+    let probe = store.storage_probe(false, maps.as_ref());
     items.push(davit_run::check::CheckItem {
         item: "storage".into(),
         ok: probe.overlay.is_some(),
@@ -870,7 +743,7 @@ pub fn check(ctx: &Ctx, a: CheckArgs) -> Result<(), Failure> {
     });
     // Subordinate ids: a range of our own, which nobody else can act as.
     if let Some(m) = &maps {
-        let conflicts = crate::cmd_create::map_conflicts(m)?;
+        let conflicts = store.map_conflicts(m)?;
         let range = |r: &[davit_rootfs::IdMapping]| {
             r.first()
                 .map(|r| format!("{}-{}", r.host, r.host as u64 + r.len as u64 - 1))
@@ -890,7 +763,7 @@ pub fn check(ctx: &Ctx, a: CheckArgs) -> Result<(), Failure> {
             },
             fix: Some(format!(
                 "give {} a range no other user or account overlaps in /etc/subuid and /etc/subgid",
-                paths::user_name()
+                store.user_name()
             )),
         });
     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use clap::Args;
 use davit_fetch::serve::{serve as run, ServeOptions};
 
-use crate::{Ctx, Failure};
+use crate::ctx::{Ctx, Failure};
 
 #[derive(Args)]
 pub struct ServeArgs {

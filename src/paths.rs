@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 
 /// This davit binary, for the helpers it re-executes as.
-pub fn davit_exe() -> Result<PathBuf, crate::Failure> {
-    std::env::current_exe()
-        .map_err(|e| crate::Failure::io(anyhow::anyhow!(e).context("cannot find the davit binary")))
+pub fn davit_exe() -> Result<PathBuf, crate::ctx::Failure> {
+    std::env::current_exe().map_err(|e| {
+        crate::ctx::Failure::io(anyhow::anyhow!(e).context("cannot find the davit binary"))
+    })
 }
 
 pub fn is_root() -> bool {
@@ -93,16 +94,6 @@ pub fn runtime_dir() -> PathBuf {
     }
 }
 
-/// The user name for `/etc/subuid` lookups.
-pub fn user_name() -> String {
-    let uid = nix::unistd::getuid();
-    nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| uid.to_string())
-}
-
 /// LXC's cache root: `$LXC_CACHE_PATH`, `/var/cache/lxc` as root, `~/.cache/lxc` as a user.
 pub fn lxc_cache_dir() -> PathBuf {
     match std::env::var_os("LXC_CACHE_PATH") {
@@ -110,4 +101,33 @@ pub fn lxc_cache_dir() -> PathBuf {
         _ if is_root() => PathBuf::from("/var/cache/lxc"),
         _ => home().join(".cache").join("lxc"),
     }
+}
+
+/// The host network config (`/etc/davit/config.toml`; `DAVIT_NET_CONFIG` overrides it).
+pub fn net_config_path() -> PathBuf {
+    std::env::var_os("DAVIT_NET_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| davit_run::net::HOST_CONFIG.into())
+}
+
+/// Where the store finds everything: the directories above, and
+/// `/etc/subuid` and `/etc/subgid` (`DAVIT_SUBUID`, `DAVIT_SUBGID`
+/// override them).
+pub fn layout() -> Result<davit_store::Layout, crate::ctx::Failure> {
+    let env = |var: &str, default: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| default.into())
+    };
+    let mut l = davit_store::Layout::new(containers_dir(), runtime_dir(), davit_exe()?);
+    l.bases = bases_dir();
+    l.subuid = env("DAVIT_SUBUID", "/etc/subuid");
+    l.subgid = env("DAVIT_SUBGID", "/etc/subgid");
+    l.net_config = net_config_path();
+    Ok(l)
+}
+
+/// The container store at [`layout`].
+pub fn store() -> Result<davit_store::Store, crate::ctx::Failure> {
+    Ok(davit_store::Store::new(layout()?))
 }

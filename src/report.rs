@@ -42,11 +42,6 @@ impl Term {
         }
     }
 
-    /// Whether human-readable output goes to the terminal.
-    pub fn tty(&self) -> bool {
-        self.tty
-    }
-
     fn begin(&self, what: &str, len: Option<u64>) -> u64 {
         // Small files finish before a bar could say anything useful.
         if !self.tty || len.is_some_and(|n| n < 256 * 1024) {
@@ -127,6 +122,12 @@ impl davit_rootfs::Reporter for Term {
     }
     fn finish(&self, id: u64) {
         self.end(id)
+    }
+}
+
+impl davit_store::Reporter for Term {
+    fn step(&self, what: &str) {
+        self.say(what)
     }
 }
 
