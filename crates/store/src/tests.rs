@@ -327,7 +327,7 @@ fn prune_keeps_a_base_a_live_container_uses_and_removes_the_rest() {
     drop(e.store.add_base_ref(&stale.rootfs(), &gone).unwrap());
 
     let p = e.store.prune_bases().unwrap();
-    assert_eq!(p.removed, [stale.key.clone()]);
+    assert_eq!(p.removed, std::slice::from_ref(&stale.key));
     assert_eq!(p.in_use, [(used.key.clone(), vec![dir.clone()])]);
     assert!(used.dir.exists() && !stale.dir.exists());
     e.store.verify_base(&used).unwrap();
@@ -335,7 +335,7 @@ fn prune_keeps_a_base_a_live_container_uses_and_removes_the_rest() {
     // The container drops its reference: the base goes at the next prune.
     e.store.unref_base(&used.rootfs(), &dir).unwrap();
     let p = e.store.prune_bases().unwrap();
-    assert_eq!(p.removed, [used.key.clone()]);
+    assert_eq!(p.removed, std::slice::from_ref(&used.key));
     assert!(!used.dir.exists());
 }
 
