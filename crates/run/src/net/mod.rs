@@ -17,9 +17,10 @@
 //! Everything goes over netlink ([`rtnl`], synchronous, no async runtime
 //! and no `ip` binary). The monitor calls [`setup`] while init waits to be
 //! released (the `on_ready` hook of [`spawn_init`](crate::spawn::spawn_init)),
-//! records the [`Attachment`] as `RUNTIME/NAME/net.json`, and calls
-//! [`teardown_recorded`] when init exits; `stop` and crash recovery call it
-//! too. [`net_info`] gives `info` its IP / Link / TX / RX / Total lines.
+//! records the [`Attachment`] as `RUNTIME/NAME/net.json`. Every path that
+//! ends a container (init's exit, a failed start, `stop`, crash recovery)
+//! calls [`release`] once. [`net_info`] gives `info` its IP / Link / TX /
+//! RX / Total lines.
 #![forbid(unsafe_code)]
 
 mod attachment;
@@ -55,7 +56,7 @@ pub use host::{
 pub use info::{container_ips, link_counters, net_info, NetInfo};
 pub use resolv::{nameservers, parse_nameservers, write_resolv_conf, NETWORK_MANAGERS};
 pub use subnet::{parse_addr, pick_subnet, Subnet, SUBNET_CANDIDATES};
-pub use teardown::{teardown, teardown_recorded};
+pub use teardown::{release, teardown, teardown_recorded};
 
 /// The hint a plain user gets when a container has no network beyond `lo`.
 pub const NO_NETWORK_HINT: &str = "container has only lo: install passt (pasta) or slirp4netns \

@@ -75,3 +75,62 @@ pub fn teardown_recorded(state_dir: &Path, name: &str) -> Result<()> {
     }
     r
 }
+
+/// Release a container's network: the one call every path that ends a
+/// container makes, once (the monitor when init exits or the start fails,
+/// `stop`, crash recovery). `unsaved` is an attachment the caller holds that
+/// may never have been recorded (setup worked, writing `net.json` did not);
+/// it is torn down first. What `STATE_DIR/net.json` records is torn down in
+/// any case and the record removed.
+///
+/// # Errors
+/// The first error of [`teardown`] and [`teardown_recorded`]; both always
+/// run.
+pub fn release(state_dir: &Path, name: &str, unsaved: Option<&Attachment>) -> Result<()> {
+    let held = unsaved.map_or(Ok(()), |att| teardown(att, name));
+    let recorded = teardown_recorded(state_dir, name);
+    held.and(recorded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::ProcessRef;
+
+    fn none_attachment() -> Attachment {
+        let init = ProcessRef {
+            pid: i32::MAX,
+            start_time: 1,
+        };
+        Attachment::none(init, None)
+    }
+
+    #[test]
+    fn release_without_a_record_is_a_no_op() {
+        let dir = tempfile::tempdir().unwrap();
+        release(dir.path(), "c1", None).unwrap();
+        release(dir.path(), "c1", Some(&none_attachment())).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn release_removes_the_record_and_its_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        none_attachment().save(dir.path()).unwrap();
+        std::fs::write(dir.path().join(".net.json.tmp"), "{").unwrap();
+        release(dir.path(), "c1", None).unwrap();
+        assert!(Attachment::load(dir.path()).unwrap().is_none());
+        assert!(!dir.path().join(".net.json.tmp").exists());
+        // A second release (stop after the monitor's) finds nothing to do.
+        release(dir.path(), "c1", None).unwrap();
+    }
+
+    #[test]
+    fn release_removes_a_broken_record_and_reports_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(ATTACHMENT_FILE), "not json").unwrap();
+        let e = release(dir.path(), "c1", Some(&none_attachment())).unwrap_err();
+        assert!(matches!(e, Error::StateParse { .. }), "{e:?}");
+        assert!(!dir.path().join(ATTACHMENT_FILE).exists());
+    }
+}
