@@ -440,6 +440,9 @@ pub fn run_monitor(
         console: console.is_some() || args.hold_console,
         ttys: if args.hold_console { cfg.ttys } else { 0 },
     };
+    // An attachment whose record could not be written: the failure path
+    // below releases it together with whatever is recorded.
+    let mut unsaved: Option<crate::net::Attachment> = None;
     let mut on_ready = |sp: &crate::spawn::Spawned| -> Result<()> {
         // net: set up from the host while init still waits to be released.
         let init = ProcessRef {
@@ -456,7 +459,7 @@ pub fn run_monitor(
         };
         let att = crate::net::setup(&host_net, &cfg, init, std::os::fd::AsFd::as_fd(netns))?;
         if let Err(e) = att.save(store.dir()) {
-            let _ = crate::net::teardown(&att, &cfg.name);
+            unsaved = Some(att);
             return Err(e);
         }
         let lock = store.lock()?;
@@ -475,8 +478,8 @@ pub fn run_monitor(
             if let Some(cg) = &cg {
                 let _ = cg.destroy(Duration::from_secs(5));
             }
-            // net: release whatever setup recorded.
-            let _ = crate::net::teardown_recorded(store.dir(), &cfg.name);
+            // net: release what setup made, recorded or not.
+            let _ = crate::net::release(store.dir(), &cfg.name, unsaved.as_ref());
             if let Ok(lock) = store.lock() {
                 let _ = lock.remove();
             }
@@ -552,7 +555,7 @@ pub fn run_monitor(
     s.status = Status::Stopping;
     lock.save(&s)?;
     // net: lease, leftover veth, user-mode process.
-    let _ = crate::net::teardown_recorded(store.dir(), &cfg.name);
+    let _ = crate::net::release(store.dir(), &cfg.name, None);
     // A cgroup that will not go away stays recorded, so that `stop` or the
     // next start retries instead of leaving it behind unnoticed.
     let removed = cg
@@ -629,7 +632,7 @@ pub fn recover_locked(lock: &StateLock, st: &mut State, layout: &Layout) -> Resu
         }
     }
     // net: a crashed monitor's lease, veth and user-mode process.
-    let _ = crate::net::teardown_recorded(lock.store().dir(), &st.name);
+    let _ = crate::net::release(lock.store().dir(), &st.name, None);
     let cg = Cgroup::from_paths(layout, &st.cgroup_paths).handed_to(st.cgroup_owner);
     cg.destroy(Duration::from_secs(10))?;
     st.status = Status::Stopped;

@@ -131,13 +131,13 @@ pub fn stop(runtime: &Path, name: &str, opts: &StopOptions) -> Result<StopOutcom
     let lock = store.lock()?;
     let mut st = lock.load()?;
     if !st.status.can_stop() {
-        let _ = crate::net::teardown_recorded(lock.store().dir(), name);
+        let _ = crate::net::release(lock.store().dir(), name, None);
         lock.remove()?;
         return Err(Error::NotRunning { name: name.into() });
     }
     if st.is_stale() {
+        // Network released by recover_locked.
         recover_locked(&lock, &mut st, &layout)?;
-        let _ = crate::net::teardown_recorded(lock.store().dir(), name);
         lock.remove()?;
         return Ok(StopOutcome::Recovered);
     }
@@ -201,7 +201,7 @@ pub fn stop(runtime: &Path, name: &str, opts: &StopOptions) -> Result<StopOutcom
         st.cgroup_paths.clear();
     }
     // net: normally the monitor released it; this covers a dead monitor.
-    let _ = crate::net::teardown_recorded(lock.store().dir(), name);
+    let _ = crate::net::release(lock.store().dir(), name, None);
     lock.remove()?;
     Ok(outcome)
 }

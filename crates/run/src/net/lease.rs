@@ -18,7 +18,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::net::Subnet;
+use crate::net::subnet::Subnet;
 use crate::state::ProcessRef;
 
 /// One address handed out.

@@ -23,7 +23,8 @@ use nix::sys::signal::Signal;
 
 use crate::config::NetworkMode;
 use crate::error::{Error, Result};
-use crate::net::{Attachment, HostNet, UserTool};
+use crate::net::attachment::Attachment;
+use crate::net::host::{HostNet, UserTool};
 use crate::state::ProcessRef;
 use crate::sys;
 
@@ -184,7 +185,7 @@ fn start_pasta(
 ) -> Result<ProcessRef> {
     // pasta daemonises once the namespace is configured; it writes its pid
     // to a file in a private directory (0700, made with O_EXCL semantics).
-    let dir = std::env::temp_dir().join(format!("davit-pasta-{}", super::veth_name()));
+    let dir = std::env::temp_dir().join(format!("davit-pasta-{}", super::bridge::veth_name()));
     std::fs::DirBuilder::new()
         .mode_0700()
         .create(&dir)

@@ -38,9 +38,11 @@ use nix::unistd::Uid;
 
 use crate::config::{valid_name, ContainerConfig};
 use crate::error::{Error, Result};
+use crate::net::attachment::Attachment;
+use crate::net::bridge::{attach_veth, VethRequest};
+use crate::net::host::{valid_ifname, HostNet};
 use crate::net::lease::LeaseStore;
 use crate::net::rtnl::Rtnl;
-use crate::net::{attach_veth, valid_ifname, Attachment, HostNet, VethRequest};
 use crate::state::ProcessRef;
 use crate::sys;
 
@@ -224,7 +226,7 @@ impl HelperPaths {
     pub fn system() -> HelperPaths {
         HelperPaths {
             usernet: USERNET_FILE.into(),
-            host_config: super::HOST_CONFIG.into(),
+            host_config: super::host::HOST_CONFIG.into(),
         }
     }
 }
@@ -406,8 +408,8 @@ fn release_dead(host: &HostNet, ruid: u32, name: &str, bridge: &str) -> Result<(
     let mut keep = Vec::new();
     for x in l.table.leases.drain(..) {
         if x.uid == ruid && x.name == name && !x.is_live() {
-            if !super::delete_recorded_veth(&mut c, &x.veth, x.ifindex, br) {
-                super::forget_filter(&mut c, &x.veth);
+            if !super::bridge::delete_recorded_veth(&mut c, &x.veth, x.ifindex, br) {
+                super::bridge::forget_filter(&mut c, &x.veth);
             }
         } else {
             keep.push(x);
