@@ -19,7 +19,7 @@ mod stats;
 use std::path::{Path, PathBuf};
 
 pub use self::create::{needed_controllers, CPU_PERIOD_US, V2_CONTROLLERS};
-pub use self::delegate::{delegated_files, delegation};
+pub use self::delegate::{delegated_files, delegation, DelegationError, Undelegated};
 use self::files::join_rel;
 pub(crate) use self::kill::remove_tree;
 pub use self::layout::{
