@@ -49,8 +49,9 @@ impl Cgroup {
     /// On error, what was created is removed again.
     ///
     /// # Errors
-    /// [`Error::Cgroup`] naming the file, or [`Error::CgroupState`] when a
-    /// limit needs a controller no hierarchy has.
+    /// [`Error::Cgroup`] naming the file, [`Error::CgroupNoHierarchy`] when
+    /// a limit needs a controller no hierarchy has, or
+    /// [`Error::CgroupState`] when no cgroup filesystem is mounted.
     pub fn create(
         layout: &Layout,
         rel: &Path,
@@ -59,8 +60,8 @@ impl Cgroup {
     ) -> Result<Cgroup> {
         for c in needed_controllers(limits) {
             if layout.hierarchy_for(c).is_none() {
-                return Err(Error::CgroupState {
-                    reason: format!("no mounted cgroup hierarchy has the {c} controller"),
+                return Err(Error::CgroupNoHierarchy {
+                    controller: c.to_owned(),
                 });
             }
         }
@@ -130,7 +131,9 @@ impl Cgroup {
     ///
     /// # Errors
     /// [`Error::Cgroup`] naming the file (a memory limit below what the
-    /// container uses and cannot reclaim reads `EBUSY` on v1).
+    /// container uses and cannot reclaim reads `EBUSY` on v1), or
+    /// [`Error::CgroupNoDir`] when the cgroup has no directory for a
+    /// limit's controller.
     pub fn apply_limits(&self, limits: &Limits) -> Result<()> {
         if let Some(mem) = limits.memory {
             let d = self.dir_for("memory")?;
@@ -204,8 +207,8 @@ impl Cgroup {
     }
 
     fn dir_for(&self, controller: &str) -> Result<&CgroupDir> {
-        self.find(controller).ok_or_else(|| Error::CgroupState {
-            reason: format!("no cgroup directory for the {controller} controller"),
+        self.find(controller).ok_or_else(|| Error::CgroupNoDir {
+            controller: controller.to_owned(),
         })
     }
 
@@ -381,6 +384,61 @@ mod tests {
         let e = Cgroup::create(&l, Path::new("davit/x"), Path::new(""), &limits).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Cgroup);
         assert!(!root.join("davit").exists());
+    }
+
+    /// The typed errors keep the messages of the `CgroupState` reasons
+    /// they replace.
+    #[test]
+    fn create_without_the_controller_names_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        fake_v2(tmp.path(), "hugetlb pids");
+        let limits = Limits {
+            pids: Some(10),
+            memory: Some(1 << 20),
+            ..Limits::default()
+        };
+        let e = Cgroup::create(
+            &v2_layout(tmp.path()),
+            Path::new("davit/x"),
+            Path::new(""),
+            &limits,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, Error::CgroupNoHierarchy { controller } if controller == "memory"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "cgroup: no mounted cgroup hierarchy has the memory controller"
+        );
+    }
+
+    #[test]
+    fn limit_without_a_directory_for_its_controller_names_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fake_v2(root, "pids");
+        let leaf = root.join("c");
+        fs::create_dir(&leaf).unwrap();
+        populate(&leaf, "pids");
+        let cg = Cgroup::at(&v2_layout(root), Path::new("c"));
+        let e = cg
+            .apply_limits(&Limits {
+                memory: Some(1 << 20),
+                ..Limits::default()
+            })
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::CgroupNoDir { controller } if controller == "memory"),
+            "{e:?}"
+        );
+        assert_eq!(e.kind(), crate::ErrorKind::Cgroup);
+        assert_eq!(
+            e.to_string(),
+            "cgroup: no cgroup directory for the memory controller"
+        );
+        assert_eq!(fs::read_to_string(leaf.join("memory.max")).unwrap(), "max");
     }
 
     #[test]
