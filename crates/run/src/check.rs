@@ -156,7 +156,7 @@ pub fn check() -> Vec<CheckItem> {
                         None,
                     )),
                     Err(why) => match crate::usercgroup::grant_route(
-                        why,
+                        why.to_string(),
                         euid.as_raw(),
                         Path::new(crate::usercgroup::GRANT_FILE),
                         &helper,

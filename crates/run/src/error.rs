@@ -312,6 +312,20 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// Creating a cgroup: a limit needs a controller that no mounted
+    /// hierarchy has.
+    #[error("cgroup: no mounted cgroup hierarchy has the {controller} controller")]
+    CgroupNoHierarchy {
+        /// The controller (`memory`, `pids`, `cpu`).
+        controller: String,
+    },
+    /// Writing a limit: the container's cgroup has no directory in the
+    /// hierarchy of its controller (it was made where the host had none).
+    #[error("cgroup: no cgroup directory for the {controller} controller")]
+    CgroupNoDir {
+        /// The controller.
+        controller: String,
+    },
     /// A runtime state directory belongs to someone else, is a link, or is
     /// writable by others: its state files cannot be trusted (another
     /// user could forge one naming a pid for `stop` to kill).
@@ -497,9 +511,11 @@ impl Error {
             | Error::ConfigInvalid { .. } => ErrorKind::Config,
             Error::Read { .. } | Error::Write { .. } | Error::Spawn { .. } => ErrorKind::Io,
             Error::Syscall { .. } => ErrorKind::Syscall,
-            Error::Cgroup { .. } | Error::CgroupState { .. } | Error::NotGranted { .. } => {
-                ErrorKind::Cgroup
-            }
+            Error::Cgroup { .. }
+            | Error::CgroupState { .. }
+            | Error::CgroupNoHierarchy { .. }
+            | Error::CgroupNoDir { .. }
+            | Error::NotGranted { .. } => ErrorKind::Cgroup,
             Error::StateParse { .. } | Error::UntrustedStateDir { .. } => ErrorKind::State,
             Error::NotRunning { .. } => ErrorKind::NotRunning,
             Error::AlreadyRunning { .. } => ErrorKind::AlreadyRunning,

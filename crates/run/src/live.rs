@@ -16,7 +16,8 @@ use crate::state::{StateStore, Status};
 ///
 /// # Errors
 /// [`Error::CgroupState`] when the container has no cgroup of its own (a
-/// plain user without delegation) or the host lacks the controller;
+/// plain user without delegation), [`Error::CgroupNoDir`] when the host
+/// lacks the controller;
 /// [`Error::Cgroup`] naming the file the kernel refused (a memory limit
 /// below what the container holds and cannot reclaim, on v1).
 pub fn set_limits(runtime: &Path, name: &str, change: &Limits) -> Result<bool> {

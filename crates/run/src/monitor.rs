@@ -313,7 +313,7 @@ fn cgroup_placement(layout: &Layout, cfg: &ContainerConfig, prefix: &str) -> Pla
     let uid = nix::unistd::geteuid().as_raw();
     let why = match cgroup::delegation(layout, &own, uid, &needed) {
         Ok(base) => return (Some((base.join(rel_leaf), base)), None, None),
-        Err(why) => why,
+        Err(why) => why.to_string(),
     };
     // cgroup v2 alone, as systemd hosts are: the user's own manager gives
     // a delegated scope (userscope.rs).

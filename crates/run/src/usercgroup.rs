@@ -184,7 +184,7 @@ pub fn route(
 ) -> Route {
     match crate::cgroup::delegation(layout, proc_self_cgroup, uid, needed) {
         Ok(_) => Route::Delegated,
-        Err(why) => grant_route(why, uid, grants, helper),
+        Err(why) => grant_route(why.to_string(), uid, grants, helper),
     }
 }
 
