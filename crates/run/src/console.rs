@@ -31,12 +31,8 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use crate::error::{Error, Result};
 use crate::state::{StateStore, Status};
 
-/// The socket in the state directory.
-pub const SOCKET: &str = "console.sock";
-/// The log in the state directory; the one before it is `console.log.1`.
-pub const LOG: &str = "console.log";
-/// The log before [`LOG`] (the previous boot, or the first part of a long one).
-pub const OLD_LOG: &str = "console.log.1";
+pub use crate::state::{LOG, OLD_LOG, SOCKET};
+
 /// Bytes [`LOG`] may reach before it becomes [`OLD_LOG`] and a new one starts.
 pub const LOG_CAP: u64 = 1 << 20;
 /// Bytes of recent output a client sees when it attaches.

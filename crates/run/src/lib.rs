@@ -71,13 +71,13 @@ pub mod console;
 pub mod devices;
 mod error;
 pub mod freeze;
-pub mod handover;
 pub mod idmap;
 pub mod info;
 mod init;
 pub mod live;
 pub mod monitor;
 mod msg;
+mod ready;
 // net (issue 5): bridge + veth over netlink, quota helper, user mode.
 pub mod net;
 pub mod seccomp;

@@ -5,7 +5,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::fd::OwnedFd;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,7 @@ use crate::cgroup::{self, Cgroup, Layout};
 use crate::config::ContainerConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::msg::{Channel, Msg};
+use crate::ready::{ready_file, report, Report};
 use crate::spawn::{spawn_init, InitSpec};
 use crate::state::{ProcessRef, State, StateLock, StateStore, Status};
 use crate::sys;
@@ -26,8 +27,7 @@ use crate::sys;
 /// The first argument that selects the monitor in a davit binary.
 pub const MONITOR_ARG: &str = "__run-monitor";
 
-/// The descriptor number the ready pipe gets in the monitor.
-pub const READY_FD: RawFd = 3;
+pub use crate::ready::READY_FD;
 
 /// The descriptor number the console socket gets in the monitor: a unix
 /// socket on which the master of init's pseudo-terminal is sent.
@@ -231,15 +231,6 @@ pub fn ensure_sealed() -> Result<()> {
     }
 }
 
-fn ready_file() -> Option<File> {
-    // The pipe handed over by `spawn_monitor` as READY_FD; check it is one.
-    let st = nix::sys::stat::fstat(READY_FD).ok()?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
-        return None;
-    }
-    sys::take_inherited_fd(READY_FD).map(File::from)
-}
-
 fn console_socket() -> Option<std::os::unix::net::UnixStream> {
     // The socket handed over by `spawn_monitor_on` as CONSOLE_FD.
     let st = nix::sys::stat::fstat(CONSOLE_FD).ok()?;
@@ -247,46 +238,6 @@ fn console_socket() -> Option<std::os::unix::net::UnixStream> {
         return None;
     }
     sys::take_inherited_fd(CONSOLE_FD).map(std::os::unix::net::UnixStream::from)
-}
-
-/// For `davit-cgroup`, which runs before the monitor on the same ready
-/// pipe: report its failure there, as the monitor would, so the caller
-/// reads why (a detached start has no stderr). Nothing when descriptor
-/// [`READY_FD`] is not a pipe.
-pub(crate) fn report_failure_before_monitor(e: &Error) {
-    let mut ready = ready_file();
-    report(&mut ready, &Report::Failed(e));
-}
-
-enum Report<'a> {
-    Ready(i32),
-    Failed(&'a Error),
-}
-
-fn json_str(s: &str) -> String {
-    serde_json::Value::String(s.to_owned()).to_string()
-}
-
-fn report(ready: &mut Option<File>, r: &Report<'_>) {
-    let Some(mut f) = ready.take() else { return };
-    let line = match r {
-        Report::Ready(pid) => format!("{{\"ok\":true,\"pid\":{pid}}}\n"),
-        Report::Failed(e) => {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(*e);
-            while let Some(s) = src {
-                msg += ": ";
-                msg += &s.to_string();
-                src = s.source();
-            }
-            format!(
-                "{{\"ok\":false,\"kind\":{},\"error\":{}}}\n",
-                json_str(e.kind().as_str()),
-                json_str(&msg)
-            )
-        }
-    };
-    let _ = f.write_all(line.as_bytes());
 }
 
 /// Exit status as a shell reports it: the code, or 128 + signal.

@@ -13,10 +13,10 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
+use crate::cgroup::handover::Handover;
 use crate::cgroup::{Cgroup, Layout};
 use crate::config::{Backend, ContainerConfig};
 use crate::error::{Error, Result};
-use crate::handover::Handover;
 use crate::init::{child_main, Plan};
 use crate::msg::{Channel, Msg};
 use crate::state::start_time;
@@ -285,7 +285,7 @@ fn release(
                 .iter()
                 .map(|d| Handover::of(&d.path, d.hierarchy.version))
                 .collect();
-            if let Err(e) = crate::handover::hand_over(&dirs, owner) {
+            if let Err(e) = crate::cgroup::handover::hand_over(&dirs, owner) {
                 spawned.notes.push(format!(
                     "its cgroup could not be handed to container root ({e}), so an init like systemd cannot make its own cgroups"
                 ));

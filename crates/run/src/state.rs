@@ -14,6 +14,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The console socket in the state directory (`davit console`).
+pub const SOCKET: &str = "console.sock";
+/// The log in the state directory; the one before it is `console.log.1`.
+pub const LOG: &str = "console.log";
+/// The log before [`LOG`] (the previous boot, or the first part of a long one).
+pub const OLD_LOG: &str = "console.log.1";
+
 /// The lifecycle of a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -130,7 +137,7 @@ pub struct State {
     pub cgroup_mounts: Vec<PathBuf>,
     /// Container root's host uid and gid, when a plain user handed the
     /// cgroup to it: what container root made below is removed from a
-    /// helper user namespace ([`crate::handover`]).
+    /// helper user namespace ([`crate::cgroup::handover`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup_owner: Option<(u32, u32)>,
     /// The user manager's transient scope the cgroup lives in, for a plain
@@ -411,9 +418,9 @@ impl StateLock {
     }
 
     fn remove_files(&self, logs: bool) -> Result<()> {
-        let mut files = vec!["state.json", ".state.json.tmp", crate::console::SOCKET];
+        let mut files = vec!["state.json", ".state.json.tmp", SOCKET];
         if logs {
-            files.extend([crate::console::LOG, crate::console::OLD_LOG]);
+            files.extend([LOG, OLD_LOG]);
         }
         files.push("lock");
         for f in files {

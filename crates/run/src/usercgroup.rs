@@ -566,7 +566,7 @@ pub fn helper_main(args: &[OsString]) -> (i32, String) {
         );
     }
     if let Err(e) = run_enter(&HelperPaths::system(), ruid.as_raw()) {
-        crate::monitor::report_failure_before_monitor(&e);
+        crate::ready::report_failure_before_monitor(&e);
         let code = match e {
             Error::NotGranted { .. } => EXIT_NOT_GRANTED,
             _ => EXIT_FAILED,

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 
 use super::files::{cg_err, keyed, write_file};
 use super::layout::Version;
+use super::rmdir::{descendants, remove_tree};
 use super::Cgroup;
 use crate::error::{Error, Result};
 
@@ -218,7 +219,7 @@ impl Cgroup {
             }
         }
         if let (false, Some(owner)) = (left.is_empty(), self.handed_to) {
-            crate::handover::remove_as(&left, owner)?;
+            super::handover::remove_as(&left, owner)?;
         }
         for d in &self.dirs {
             if let Some(parent) = d.path.parent() {
@@ -231,61 +232,12 @@ impl Cgroup {
     }
 }
 
-/// `rmdir` `dir` after every cgroup below it, children first, retrying
-/// `EBUSY` (see [`Cgroup::remove`]). Gone already is fine.
-///
-/// # Errors
-/// The directory that would not go, and why.
-pub(crate) fn remove_tree(dir: &Path) -> std::result::Result<(), (PathBuf, nix::errno::Errno)> {
-    for d in descendants(dir)
-        .iter()
-        .chain(std::iter::once(&dir.to_path_buf()))
-    {
-        rmdir_retry(d).map_err(|e| {
-            (
-                d.clone(),
-                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            )
-        })?;
-    }
-    Ok(())
-}
-
-/// Every cgroup below `dir`, children before their parents. Cgroup
-/// filesystems hold no symlinks, and `file_type` does not follow them.
-fn descendants(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                out.extend(descendants(&e.path()));
-                out.push(e.path());
-            }
-        }
-    }
-    out
-}
-
-fn rmdir_retry(dir: &Path) -> io::Result<()> {
-    let mut tries = 0;
-    loop {
-        match fs::remove_dir(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 20 => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::layout::fake::{fake_v2, populate, v2_layout};
     use super::super::layout::Layout;
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn v2_kill_writes_cgroup_kill_and_empty_uses_events() {

@@ -12,8 +12,10 @@
 mod create;
 mod delegate;
 mod files;
+pub mod handover;
 mod kill;
 mod layout;
+mod rmdir;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +23,6 @@ use std::path::{Path, PathBuf};
 pub use self::create::{needed_controllers, CPU_PERIOD_US, V2_CONTROLLERS};
 pub use self::delegate::{delegated_files, delegation, DelegationError, Undelegated};
 use self::files::join_rel;
-pub(crate) use self::kill::remove_tree;
 pub use self::layout::{
     hierarchy_name, own_path, unescape_mountinfo, Hierarchy, Layout, Mode, Version,
 };
@@ -41,7 +42,7 @@ pub struct CgroupDir {
 pub struct Cgroup {
     dirs: Vec<CgroupDir>,
     /// Container root's host uid and gid when a plain user handed the
-    /// cgroup over ([`crate::handover`]): what container root made below
+    /// cgroup over ([`crate::cgroup::handover`]): what container root made below
     /// is then removed from the helper namespace.
     handed_to: Option<(u32, u32)>,
 }

@@ -21,7 +21,9 @@ use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{Gid, Uid};
 
-use crate::cgroup::Version;
+use super::delegate::delegated_files;
+use super::layout::Version;
+use super::rmdir::remove_tree;
 use crate::config::{IdMap, IdRange};
 use crate::error::{Error, Result};
 use crate::sys;
@@ -46,7 +48,7 @@ impl Handover {
     pub fn of(dir: &Path, version: Version) -> Handover {
         Handover {
             dir: dir.to_path_buf(),
-            files: crate::cgroup::delegated_files(version),
+            files: delegated_files(version),
         }
     }
 
@@ -113,7 +115,7 @@ pub fn hand_over(dirs: &[Handover], root: (u32, u32)) -> Result<()> {
 pub fn remove_as(dirs: &[PathBuf], root: (u32, u32)) -> Result<()> {
     in_helper_ns(root, "rmdir", || {
         for d in dirs {
-            crate::cgroup::remove_tree(d)?;
+            remove_tree(d)?;
         }
         Ok(())
     })
