@@ -15,17 +15,26 @@
 //!   directory with `RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS`.
 #![forbid(unsafe_code)]
 
+mod dirs;
+mod name;
+mod pax;
+mod sparse;
+mod write;
+
+use self::dirs::DirMeta;
+use self::name::{clean, cstr, join, lossy};
+use self::pax::{own_pax, parse_pax, pax_num, pax_time, PaxSparse};
 use crate::decode::{self, Pipe};
 use crate::error::{Error, Result};
 use crate::exclude::Excludes;
 use crate::idmap::IdMaps;
-use crate::sys::{self, Time};
+use crate::sys::{self, is_dir, is_eexist, is_enoent, Time};
 use crate::xattr::{self, Action, Bad};
 use crate::{Report, Reporter, Skip, UnpackOptions};
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::rc::Rc;
 use std::time::Instant;
@@ -43,27 +52,6 @@ pub(crate) struct Mode {
     pub(crate) kernel_shifts: bool,
 }
 
-struct DirMeta {
-    path: Vec<u8>,
-    /// (st_dev, st_ino) when created; checked when the metadata is applied.
-    id: Option<(u64, u64)>,
-    uid: u32,
-    gid: u32,
-    mode: u32,
-    atime: Time,
-    mtime: Time,
-    xattrs: Vec<(CString, Vec<u8>)>,
-}
-
-#[derive(Default)]
-struct PaxSparse {
-    major: Option<u64>,
-    minor: Option<u64>,
-    realsize: Option<u64>,
-    name: Option<Vec<u8>>,
-    other: bool,
-}
-
 struct Unpacker<'a> {
     archive: &'a Path,
     root: Rc<OwnedFd>,
@@ -78,121 +66,6 @@ struct Unpacker<'a> {
     max_file: u64,
     /// Normalized-stream positions to archive offsets (`tarnorm::Marks`).
     marks: Rc<std::cell::RefCell<crate::tarnorm::Marks>>,
-}
-
-/// An entry name for messages and reports: lossy UTF-8 with control and
-/// invisible format characters escaped (`text::printable`), so an archive
-/// cannot drive the terminal of whoever reads the error (issue 17).
-fn lossy(b: &[u8]) -> String {
-    crate::text::printable(&String::from_utf8_lossy(b), false).into_owned()
-}
-
-fn cstr(b: &[u8]) -> Option<CString> {
-    CString::new(b.to_vec()).ok()
-}
-
-/// Splits a member name into components: leading `/` and `.` components are
-/// dropped (as GNU tar does), `..` is refused. `Err(())` means `..`.
-fn clean(name: &[u8]) -> std::result::Result<Vec<&[u8]>, ()> {
-    let mut out = Vec::new();
-    for c in name.split(|&b| b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => return Err(()),
-            c => out.push(c),
-        }
-    }
-    Ok(out)
-}
-
-fn join(comps: &[&[u8]]) -> Vec<u8> {
-    comps.join(&b'/')
-}
-
-fn is_enoent(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::ENOENT)
-}
-
-fn is_eexist(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::EEXIST)
-}
-
-fn is_dir(st: &libc::stat) -> bool {
-    st.st_mode & libc::S_IFMT == libc::S_IFDIR
-}
-
-/// Finds the raw data of the pax `x` header that belongs to the member at
-/// `hpos`, from the bytes the parser read (`recorded`, starting at archive
-/// offset `start`, which is right after the previous member's data).
-///
-/// The `tar` crate splits pax records on newlines, so a value containing
-/// `\n` (binary xattrs, `SCHILY.acl.*` text) makes it drop records, and
-/// with them `size`, `path` or `uid`: a parser differential. Parsing the
-/// records here, length-prefixed as POSIX says, and checking the crate's
-/// size against ours closes that. Returns `None` if the extension headers
-/// between the previous member and this one cannot be walked exactly.
-fn own_pax(recorded: &[u8], start: u64, hpos: u64) -> Option<Option<Vec<u8>>> {
-    let mut p = start.div_ceil(512) * 512;
-    let mut pax = None;
-    while p < hpos {
-        let rel = (p - start) as usize;
-        let h = tar::Header::from_byte_slice(recorded.get(rel..rel + 512)?);
-        let ty = h.entry_type();
-        if !(ty.is_pax_local_extensions() || ty.is_gnu_longname() || ty.is_gnu_longlink()) {
-            return None;
-        }
-        let size = h.entry_size().ok()?;
-        let data = recorded.get(rel + 512..rel + 512 + usize::try_from(size).ok()?)?;
-        if ty.is_pax_local_extensions() {
-            pax = Some(data.to_vec());
-        }
-        p = p
-            .checked_add(512)?
-            .checked_add(size.checked_add(511)? / 512 * 512)?;
-    }
-    (p == hpos).then_some(pax)
-}
-
-/// Parses pax records (`tarnorm::parse_records`). Later records override
-/// earlier ones (as in GNU tar).
-fn parse_pax(d: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
-    Some(crate::tarnorm::last_of_each(
-        crate::tarnorm::parse_records(d)?.into_iter(),
-    ))
-}
-
-fn pax_num(v: &[u8]) -> Option<u64> {
-    std::str::from_utf8(v).ok()?.parse().ok()
-}
-
-/// Parses a pax time (`123.456789`, possibly negative) to (sec, nsec).
-fn pax_time(v: &[u8]) -> Option<(i64, u32)> {
-    let s = std::str::from_utf8(v).ok()?;
-    let (neg, s) = match s.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, s),
-    };
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    if int.is_empty()
-        || !int.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    let sec: i64 = int.parse().ok()?;
-    let mut ns: u32 = 0;
-    for (i, b) in frac.bytes().take(9).enumerate() {
-        ns += (b - b'0') as u32 * 10u32.pow(8 - i as u32);
-    }
-    if neg {
-        if ns == 0 {
-            Some((-sec, 0))
-        } else {
-            Some((-sec - 1, 1_000_000_000 - ns))
-        }
-    } else {
-        Some((sec, ns))
-    }
 }
 
 /// Unpacks `archive` into `dest` with the given id treatment.
@@ -375,78 +248,6 @@ impl Unpacker<'_> {
         }
     }
 
-    /// Resolves (and with `create`, makes) the directory `comps` inside the
-    /// root. Symlinks are clamped to the root by `RESOLVE_IN_ROOT`.
-    fn dir(&mut self, comps: &[&[u8]], create: bool, entry: &str) -> Result<Rc<OwnedFd>> {
-        if comps.is_empty() {
-            return Ok(self.root.clone());
-        }
-        let path = join(comps);
-        if let Some((p, fd)) = &self.cache {
-            if *p == path {
-                return Ok(fd.clone());
-            }
-        }
-        let how = libc::O_PATH | libc::O_DIRECTORY;
-        let res = sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS;
-        let cpath = cstr(&path).ok_or_else(|| self.bad(entry, 0, "name contains a nul byte"))?;
-        let fd = match sys::openat2(self.root.as_fd(), &cpath, how, 0, res) {
-            Ok(fd) => fd,
-            Err(e) if is_enoent(&e) && create => {
-                // Walk down, creating what is missing. Each mkdirat is
-                // relative to a parent resolved inside the root.
-                let mut cur = self.root.clone();
-                for i in 0..comps.len() {
-                    let prefix = join(&comps[..=i]);
-                    let cp = cstr(&prefix).unwrap();
-                    let next = match sys::openat2(self.root.as_fd(), &cp, how, 0, res) {
-                        Ok(fd) => fd,
-                        Err(e) if is_enoent(&e) => {
-                            let name = cstr(comps[i]).unwrap();
-                            match sys::mkdirat(cur.as_fd(), &name, 0o700) {
-                                Ok(()) => {
-                                    let (uid, gid) = self.root_ids();
-                                    let id = sys::lstatat(cur.as_fd(), &name)
-                                        .ok()
-                                        .map(|st| (st.st_dev, st.st_ino));
-                                    self.dirs.push(DirMeta {
-                                        id,
-                                        path: prefix.clone(),
-                                        uid,
-                                        gid,
-                                        mode: 0o755,
-                                        atime: None,
-                                        mtime: None,
-                                        xattrs: Vec::new(),
-                                    });
-                                }
-                                Err(e) if is_eexist(&e) => {}
-                                Err(e) => return Err(self.werr("mkdirat", &prefix, e)),
-                            }
-                            sys::openat2(self.root.as_fd(), &cp, how, 0, res)
-                                .map_err(|e| self.werr("openat2", &prefix, e))?
-                        }
-                        Err(e) => return Err(self.werr("openat2", &prefix, e)),
-                    };
-                    cur = Rc::new(next);
-                }
-                self.cache = Some((path, cur.clone()));
-                return Ok(cur);
-            }
-            Err(e) if is_enoent(&e) => {
-                return Err(Error::Write {
-                    step: "openat2",
-                    path: lossy(&path),
-                    source: e,
-                })
-            }
-            Err(e) => return Err(self.werr("openat2", &path, e)),
-        };
-        let fd = Rc::new(fd);
-        self.cache = Some((path, fd.clone()));
-        Ok(fd)
-    }
-
     fn werr(&self, step: &'static str, path: &[u8], source: io::Error) -> Error {
         Error::Write {
             step,
@@ -461,41 +262,6 @@ impl Unpacker<'_> {
             offset,
             why,
         }
-    }
-
-    /// Makes room for a new node `name` in `dir`: returns `true` if a
-    /// directory is already there and `keep_dir` is set. Otherwise removes
-    /// what is there (a directory only if empty) without following it.
-    fn make_room(
-        &mut self,
-        dir: BorrowedFd<'_>,
-        name: &CStr,
-        path: &[u8],
-        keep_dir: bool,
-    ) -> Result<bool> {
-        let st = match sys::lstatat(dir, name) {
-            Ok(st) => st,
-            Err(e) if is_enoent(&e) => return Ok(false),
-            Err(e) => return Err(self.werr("fstatat", path, e)),
-        };
-        if is_dir(&st) {
-            if keep_dir {
-                return Ok(true);
-            }
-            sys::unlinkat(dir, name, libc::AT_REMOVEDIR)
-                .map_err(|e| self.werr("rmdir", path, e))?;
-            self.cache = None;
-            let mut sub = path.to_vec();
-            sub.push(b'/');
-            self.dirs
-                .retain(|d| d.path != path && !d.path.starts_with(&sub));
-        } else {
-            sys::unlinkat(dir, name, 0).map_err(|e| self.werr("unlinkat", path, e))?;
-            // A replaced symlink may have been a component of the cached
-            // parent; resolve again so later members follow the new tree.
-            self.cache = None;
-        }
-        Ok(false)
     }
 
     /// The archive offset of a position the parser reports.
@@ -997,241 +763,5 @@ impl Unpacker<'_> {
         }
         self.report.entries += 1;
         Ok(())
-    }
-
-    /// Writes a GNU pax sparse 1.0 member: the data starts with a decimal
-    /// map (count, then offset/size pairs, one per line) padded to 512
-    /// bytes, followed by the data of each region.
-    fn write_pax_sparse(
-        &mut self,
-        e: &mut tar::Entry<'_, Pipe>,
-        f: &mut File,
-        real: u64,
-        name: &str,
-        path: &[u8],
-    ) -> Result<()> {
-        let data_pos = self.at(e.raw_file_position());
-        let size = e.size();
-        let mut used: u64 = 0;
-        let corrupt = |why| Error::BadEntry {
-            entry: name.to_owned(),
-            offset: data_pos,
-            why,
-        };
-        let truncated = |at: u64| Error::Truncated {
-            archive: self.archive.to_owned(),
-            entry: name.to_owned(),
-            offset: data_pos + at,
-        };
-        let line = |e: &mut tar::Entry<'_, Pipe>, used: &mut u64| -> Result<u64> {
-            let mut v: u64 = 0;
-            let mut digits = 0;
-            loop {
-                let mut b = [0u8; 1];
-                match e.read(&mut b) {
-                    Ok(1) => {}
-                    Ok(_) => return Err(truncated(*used)),
-                    Err(_) => return Err(truncated(*used)),
-                }
-                *used += 1;
-                match b[0] {
-                    b'\n' if digits > 0 => return Ok(v),
-                    c @ b'0'..=b'9' if digits < 19 => {
-                        v = v * 10 + (c - b'0') as u64;
-                        digits += 1;
-                    }
-                    _ => return Err(corrupt("bad sparse map")),
-                }
-            }
-        };
-        let n = line(e, &mut used)?;
-        if n > crate::tarnorm::MAX_SPARSE_REGIONS as u64 {
-            return Err(corrupt("sparse map lists too many regions"));
-        }
-        let mut regions = Vec::new();
-        let mut end = 0u64;
-        let mut total = 0u64;
-        for _ in 0..n {
-            let off = line(e, &mut used)?;
-            let len = line(e, &mut used)?;
-            let stop = off
-                .checked_add(len)
-                .ok_or_else(|| corrupt("sparse region overflows"))?;
-            if off < end || stop > real {
-                return Err(corrupt("sparse regions overlap or exceed the file size"));
-            }
-            end = stop;
-            total = total
-                .checked_add(len)
-                .ok_or_else(|| corrupt("sparse region overflows"))?;
-            regions.push((off, len));
-        }
-        let pad = (512 - used % 512) % 512;
-        let map_len = used + pad;
-        if map_len.checked_add(total) != Some(size) {
-            return Err(corrupt("sparse map does not match the member size"));
-        }
-        io::copy(&mut e.take(pad), &mut io::sink()).map_err(|_| truncated(used))?;
-        used += pad;
-        for (off, len) in regions {
-            f.seek(SeekFrom::Start(off))
-                .map_err(|e| self.werr("lseek", path, e))?;
-            let mut left = len;
-            while left > 0 {
-                let want = left.min(self.buf.len() as u64) as usize;
-                let n = match e.read(&mut self.buf[..want]) {
-                    Ok(0) | Err(_) => return Err(truncated(used)),
-                    Ok(n) => n,
-                };
-                f.write_all(&self.buf[..n])
-                    .map_err(|e| self.werr("write", path, e))?;
-                left -= n as u64;
-                used += n as u64;
-            }
-        }
-        f.set_len(real).map_err(|e| self.werr("ftruncate", path, e))
-    }
-
-    /// Owner, mode, xattrs and times of a node we must not open (symlink,
-    /// fifo, device), all without following it.
-    #[allow(clippy::too_many_arguments)]
-    fn node_meta(
-        &self,
-        dir: BorrowedFd<'_>,
-        name: &CStr,
-        path: &[u8],
-        uid: u32,
-        gid: u32,
-        mode: Option<u32>,
-        xa: &[(CString, Vec<u8>)],
-        atime: Time,
-        mtime: Time,
-    ) -> Result<()> {
-        sys::lchownat(dir, name, uid, gid).map_err(|e| self.werr("fchownat", path, e))?;
-        if let Some(mode) = mode {
-            sys::lchmodat(dir, name, mode).map_err(|e| self.werr("fchmodat2", path, e))?;
-        }
-        if !xa.is_empty() {
-            // `/proc/self/fd/N` is the resolved parent; the last component is
-            // a single name and lsetxattr does not follow it.
-            let mut p =
-                format!("/proc/self/fd/{}/", std::os::fd::AsRawFd::as_raw_fd(&dir)).into_bytes();
-            p.extend_from_slice(name.to_bytes());
-            let p = cstr(&p).unwrap();
-            for (k, v) in xa {
-                sys::lsetxattr(&p, k, v).map_err(|e| self.werr("lsetxattr", path, e))?;
-            }
-        }
-        sys::lutimensat(dir, name, atime, mtime).map_err(|e| self.werr("utimensat", path, e))
-    }
-
-    /// `dev/pts`, then directory metadata deepest first.
-    fn finish(&mut self) -> Result<()> {
-        let (ruid, rgid) = self.root_ids();
-        let dev = self.dir(&[b"dev"], true, "dev/pts")?;
-        match sys::mkdirat(dev.as_fd(), c"pts", 0o755) {
-            Ok(()) => {
-                sys::lchownat(dev.as_fd(), c"pts", ruid, rgid)
-                    .map_err(|e| self.werr("fchownat", b"dev/pts", e))?;
-                sys::lchmodat(dev.as_fd(), c"pts", 0o755)
-                    .map_err(|e| self.werr("fchmodat2", b"dev/pts", e))?;
-            }
-            Err(e) if is_eexist(&e) => {}
-            Err(e) => return Err(self.werr("mkdirat", b"dev/pts", e)),
-        }
-        drop(dev);
-        self.cache = None;
-
-        let mut dirs = std::mem::take(&mut self.dirs);
-        dirs.sort_by_key(|d| {
-            std::cmp::Reverse(
-                d.path.iter().filter(|&&b| b == b'/').count() + usize::from(!d.path.is_empty()),
-            )
-        });
-        for d in &dirs {
-            let fd = if d.path.is_empty() {
-                sys::openat(
-                    self.root.as_fd(),
-                    c".",
-                    libc::O_RDONLY | libc::O_DIRECTORY,
-                    0,
-                )
-            } else {
-                let p = cstr(&d.path).unwrap();
-                // Parents may be in-root symlinks (clamped); the directory
-                // itself must not be one, and must be the one we created.
-                sys::openat2(
-                    self.root.as_fd(),
-                    &p,
-                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-                    0,
-                    sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS,
-                )
-            }
-            .map_err(|e| self.werr("openat2", &d.path, e))?;
-            let fd = fd.as_fd();
-            if let Some(id) = d.id {
-                let st = sys::fstat(fd).map_err(|e| self.werr("fstat", &d.path, e))?;
-                if (st.st_dev, st.st_ino) != id {
-                    return Err(Error::Unsafe {
-                        entry: lossy(&d.path),
-                        offset: 0,
-                        why: "directory was replaced before its metadata was applied",
-                    });
-                }
-            }
-            sys::fchown(fd, d.uid, d.gid).map_err(|e| self.werr("fchown", &d.path, e))?;
-            sys::fchmod(fd, d.mode).map_err(|e| self.werr("fchmod", &d.path, e))?;
-            for (k, v) in &d.xattrs {
-                sys::fsetxattr(fd, k, v).map_err(|e| self.werr("fsetxattr", &d.path, e))?;
-            }
-            if d.mtime.is_some() || d.atime.is_some() {
-                sys::futimens(fd, d.atime, d.mtime)
-                    .map_err(|e| self.werr("futimens", &d.path, e))?;
-            }
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clean_names() {
-        assert_eq!(clean(b"/a//./b/").unwrap(), vec![&b"a"[..], b"b"]);
-        assert!(clean(b"a/../b").is_err());
-        assert!(clean(b"./").unwrap().is_empty());
-        assert!(clean(b"..").is_err());
-    }
-
-    #[test]
-    fn pax_records_are_length_prefixed() {
-        let d = b"22 SCHILY.xattr.a=x\ny\n12 path=p/q\n9 path=r\n\0\0";
-        let r = parse_pax(d).unwrap();
-        assert_eq!(
-            r,
-            vec![
-                (&b"SCHILY.xattr.a"[..], &b"x\ny"[..]),
-                (&b"path"[..], &b"r"[..])
-            ]
-        );
-        assert!(parse_pax(b"99 path=x\n").is_none(), "length past the end");
-        assert!(parse_pax(b"9 path=xy").is_none(), "no newline");
-        assert!(parse_pax(b"6 =ab\n").is_none(), "empty key");
-        assert!(parse_pax(b"x path=a\n").is_none());
-    }
-
-    #[test]
-    fn pax_times() {
-        assert_eq!(
-            pax_time(b"1700000000.123456789"),
-            Some((1700000000, 123456789))
-        );
-        assert_eq!(pax_time(b"12.5"), Some((12, 500000000)));
-        assert_eq!(pax_time(b"-1.25"), Some((-2, 750000000)));
-        assert_eq!(pax_time(b"7"), Some((7, 0)));
-        assert_eq!(pax_time(b"x"), None);
     }
 }
