@@ -1,7 +1,7 @@
 //! Directory bookkeeping: resolving (and creating) parents through a one-entry
 //! handle cache, and directory metadata deferred until after the children.
 
-use super::name::{cstr, join, lossy};
+use super::name::{bad, cstr, join, lossy, werr};
 use super::Unpacker;
 use crate::error::{Error, Result};
 use crate::sys::{self, is_eexist, is_enoent, Time};
@@ -41,7 +41,7 @@ impl Unpacker<'_> {
         }
         let how = libc::O_PATH | libc::O_DIRECTORY;
         let res = sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS;
-        let cpath = cstr(&path).ok_or_else(|| self.bad(entry, 0, "name contains a nul byte"))?;
+        let cpath = cstr(&path).ok_or_else(|| bad(entry, 0, "name contains a nul byte"))?;
         let fd = match sys::openat2(self.root.as_fd(), &cpath, how, 0, res) {
             Ok(fd) => fd,
             Err(e) if is_enoent(&e) && create => {
@@ -73,12 +73,12 @@ impl Unpacker<'_> {
                                     });
                                 }
                                 Err(e) if is_eexist(&e) => {}
-                                Err(e) => return Err(self.werr("mkdirat", &prefix, e)),
+                                Err(e) => return Err(werr("mkdirat", &prefix, e)),
                             }
                             sys::openat2(self.root.as_fd(), &cp, how, 0, res)
-                                .map_err(|e| self.werr("openat2", &prefix, e))?
+                                .map_err(|e| werr("openat2", &prefix, e))?
                         }
-                        Err(e) => return Err(self.werr("openat2", &prefix, e)),
+                        Err(e) => return Err(werr("openat2", &prefix, e)),
                     };
                     cur = Rc::new(next);
                 }
@@ -92,7 +92,7 @@ impl Unpacker<'_> {
                     source: e,
                 })
             }
-            Err(e) => return Err(self.werr("openat2", &path, e)),
+            Err(e) => return Err(werr("openat2", &path, e)),
         };
         let fd = Rc::new(fd);
         self.cache = Some((path, fd.clone()));
@@ -106,12 +106,12 @@ impl Unpacker<'_> {
         match sys::mkdirat(dev.as_fd(), c"pts", 0o755) {
             Ok(()) => {
                 sys::lchownat(dev.as_fd(), c"pts", ruid, rgid)
-                    .map_err(|e| self.werr("fchownat", b"dev/pts", e))?;
+                    .map_err(|e| werr("fchownat", b"dev/pts", e))?;
                 sys::lchmodat(dev.as_fd(), c"pts", 0o755)
-                    .map_err(|e| self.werr("fchmodat2", b"dev/pts", e))?;
+                    .map_err(|e| werr("fchmodat2", b"dev/pts", e))?;
             }
             Err(e) if is_eexist(&e) => {}
-            Err(e) => return Err(self.werr("mkdirat", b"dev/pts", e)),
+            Err(e) => return Err(werr("mkdirat", b"dev/pts", e)),
         }
         drop(dev);
         self.cache = None;
@@ -142,10 +142,10 @@ impl Unpacker<'_> {
                     sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS,
                 )
             }
-            .map_err(|e| self.werr("openat2", &d.path, e))?;
+            .map_err(|e| werr("openat2", &d.path, e))?;
             let fd = fd.as_fd();
             if let Some(id) = d.id {
-                let st = sys::fstat(fd).map_err(|e| self.werr("fstat", &d.path, e))?;
+                let st = sys::fstat(fd).map_err(|e| werr("fstat", &d.path, e))?;
                 if (st.st_dev, st.st_ino) != id {
                     return Err(Error::Unsafe {
                         entry: lossy(&d.path),
@@ -154,14 +154,13 @@ impl Unpacker<'_> {
                     });
                 }
             }
-            sys::fchown(fd, d.uid, d.gid).map_err(|e| self.werr("fchown", &d.path, e))?;
-            sys::fchmod(fd, d.mode).map_err(|e| self.werr("fchmod", &d.path, e))?;
+            sys::fchown(fd, d.uid, d.gid).map_err(|e| werr("fchown", &d.path, e))?;
+            sys::fchmod(fd, d.mode).map_err(|e| werr("fchmod", &d.path, e))?;
             for (k, v) in &d.xattrs {
-                sys::fsetxattr(fd, k, v).map_err(|e| self.werr("fsetxattr", &d.path, e))?;
+                sys::fsetxattr(fd, k, v).map_err(|e| werr("fsetxattr", &d.path, e))?;
             }
             if d.mtime.is_some() || d.atime.is_some() {
-                sys::futimens(fd, d.atime, d.mtime)
-                    .map_err(|e| self.werr("futimens", &d.path, e))?;
+                sys::futimens(fd, d.atime, d.mtime).map_err(|e| werr("futimens", &d.path, e))?;
             }
         }
         Ok(())

@@ -1,5 +1,10 @@
 //! The entry handler: every write is relative to the destination's fd.
 //!
+//! [`Unpacker`] drives the stream: `member` reads each tar member (its pax
+//! records through `pax`) into one [`Member`], `entry` decides whether it is
+//! written and dispatches on its [`Kind`] to `write` (`sparse` for sparse
+//! data), and `dirs` resolves parents and applies directory metadata last.
+//!
 //! Defences (see docs/security.md section (b), "Tar:" rows):
 //! - names are cleaned like GNU tar (leading `/` stripped) and `..` is
 //!   refused;
@@ -16,29 +21,31 @@
 #![forbid(unsafe_code)]
 
 mod dirs;
+mod member;
 mod name;
 mod pax;
 mod sparse;
 mod write;
 
 use self::dirs::DirMeta;
-use self::name::{clean, cstr, join, lossy};
-use self::pax::{own_pax, parse_pax, pax_num, pax_time, PaxSparse};
+use self::member::{Kind, Member};
+use self::name::{bad, cstr, lossy};
+use self::pax::own_pax;
+use self::write::{At, Attrs};
 use crate::decode::{self, Pipe};
 use crate::error::{Error, Result};
 use crate::exclude::Excludes;
 use crate::idmap::IdMaps;
-use crate::sys::{self, is_dir, is_eexist, is_enoent, Time};
+use crate::sys;
 use crate::xattr::{self, Action, Bad};
 use crate::{Report, Reporter, Skip, UnpackOptions};
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::rc::Rc;
 use std::time::Instant;
-use tar::EntryType;
 
 const WRITE_BUF: usize = 256 << 10;
 
@@ -248,275 +255,121 @@ impl Unpacker<'_> {
         }
     }
 
-    fn werr(&self, step: &'static str, path: &[u8], source: io::Error) -> Error {
-        Error::Write {
-            step,
-            path: lossy(path),
-            source,
-        }
-    }
-
-    fn bad(&self, entry: &str, offset: u64, why: &'static str) -> Error {
-        Error::BadEntry {
-            entry: entry.to_owned(),
-            offset,
-            why,
-        }
-    }
-
     /// The archive offset of a position the parser reports.
     fn at(&self, pos: u64) -> u64 {
         self.marks.borrow().archive_offset(pos)
     }
 
+    /// One member: read it, decide whether it is written, then write it
+    /// as its kind asks.
     fn entry(&mut self, e: &mut tar::Entry<'_, Pipe>, pax: Option<&[u8]>) -> Result<()> {
-        let hpos = self.at(e.raw_header_position());
-        let mut raw = e.path_bytes().into_owned();
-        let mut name = lossy(&raw);
-        let ty = e.header().entry_type();
-        if ty.is_pax_global_extensions() {
-            // `tarnorm` applies global headers and drops them; one left
-            // here had no ustar magic.
-            return Err(self.bad(&name, hpos, "extension header without ustar magic"));
-        }
-        if ty.is_pax_local_extensions() || ty.is_gnu_longname() || ty.is_gnu_longlink() {
-            // An extension header the parser did not consume (no ustar/gnu
-            // magic). Another tar could apply it; refuse the ambiguity.
-            return Err(self.bad(&name, hpos, "extension header without ustar magic"));
-        }
-
-        // Pax: xattrs and nanosecond times.
-        let mut xattrs: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut mtime: Option<(i64, u32)> = None;
-        let mut atime: Option<(i64, u32)> = None;
-        let mut sparse = PaxSparse::default();
-        let mut text_acls: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut acl_skips: Vec<&str> = Vec::new();
-        let records = match pax {
-            Some(d) => parse_pax(d).ok_or_else(|| self.bad(&name, hpos, "malformed pax header"))?,
-            None => Vec::new(),
-        };
-        let mut pax_uid = None;
-        let mut pax_gid = None;
-        let mut link_override: Option<Vec<u8>> = None;
-        for (key, v) in records {
-            let num = || pax_num(v).ok_or_else(|| self.bad(&name, hpos, "bad numeric pax record"));
-            if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
-                let x = String::from_utf8(x.to_vec())
-                    .map_err(|_| self.bad(&name, hpos, "xattr name is not utf-8"))?;
-                xattrs.push((x, v.to_vec()));
-            } else if let Some(kind) = key.strip_prefix(b"SCHILY.acl.") {
-                // `tar --acls` text form; the raw system.posix_acl_* xattr,
-                // if also present, wins (see below).
-                let xname = match kind {
-                    b"access" => "system.posix_acl_access",
-                    b"default" => "system.posix_acl_default",
-                    _ => continue,
-                };
-                match xattr::acl_from_text(v) {
-                    Ok(v) => text_acls.push((xname.to_owned(), v)),
-                    Err(None) => acl_skips.push(xname),
-                    Err(Some(why)) => return Err(self.bad(&name, hpos, why)),
-                }
-            } else if key == b"mtime" {
-                mtime = Some(pax_time(v).ok_or_else(|| self.bad(&name, hpos, "bad pax mtime"))?);
-            } else if key == b"atime" {
-                atime = pax_time(v);
-            } else if key == b"path" {
-                raw = v.to_vec();
-                name = lossy(&raw);
-            } else if key == b"linkpath" {
-                link_override = Some(v.to_vec());
-            } else if key == b"uid" {
-                pax_uid = Some(num()?);
-            } else if key == b"gid" {
-                pax_gid = Some(num()?);
-            } else if key == b"size" {
-                // The crate must have used the same size to find the data and
-                // the next header, or the two parsers see different archives
-                // (CVE-2025-62518 class).
-                let want = num()?;
-                if want != e.size() {
-                    return Err(Error::Unsafe {
-                        entry: name,
-                        offset: hpos,
-                        why: "pax size disagrees with the parser's view of the member",
-                    });
-                }
-            } else if key.starts_with(b"GNU.sparse.") {
-                let v = v.to_vec();
-                let n = pax_num(&v);
-                match key {
-                    b"GNU.sparse.major" => sparse.major = n,
-                    b"GNU.sparse.minor" => sparse.minor = n,
-                    b"GNU.sparse.realsize" | b"GNU.sparse.size" => sparse.realsize = n,
-                    b"GNU.sparse.name" => sparse.name = Some(v),
-                    _ => sparse.other = true,
-                }
-            }
-        }
-        let pax_sparse = if sparse.major.is_some() || sparse.other || sparse.realsize.is_some() {
-            // GNU tar's pax sparse format 1.0 (what `tar --xattrs -S` and
-            // bsdtar write): the map is at the start of the data. `tarnorm`
-            // rewrites old-GNU sparse and pax 0.0 and 0.1 into it.
-            match (
-                sparse.major,
-                sparse.minor,
-                sparse.realsize,
-                sparse.name.take(),
-            ) {
-                (Some(1), Some(0), Some(real), n) if ty.is_file() => {
-                    if let Some(n) = n {
-                        raw = n;
-                        name = lossy(&raw);
-                    }
-                    Some(real)
-                }
-                _ => {
-                    return Err(self.bad(
-                        &name,
-                        hpos,
-                        "unsupported pax sparse format (GNU tar writes 0.0, 0.1 and 1.0)",
-                    ))
-                }
-            }
-        } else {
-            None
-        };
-        for (k, v) in text_acls {
-            if !xattrs.iter().any(|(x, _)| *x == k) {
-                xattrs.push((k, v));
-            }
-        }
-        let h = e.header();
-        let mtime = match mtime {
-            Some(t) => t,
-            None => (
-                h.mtime()
-                    .map_err(|_| self.bad(&name, hpos, "bad mtime field"))? as i64,
-                0,
-            ),
-        };
-        let mode = h
-            .mode()
-            .map_err(|_| self.bad(&name, hpos, "bad mode field"))?
-            & 0o7777;
-        let uid = match pax_uid {
-            Some(u) => u,
-            None => h
-                .uid()
-                .map_err(|_| self.bad(&name, hpos, "bad uid field"))?,
-        };
-        let gid = match pax_gid {
-            Some(g) => g,
-            None => h
-                .gid()
-                .map_err(|_| self.bad(&name, hpos, "bad gid field"))?,
-        };
-        let devno = if matches!(ty, EntryType::Char | EntryType::Block) {
-            let maj = h
-                .device_major()
-                .ok()
-                .flatten()
-                .ok_or_else(|| self.bad(&name, hpos, "bad device major"))?;
-            let min = h
-                .device_minor()
-                .ok()
-                .flatten()
-                .ok_or_else(|| self.bad(&name, hpos, "bad device minor"))?;
-            (maj, min)
-        } else {
-            (0, 0)
-        };
-
-        let comps = clean(&raw).map_err(|()| Error::Unsafe {
-            entry: name.clone(),
-            offset: hpos,
-            why: "name contains `..`",
-        })?;
-        if comps.iter().any(|c| c.contains(&0)) {
-            return Err(self.bad(&name, hpos, "name contains a nul byte"));
-        }
-        let path = join(&comps);
-        if self.excludes.matches(&path) {
-            self.report.skipped.push(Skip {
-                path: lossy(&path),
-                reason: "excluded".into(),
-            });
+        let m = Member::read(e, pax, self.at(e.raw_header_position()))?;
+        if !self.admit(&m)? {
             return Ok(());
         }
-        if matches!(ty, EntryType::Char | EntryType::Block) && self.skip_devices {
-            self.report.skipped.push(Skip {
-                path: lossy(&path),
-                reason: if self.mode.kernel_shifts {
-                    "device node (cannot be created in a user namespace)".into()
-                } else {
-                    "device node (skip_devices)".into()
-                },
-            });
+        let a = self.attrs(&m)?;
+        let comps = m.comps();
+        let Some((last, parents)) = comps.split_last() else {
+            self.write_root(&m, a)?;
+            self.report.entries += 1;
             return Ok(());
+        };
+        let cname = cstr(last).unwrap();
+        let parent = self.dir(parents, true, &m.name)?;
+        let at = At {
+            dir: parent.as_fd(),
+            name: &cname,
+            path: &m.path,
+        };
+        match &m.kind {
+            Kind::Dir => self.write_dir(at, a)?,
+            Kind::File { sparse } => self.write_file(e, &m, *sparse, at, &a)?,
+            Kind::HardLink { target } => self.write_hardlink(&m, target.as_deref(), at)?,
+            Kind::Symlink { target } => self.write_symlink(&m, target.as_deref(), at, &a)?,
+            Kind::Fifo => self.write_node(at, libc::S_IFIFO, (0, 0), &a)?,
+            Kind::Char { major, minor } => {
+                self.write_node(at, libc::S_IFCHR, (*major, *minor), &a)?
+            }
+            Kind::Block { major, minor } => {
+                self.write_node(at, libc::S_IFBLK, (*major, *minor), &a)?
+            }
+            Kind::Other(_) => unreachable!("refused or skipped by admit"),
         }
-        let known = matches!(
-            ty,
-            EntryType::Regular
-                | EntryType::Continuous
-                | EntryType::Directory
-                | EntryType::Symlink
-                | EntryType::Link
-                | EntryType::Fifo
-                | EntryType::Char
-                | EntryType::Block
-        );
-        if !known {
+        self.report.entries += 1;
+        Ok(())
+    }
+
+    /// Whether `m` is written. Excluded members, devices we may not create
+    /// and types we do not write are recorded as skips (a multi-volume
+    /// continuation is refused), as are the ACLs of `m` that cannot be applied.
+    fn admit(&mut self, m: &Member) -> Result<bool> {
+        let skip = |reason: String| Skip {
+            path: lossy(&m.path),
+            reason,
+        };
+        if self.excludes.matches(&m.path) {
+            self.report.skipped.push(skip("excluded".into()));
+            return Ok(false);
+        }
+        if m.is_device() && self.skip_devices {
+            self.report.skipped.push(skip(if self.mode.kernel_shifts {
+                "device node (cannot be created in a user namespace)".into()
+            } else {
+                "device node (skip_devices)".into()
+            }));
+            return Ok(false);
+        }
+        if let Kind::Other(ty) = m.kind {
             // What `tarnorm` leaves: GNU's volume labels (`V`), multi-volume
             // continuations (`M`) and old long-name lists (`N`), which GNU
             // tar does not extract as files either.
-            if ty.as_byte() == b'M' {
-                return Err(self.bad(
-                    &name,
-                    hpos,
+            if ty == b'M' {
+                return Err(bad(
+                    &m.name,
+                    m.offset,
                     "a multi-volume continuation: the member began in another volume",
                 ));
             }
-            self.report.skipped.push(Skip {
-                path: lossy(&path),
-                reason: match ty.as_byte() {
-                    b'V' => "a GNU volume label, not a file (GNU tar does not extract it)".into(),
-                    t => format!("unsupported entry type {:?}", t as char),
-                },
-            });
-            return Ok(());
+            self.report.skipped.push(skip(match ty {
+                b'V' => "a GNU volume label, not a file (GNU tar does not extract it)".into(),
+                t => format!("unsupported entry type {:?}", t as char),
+            }));
+            return Ok(false);
         }
-
-        for x in acl_skips {
-            if xattrs.iter().any(|(k, _)| k == x) {
+        for x in &m.acl_skips {
+            if m.xattrs.iter().any(|(k, _)| k == x) {
                 continue; // the raw xattr came too, and is applied
             }
-            self.report.skipped.push(Skip {
-                path: lossy(&path),
-                reason: format!("{x} uses user or group names (tar --acls without --numeric-owner); not applied"),
-            });
+            self.report.skipped.push(skip(format!(
+                "{x} uses user or group names (tar --acls without --numeric-owner); not applied"
+            )));
         }
-        let huid = self.map_uid(&name, uid)?;
-        let hgid = self.map_gid(&name, gid)?;
+        Ok(true)
+    }
+
+    /// What `m` gets on the host: ids through the map, xattrs rewritten for
+    /// the mode (capabilities, ACL ids) and put in the order they must be set.
+    fn attrs(&self, m: &Member) -> Result<Attrs> {
+        let uid = self.map_uid(&m.name, m.uid)?;
+        let gid = self.map_gid(&m.name, m.gid)?;
         let mut xa: Vec<(CString, Vec<u8>)> = Vec::new();
-        for (k, v) in &xattrs {
+        for (k, v) in &m.xattrs {
             let maps = self.mode.maps.as_ref();
             match xattr::rewrite(k, v, maps, self.mode.kernel_shifts) {
                 Ok(Action::Drop) => {}
                 Ok(Action::Set(v)) => {
                     let k = cstr(k.as_bytes())
-                        .ok_or_else(|| self.bad(&name, hpos, "xattr name contains a nul byte"))?;
+                        .ok_or_else(|| bad(&m.name, m.offset, "xattr name contains a nul byte"))?;
                     xa.push((k, v));
                 }
                 Err(Bad::Unmapped(which, id)) => {
                     return Err(Error::Unmapped {
-                        entry: name.clone(),
+                        entry: m.name.clone(),
                         which,
                         id,
                     })
                 }
-                Err(Bad::Malformed(why)) => return Err(self.bad(&name, hpos, why)),
+                Err(Bad::Malformed(why)) => return Err(bad(&m.name, m.offset, why)),
             }
         }
         // Order matters: capabilities after chown+chmod, then ACLs, then the rest.
@@ -526,242 +379,13 @@ impl Unpacker<'_> {
             _ => 2,
         };
         xa.sort_by_key(|(k, _)| rank(k));
-        let atime: Time = atime;
-        let mtime: Time = Some(mtime);
-
-        let Some((last, parents)) = comps.split_last() else {
-            // The root entry (`.`, `./`, `/`): only a directory is allowed
-            // (CVE-2021-29136, umoci).
-            if ty != EntryType::Directory {
-                return Err(Error::Unsafe {
-                    entry: name,
-                    offset: hpos,
-                    why: "root entry is not a directory",
-                });
-            }
-            self.dirs.push(DirMeta {
-                id: None,
-                path: Vec::new(),
-                uid: huid,
-                gid: hgid,
-                mode,
-                atime,
-                mtime,
-                xattrs: xa,
-            });
-            self.report.entries += 1;
-            return Ok(());
-        };
-        let cname = cstr(last).unwrap();
-        let parent = self.dir(parents, true, &name)?;
-        let pfd = parent.as_fd();
-
-        match ty {
-            EntryType::Directory => {
-                if !self.make_room(pfd, &cname, &path, true)? {
-                    sys::mkdirat(pfd, &cname, 0o700).map_err(|e| self.werr("mkdirat", &path, e))?;
-                }
-                let st = sys::lstatat(pfd, &cname).map_err(|e| self.werr("fstatat", &path, e))?;
-                self.dirs.push(DirMeta {
-                    id: Some((st.st_dev, st.st_ino)),
-                    path,
-                    uid: huid,
-                    gid: hgid,
-                    mode,
-                    atime,
-                    mtime,
-                    xattrs: xa,
-                });
-            }
-            EntryType::Regular | EntryType::Continuous => {
-                let claim = pax_sparse.unwrap_or(e.size());
-                if claim > self.max_file {
-                    return Err(Error::TooBig {
-                        entry: name,
-                        offset: hpos,
-                        size: claim,
-                        cap: self.max_file,
-                    });
-                }
-                let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-                let fd = match sys::openat(pfd, &cname, flags, 0o600) {
-                    Err(err) if is_eexist(&err) => {
-                        self.make_room(pfd, &cname, &path, false)?;
-                        sys::openat(pfd, &cname, flags, 0o600)
-                    }
-                    r => r,
-                }
-                .map_err(|e| self.werr("openat", &path, e))?;
-                let mut f = File::from(fd);
-                if let Some(real) = pax_sparse {
-                    self.write_pax_sparse(e, &mut f, real, &name, &path)?;
-                    self.report.bytes += real;
-                    let fd = f.as_fd();
-                    sys::fchown(fd, huid, hgid).map_err(|e| self.werr("fchown", &path, e))?;
-                    sys::fchmod(fd, mode).map_err(|e| self.werr("fchmod", &path, e))?;
-                    for (k, v) in &xa {
-                        sys::fsetxattr(fd, k, v).map_err(|e| self.werr("fsetxattr", &path, e))?;
-                    }
-                    sys::futimens(fd, atime, mtime).map_err(|e| self.werr("futimens", &path, e))?;
-                    self.report.entries += 1;
-                    return Ok(());
-                }
-                let size = e.size();
-                let data_pos = self.at(e.raw_file_position());
-                let mut written: u64 = 0;
-                loop {
-                    let n = match e.read(&mut self.buf) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
-                            return Err(Error::Truncated {
-                                archive: self.archive.to_owned(),
-                                entry: name,
-                                offset: data_pos + written,
-                            })
-                        }
-                        Err(source) => {
-                            return Err(Error::Read {
-                                archive: self.archive.to_owned(),
-                                entry: name,
-                                offset: data_pos + written,
-                                source,
-                            })
-                        }
-                    };
-                    f.write_all(&self.buf[..n])
-                        .map_err(|e| self.werr("write", &path, e))?;
-                    written += n as u64;
-                }
-                if written != size {
-                    // A short read without an error: the archive ended.
-                    return Err(Error::Truncated {
-                        archive: self.archive.to_owned(),
-                        entry: name,
-                        offset: data_pos + written,
-                    });
-                }
-                self.report.bytes += size;
-                let fd = f.as_fd();
-                sys::fchown(fd, huid, hgid).map_err(|e| self.werr("fchown", &path, e))?;
-                sys::fchmod(fd, mode).map_err(|e| self.werr("fchmod", &path, e))?;
-                for (k, v) in &xa {
-                    sys::fsetxattr(fd, k, v).map_err(|e| self.werr("fsetxattr", &path, e))?;
-                }
-                sys::futimens(fd, atime, mtime).map_err(|e| self.werr("futimens", &path, e))?;
-            }
-            EntryType::Link => {
-                let target = link_override
-                    .clone()
-                    .or_else(|| e.link_name_bytes().map(|c| c.into_owned()))
-                    .ok_or_else(|| self.bad(&name, hpos, "hardlink without a target"))?;
-                let tname = lossy(&target);
-                let tcomps = clean(&target).map_err(|()| Error::Unsafe {
-                    entry: name.clone(),
-                    offset: hpos,
-                    why: "hardlink target contains `..`",
-                })?;
-                let Some((tlast, tparents)) = tcomps.split_last() else {
-                    return Err(Error::Unsafe {
-                        entry: name,
-                        offset: hpos,
-                        why: "hardlink to the root directory",
-                    });
-                };
-                let missing = || Error::LinkTarget {
-                    entry: name.clone(),
-                    offset: hpos,
-                    target: tname.clone(),
-                };
-                let tlast = cstr(tlast)
-                    .ok_or_else(|| self.bad(&name, hpos, "hardlink target contains a nul byte"))?;
-                let tdir = match self.dir(tparents, false, &name) {
-                    Ok(d) => d,
-                    Err(Error::Write { source, .. })
-                        if is_enoent(&source) || source.raw_os_error() == Some(libc::ENOTDIR) =>
-                    {
-                        return Err(missing())
-                    }
-                    Err(e) => return Err(e),
-                };
-                let tst = match sys::lstatat(tdir.as_fd(), &tlast) {
-                    Ok(st) => st,
-                    Err(err) if is_enoent(&err) => return Err(missing()),
-                    Err(err) => return Err(self.werr("fstatat", &target, err)),
-                };
-                if is_dir(&tst) {
-                    return Err(Error::Unsafe {
-                        entry: name,
-                        offset: hpos,
-                        why: "hardlink to a directory",
-                    });
-                }
-                if let Ok(st) = sys::lstatat(pfd, &cname) {
-                    if st.st_dev == tst.st_dev && st.st_ino == tst.st_ino {
-                        self.report.entries += 1;
-                        return Ok(()); // already this inode
-                    }
-                }
-                match sys::linkat(tdir.as_fd(), &tlast, pfd, &cname) {
-                    Err(err) if is_eexist(&err) => {
-                        self.make_room(pfd, &cname, &path, false)?;
-                        sys::linkat(tdir.as_fd(), &tlast, pfd, &cname)
-                    }
-                    r => r,
-                }
-                .map_err(|e| self.werr("linkat", &path, e))?;
-            }
-            EntryType::Symlink => {
-                let target = link_override
-                    .clone()
-                    .or_else(|| e.link_name_bytes().map(|c| c.into_owned()))
-                    .ok_or_else(|| self.bad(&name, hpos, "symlink without a target"))?;
-                if target.is_empty() {
-                    return Err(self.bad(&name, hpos, "symlink with an empty target"));
-                }
-                let ctarget = cstr(&target)
-                    .ok_or_else(|| self.bad(&name, hpos, "symlink target contains a nul byte"))?;
-                match sys::symlinkat(&ctarget, pfd, &cname) {
-                    Err(err) if is_eexist(&err) => {
-                        self.make_room(pfd, &cname, &path, false)?;
-                        sys::symlinkat(&ctarget, pfd, &cname)
-                    }
-                    r => r,
-                }
-                .map_err(|e| self.werr("symlinkat", &path, e))?;
-                self.node_meta(pfd, &cname, &path, huid, hgid, None, &xa, atime, mtime)?;
-            }
-            EntryType::Fifo | EntryType::Char | EntryType::Block => {
-                let (maj, min) = devno;
-                let kind = match ty {
-                    EntryType::Fifo => libc::S_IFIFO,
-                    EntryType::Char => libc::S_IFCHR,
-                    _ => libc::S_IFBLK,
-                };
-                match sys::mknodat(pfd, &cname, kind | 0o600, maj, min) {
-                    Err(err) if is_eexist(&err) => {
-                        self.make_room(pfd, &cname, &path, false)?;
-                        sys::mknodat(pfd, &cname, kind | 0o600, maj, min)
-                    }
-                    r => r,
-                }
-                .map_err(|e| self.werr("mknodat", &path, e))?;
-                self.node_meta(
-                    pfd,
-                    &cname,
-                    &path,
-                    huid,
-                    hgid,
-                    Some(mode),
-                    &xa,
-                    atime,
-                    mtime,
-                )?;
-            }
-            _ => unreachable!("filtered above"),
-        }
-        self.report.entries += 1;
-        Ok(())
+        Ok(Attrs {
+            uid,
+            gid,
+            mode: m.mode,
+            xattrs: xa,
+            atime: m.atime,
+            mtime: Some(m.mtime),
+        })
     }
 }

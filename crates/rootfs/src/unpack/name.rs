@@ -1,6 +1,9 @@
-//! Member names: cleaned like GNU tar, joined, and made printable or C strings.
+//! Member names: cleaned like GNU tar, joined, made printable or C strings,
+//! and the two errors that name a member or a path (a bad entry, a failed write).
 
+use crate::error::Error;
 use std::ffi::CString;
+use std::io;
 
 /// An entry name for messages and reports: lossy UTF-8 with control and
 /// invisible format characters escaped (`text::printable`), so an archive
@@ -29,6 +32,24 @@ pub(super) fn clean(name: &[u8]) -> std::result::Result<Vec<&[u8]>, ()> {
 
 pub(super) fn join(comps: &[&[u8]]) -> Vec<u8> {
     comps.join(&b'/')
+}
+
+/// A write step on `path` failed.
+pub(super) fn werr(step: &'static str, path: &[u8], source: io::Error) -> Error {
+    Error::Write {
+        step,
+        path: lossy(path),
+        source,
+    }
+}
+
+/// The member `entry` at archive offset `offset` is malformed.
+pub(super) fn bad(entry: &str, offset: u64, why: &'static str) -> Error {
+    Error::BadEntry {
+        entry: entry.to_owned(),
+        offset,
+        why,
+    }
 }
 
 #[cfg(test)]

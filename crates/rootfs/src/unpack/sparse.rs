@@ -1,5 +1,6 @@
 //! Sparse members (GNU pax sparse 1.0): holes are never written.
 
+use super::name::werr;
 use super::Unpacker;
 use crate::decode::Pipe;
 use crate::error::{Error, Result};
@@ -83,7 +84,7 @@ impl Unpacker<'_> {
         used += pad;
         for (off, len) in regions {
             f.seek(SeekFrom::Start(off))
-                .map_err(|e| self.werr("lseek", path, e))?;
+                .map_err(|e| werr("lseek", path, e))?;
             let mut left = len;
             while left > 0 {
                 let want = left.min(self.buf.len() as u64) as usize;
@@ -92,11 +93,11 @@ impl Unpacker<'_> {
                     Ok(n) => n,
                 };
                 f.write_all(&self.buf[..n])
-                    .map_err(|e| self.werr("write", path, e))?;
+                    .map_err(|e| werr("write", path, e))?;
                 left -= n as u64;
                 used += n as u64;
             }
         }
-        f.set_len(real).map_err(|e| self.werr("ftruncate", path, e))
+        f.set_len(real).map_err(|e| werr("ftruncate", path, e))
     }
 }
