@@ -49,6 +49,7 @@ mod decode;
 pub mod digest;
 mod error;
 mod exclude;
+mod helper;
 pub mod idmap;
 pub mod meta;
 mod sys;
