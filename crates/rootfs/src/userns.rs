@@ -15,8 +15,10 @@
 use crate::error::{chain, Error, ErrorKind, Result};
 use crate::helper::run_helper;
 use crate::idmap::{IdMapping, IdMaps};
+use crate::options::UnpackOptions;
+use crate::report::{Report, Reporter};
+use crate::sys;
 use crate::unpack::{self, Mode};
-use crate::{sys, Report, Reporter, UnpackOptions};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
@@ -368,7 +370,7 @@ fn simple_op(
         maps: maps.identity(),
         max_file_size: None,
     };
-    run_child(exe, &req, umap, gmap, 0, &crate::Quiet)
+    run_child(exe, &req, umap, gmap, 0, &crate::report::Quiet)
 }
 
 /// Spawns `exe CHILD_ARG` in a new user namespace, writes `umap`/`gmap`

@@ -36,9 +36,10 @@ use crate::decode::{self, Pipe};
 use crate::error::{Error, Result};
 use crate::exclude::Excludes;
 use crate::idmap::IdMaps;
+use crate::options::UnpackOptions;
+use crate::report::{Report, Reporter, Skip};
 use crate::sys;
 use crate::xattr::{self, Action, Bad};
-use crate::{Report, Reporter, Skip, UnpackOptions};
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
@@ -73,6 +74,43 @@ struct Unpacker<'a> {
     max_file: u64,
     /// Normalized-stream positions to archive offsets (`tarnorm::Marks`).
     marks: Rc<std::cell::RefCell<crate::tarnorm::Marks>>,
+}
+
+/// Unpacks `archive` into the existing, empty directory `dest` as root,
+/// shifting ids through `opts.maps`.
+///
+/// Creates `dev/pts` at the end. Directory modes and times are applied after
+/// their children.
+///
+/// # Errors
+/// [`ErrorKind::Unsafe`] for an entry that would escape or subvert `dest`,
+/// or that claims more than `opts.max_file_size`; [`ErrorKind::Corrupt`]
+/// for a truncated or malformed archive (with entry and offset);
+/// [`ErrorKind::Map`] for an unsafe map; [`ErrorKind::Unmapped`] for an id
+/// outside it; [`ErrorKind::Io`] when a write fails. On error `dest` holds a partial
+/// tree that the caller should remove.
+///
+/// [`ErrorKind::Unsafe`]: crate::ErrorKind::Unsafe
+/// [`ErrorKind::Corrupt`]: crate::ErrorKind::Corrupt
+/// [`ErrorKind::Map`]: crate::ErrorKind::Map
+/// [`ErrorKind::Unmapped`]: crate::ErrorKind::Unmapped
+/// [`ErrorKind::Io`]: crate::ErrorKind::Io
+pub fn unpack(
+    archive: &Path,
+    dest: &Path,
+    opts: &UnpackOptions,
+    rep: &dyn Reporter,
+) -> Result<Report> {
+    if let Some(m) = &opts.maps {
+        m.validate()?;
+    }
+    let mode = Mode {
+        maps: opts.maps.clone(),
+        kernel_shifts: false,
+    };
+    let report = run(archive, dest, opts, &mode, rep)?;
+    crate::templates::apply(dest, &opts.templates, &opts.template_vars)?;
+    Ok(report)
 }
 
 /// Unpacks `archive` into `dest` with the given id treatment.
@@ -143,7 +181,9 @@ pub(crate) fn run(
         dirs: Vec::new(),
         report: Report::default(),
         buf: vec![0; WRITE_BUF],
-        max_file: opts.max_file_size.unwrap_or(crate::DEFAULT_MAX_FILE_SIZE),
+        max_file: opts
+            .max_file_size
+            .unwrap_or(crate::options::DEFAULT_MAX_FILE_SIZE),
         marks: Rc::default(),
     };
     let res = std::thread::scope(|s| {
