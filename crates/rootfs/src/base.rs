@@ -479,7 +479,7 @@ pub fn prepare_upper(
 /// # Errors
 /// [`Error::Helper`] if `cp` cannot run or fails (with its message).
 pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    crate::userns::run_helper(
+    crate::helper::run_helper(
         "cp",
         &[
             "-a".as_ref(),

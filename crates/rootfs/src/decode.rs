@@ -8,7 +8,7 @@
 //! 40 MiB) or, with `threads: 1`, its plain one.
 #![forbid(unsafe_code)]
 
-use crate::Reporter;
+use crate::report::Reporter;
 use liblzma::stream::{Action, MtStreamBuilder, Status, Stream};
 use std::cell::{Cell, RefCell};
 use std::fs::File;

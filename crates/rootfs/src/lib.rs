@@ -49,8 +49,11 @@ mod decode;
 pub mod digest;
 mod error;
 mod exclude;
+mod helper;
 pub mod idmap;
 pub mod meta;
+mod options;
+mod report;
 mod sys;
 mod tarnorm;
 pub mod templates;
@@ -63,108 +66,10 @@ mod xzpar;
 pub use error::{Error, ErrorKind, Result};
 pub use idmap::subid;
 pub use idmap::{IdMapping, IdMaps};
+pub use options::{UnpackOptions, DEFAULT_MAX_FILE_SIZE};
+pub use report::{Quiet, Report, Reporter, Skip};
+pub use unpack::unpack;
 pub use userns::{
     copy_in_userns, digest_in_userns, prepare_upper_in_userns, remove_in_userns,
     rename_host_in_userns, unpack_in_userns, userns_child_main, CHILD_ARG,
 };
-
-use serde::{Deserialize, Serialize};
-use std::path::Path;
-use std::time::Duration;
-
-/// Progress sink. Libraries report through it and never print.
-pub trait Reporter: Sync {
-    /// A task starts; `len` is its size in bytes if known. Returns an id.
-    fn start(&self, _what: &str, _len: Option<u64>) -> u64 {
-        0
-    }
-    /// `bytes` more of task `id` are done (compressed archive bytes).
-    fn advance(&self, _id: u64, _bytes: u64) {}
-    /// Task `id` is finished.
-    fn finish(&self, _id: u64) {}
-}
-
-/// A [`Reporter`] that ignores everything.
-pub struct Quiet;
-impl Reporter for Quiet {}
-
-/// How to unpack.
-#[derive(Debug, Clone, Default)]
-pub struct UnpackOptions {
-    /// Container → host id map. `None` writes ids as stored (a privileged
-    /// container). With [`unpack_in_userns`] it is required.
-    pub maps: Option<IdMaps>,
-    /// LXC exclude patterns (`./dev/null`), matched like GNU tar
-    /// `--anchored --exclude`, with or without the leading `./`.
-    pub excludes: Vec<String>,
-    /// Skip character and block devices (always on in a user namespace).
-    pub skip_devices: bool,
-    /// Decompression threads; 0 means one per CPU.
-    pub threads: usize,
-    /// Files inside the rootfs whose placeholders are substituted after the
-    /// unpack (the meta `templates` list, e.g. `/etc/hostname`).
-    pub templates: Vec<String>,
-    /// Placeholder -> value (`LXC_NAME` -> the container name, ...).
-    pub template_vars: Vec<(String, String)>,
-    /// The most bytes one member may claim, its apparent size for a sparse
-    /// file; a larger one is refused. `None`: [`DEFAULT_MAX_FILE_SIZE`].
-    pub max_file_size: Option<u64>,
-}
-
-/// The default cap on one member's size: 64 GiB. Holes in a sparse member
-/// cost nothing to write, but a tree with a terabyte file is a trap for
-/// whatever copies or backs it up later.
-pub const DEFAULT_MAX_FILE_SIZE: u64 = 64 << 30;
-
-/// An entry that was deliberately not unpacked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Skip {
-    /// The cleaned member name (`dev/null`).
-    pub path: String,
-    /// Why it was skipped.
-    pub reason: String,
-}
-
-/// What an unpack did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Report {
-    /// Members written (including directories and links).
-    pub entries: u64,
-    /// Regular-file bytes written.
-    pub bytes: u64,
-    /// Members skipped (devices, excludes, unsupported types).
-    pub skipped: Vec<Skip>,
-    /// Wall time.
-    pub elapsed: Duration,
-}
-
-/// Unpacks `archive` into the existing, empty directory `dest` as root,
-/// shifting ids through `opts.maps`.
-///
-/// Creates `dev/pts` at the end. Directory modes and times are applied after
-/// their children.
-///
-/// # Errors
-/// [`ErrorKind::Unsafe`] for an entry that would escape or subvert `dest`,
-/// or that claims more than `opts.max_file_size`; [`ErrorKind::Corrupt`]
-/// for a truncated or malformed archive (with entry and offset);
-/// [`ErrorKind::Map`] for an unsafe map; [`ErrorKind::Unmapped`] for an id
-/// outside it; [`ErrorKind::Io`] when a write fails. On error `dest` holds a partial
-/// tree that the caller should remove.
-pub fn unpack(
-    archive: &Path,
-    dest: &Path,
-    opts: &UnpackOptions,
-    rep: &dyn Reporter,
-) -> Result<Report> {
-    if let Some(m) = &opts.maps {
-        m.validate()?;
-    }
-    let mode = unpack::Mode {
-        maps: opts.maps.clone(),
-        kernel_shifts: false,
-    };
-    let report = unpack::run(archive, dest, opts, &mode, rep)?;
-    templates::apply(dest, &opts.templates, &opts.template_vars)?;
-    Ok(report)
-}

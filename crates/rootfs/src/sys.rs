@@ -196,6 +196,21 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     Ok(st)
 }
 
+/// The call failed with `ENOENT`.
+pub fn is_enoent(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOENT)
+}
+
+/// The call failed with `EEXIST`.
+pub fn is_eexist(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EEXIST)
+}
+
+/// `st` describes a directory.
+pub fn is_dir(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
 /// `fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW)`.
 pub fn lchownat(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: `name` is NUL-terminated and `dir` is a live descriptor.

@@ -13,9 +13,12 @@
 #![forbid(unsafe_code)]
 
 use crate::error::{chain, Error, ErrorKind, Result};
+use crate::helper::run_helper;
 use crate::idmap::{IdMapping, IdMaps};
+use crate::options::UnpackOptions;
+use crate::report::{Report, Reporter};
+use crate::sys;
 use crate::unpack::{self, Mode};
-use crate::{sys, Report, Reporter, UnpackOptions};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
@@ -83,33 +86,6 @@ fn map_args(pid: u32, ranges: &[IdMapping]) -> Vec<String> {
         ]);
     }
     v
-}
-
-/// Runs `program args…` with no stdin and checks its exit status; errors
-/// name the whole command line and carry its stderr.
-pub(crate) fn run_helper<A: AsRef<std::ffi::OsStr>>(program: &str, args: &[A]) -> Result<()> {
-    let cmdline = format!(
-        "{program} {}",
-        args.iter()
-            .map(|a| a.as_ref().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let mut cmd = Command::new(program);
-    cmd.args(args).stdin(Stdio::null());
-    sys::die_with_parent(&mut cmd);
-    let out = cmd.output().map_err(|source| Error::Helper {
-        helper: cmdline.clone(),
-        source,
-    })?;
-    if !out.status.success() {
-        return Err(Error::HelperStatus {
-            helper: cmdline,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
-    }
-    Ok(())
 }
 
 /// Runs `helper pid c h n ...`, checks its status, reads the map back.
@@ -394,7 +370,7 @@ fn simple_op(
         maps: maps.identity(),
         max_file_size: None,
     };
-    run_child(exe, &req, umap, gmap, 0, &crate::Quiet)
+    run_child(exe, &req, umap, gmap, 0, &crate::report::Quiet)
 }
 
 /// Spawns `exe CHILD_ARG` in a new user namespace, writes `umap`/`gmap`

@@ -16,8 +16,8 @@
 //! back to liblzma's own decoder, which reports corruption in detail.
 #![forbid(unsafe_code)]
 
+use crate::report::Reporter;
 use crate::sys;
-use crate::Reporter;
 use liblzma::stream::{Action, Filters, Status, Stream};
 use std::fs::File;
 use std::io;
