@@ -134,3 +134,24 @@ pub(super) fn mount_cgroupfs(
     drop(dir);
     remount_ro(root, "sys/fs/cgroup")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::mount_cgroupfs;
+    use crate::cgroup::Layout;
+
+    #[test]
+    fn an_image_without_sys_fs_cgroup_gets_no_cgroup_mount() {
+        // Nothing is mounted, and nothing is created for it either: the
+        // image chose not to have the directory. An empty layout, so that
+        // even a regression run as root mounts nothing on the host.
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("sys/fs")).unwrap();
+        let root = std::fs::File::open(tmp.path()).unwrap();
+        let layout = Layout::from_mountinfo("");
+        mount_cgroupfs(root.as_fd(), Some(&layout), true, true).unwrap();
+        assert!(!tmp.path().join("sys/fs/cgroup").exists());
+    }
+}

@@ -67,3 +67,80 @@ pub(crate) fn find_exe(plan: &Plan<'_>) -> Result<CString> {
         Errno::ENOENT,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CString;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+
+    use super::find_exe;
+    use crate::cgroup::Layout;
+    use crate::config::ContainerConfig;
+    use crate::init::Plan;
+
+    fn find(arg0: &str, path_dirs: Vec<PathBuf>) -> crate::Result<CString> {
+        let cfg = ContainerConfig::from_toml(
+            "name = \"a\"\nrootfs = \"/r\"\nprivileged = true\n",
+            Path::new("config"),
+        )
+        .unwrap();
+        let layout = Layout::from_mountinfo("");
+        let plan = Plan {
+            cfg: &cfg,
+            argv: vec![CString::new(arg0).unwrap()],
+            envp: Vec::new(),
+            path_dirs,
+            userns: false,
+            layout: &layout,
+            cgroup2_rw: false,
+            systemd_v1_rw: false,
+            shim: false,
+            console: false,
+            ttys: 0,
+            null: std::fs::File::open("/dev/null").unwrap().into(),
+            own_cgroup: false,
+            seccomp: None,
+        };
+        find_exe(&plan)
+    }
+
+    #[test]
+    fn find_exe_takes_a_path_as_given() {
+        // Not looked up or checked: execve reports what is wrong with it.
+        let got = find("./missing/prog", vec![PathBuf::from("/bin")]).unwrap();
+        assert_eq!(got.to_str().unwrap(), "./missing/prog");
+    }
+
+    #[test]
+    fn find_exe_takes_the_first_executable_file_on_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = ["noexec", "isdir", "good", "later"]
+            .iter()
+            .map(|d| tmp.path().join(d))
+            .collect();
+        for d in &dirs {
+            std::fs::create_dir(d).unwrap();
+        }
+        // No execute bit for anyone: skipped, as root too.
+        std::fs::write(dirs[0].join("prog"), "").unwrap();
+        std::fs::set_permissions(dirs[0].join("prog"), PermissionsExt::from_mode(0o644)).unwrap();
+        // A searchable directory of that name: skipped.
+        std::fs::create_dir(dirs[1].join("prog")).unwrap();
+        for d in &dirs[2..] {
+            std::fs::write(d.join("prog"), "").unwrap();
+            std::fs::set_permissions(d.join("prog"), PermissionsExt::from_mode(0o755)).unwrap();
+        }
+
+        let got = find("prog", dirs.clone()).unwrap();
+        assert_eq!(Path::new(got.to_str().unwrap()), dirs[2].join("prog"));
+    }
+
+    #[test]
+    fn find_exe_reports_a_missing_command_as_enoent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = find("davit-no-such-command", vec![tmp.path().to_owned()]).unwrap_err();
+        assert_eq!(e.errno(), Some(nix::errno::Errno::ENOENT));
+        assert!(e.to_string().contains("execvp"), "{e}");
+    }
+}

@@ -68,3 +68,34 @@ pub(super) fn remount_ro(root: BorrowedFd<'_>, path: &str) -> Result<()> {
     }
     mount_on(None, fd.as_fd(), &format!("/{path}"), None, flags, None)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsFd, AsRawFd};
+
+    use nix::mount::MsFlags;
+
+    use super::{fd_path, flag_names};
+
+    #[test]
+    fn flag_names_read_as_strace_shows_them() {
+        assert_eq!(flag_names(MsFlags::empty()), "0");
+        assert_eq!(flag_names(MsFlags::MS_BIND), "MS_BIND");
+        assert_eq!(
+            flag_names(MsFlags::MS_NODEV | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID),
+            "MS_RDONLY|MS_NOSUID|MS_NODEV"
+        );
+    }
+
+    #[test]
+    fn fd_path_names_the_descriptor_itself() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = std::fs::File::open(tmp.path()).unwrap();
+        let p = fd_path(dir.as_fd());
+        assert_eq!(p, format!("/proc/self/fd/{}", dir.as_raw_fd()));
+        assert_eq!(
+            std::fs::canonicalize(&p).unwrap(),
+            tmp.path().canonicalize().unwrap()
+        );
+    }
+}

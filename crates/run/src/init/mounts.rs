@@ -173,3 +173,70 @@ pub(super) fn check_cwd() -> Result<()> {
         Err(e) => Err(Error::sys("getcwd()", e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::path::{Path, PathBuf};
+
+    use super::open_bind_sources;
+    use crate::config::ContainerConfig;
+    use crate::error::Error;
+
+    fn config(mounts: &[(&Path, &str, &str)]) -> ContainerConfig {
+        let mut text = "name = \"a\"\nrootfs = \"/r\"\nprivileged = true\n".to_owned();
+        for (i, (source, fstype, options)) in mounts.iter().enumerate() {
+            text += &format!(
+                "[[mounts]]\nsource = {:?}\ntarget = \"/m{i}\"\nfstype = {fstype:?}\noptions = {options:?}\n",
+                source.to_str().unwrap()
+            );
+        }
+        ContainerConfig::from_toml(&text, Path::new("config")).unwrap()
+    }
+
+    fn where_is(fd: &OwnedFd) -> PathBuf {
+        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap()
+    }
+
+    #[test]
+    fn bind_sources_open_binds_only_and_skip_a_missing_optional_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        let dir = base.join("dir");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(base.join("file"), "").unwrap();
+        // The host path is the admin's: its links are followed.
+        std::os::unix::fs::symlink(&dir, base.join("link")).unwrap();
+        let missing = base.join("missing");
+        let cfg = config(&[
+            (Path::new("tmpfs"), "tmpfs", "size=1m"),
+            (&dir, "bind", ""),
+            (&base.join("file"), "none", "bind,ro"),
+            (&base.join("link"), "rbind", ""),
+            (&missing, "bind", "ro,optional"),
+        ]);
+
+        let got = open_bind_sources(&cfg).unwrap();
+
+        assert_eq!(got.len(), 5);
+        assert!(got[0].is_none());
+        assert_eq!(where_is(got[1].as_ref().unwrap()), dir);
+        assert_eq!(where_is(got[2].as_ref().unwrap()), base.join("file"));
+        assert_eq!(where_is(got[3].as_ref().unwrap()), dir);
+        assert!(got[4].is_none());
+    }
+
+    #[test]
+    fn bind_sources_refuse_a_missing_required_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("missing");
+        let cfg = config(&[(&missing, "bind", "ro")]);
+        match open_bind_sources(&cfg) {
+            Err(Error::Read { path, source }) => {
+                assert_eq!(path, missing);
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

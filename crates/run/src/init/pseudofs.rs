@@ -148,3 +148,25 @@ pub(super) fn mask_paths(root: BorrowedFd<'_>) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Component, Path};
+
+    use super::{MASKED_PATHS, READONLY_PATHS};
+
+    #[test]
+    fn masked_and_readonly_paths_are_plain_relative_paths() {
+        // They are opened relative to the rootfs descriptor: a leading `/`
+        // or a `..` would not name what the list means.
+        for p in MASKED_PATHS.iter().chain(READONLY_PATHS.iter()) {
+            assert!(
+                Path::new(p)
+                    .components()
+                    .all(|c| matches!(c, Component::Normal(_))),
+                "{p}"
+            );
+            assert!(p.starts_with("proc/") || p.starts_with("sys/"), "{p}");
+        }
+    }
+}
