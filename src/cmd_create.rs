@@ -6,10 +6,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use davit_rootfs::base::BaseImage;
-use davit_rootfs::idmap::IdMaps;
+use davit_rootfs::base::ImageId;
 use davit_run::config::{Backend, NetworkMode};
 use davit_store::{CopyRequest, CreateRequest, ImageFiles, UnpackRequest};
+use davit_types::IdMap;
 use serde_json::json;
 
 use crate::cmd_fetch::{wanted, SourceArgs};
@@ -94,9 +94,9 @@ pub enum NetArg {
 struct Fetched<'a>(&'a davit_fetch::Entry);
 
 /// The build of a cache entry, as a base names it.
-fn base_image(entry: &davit_fetch::Entry) -> BaseImage {
+fn base_image(entry: &davit_fetch::Entry) -> ImageId {
     let i = &entry.manifest.image;
-    BaseImage {
+    ImageId {
         dist: i.dist.clone(),
         release: i.release.clone(),
         arch: i.arch.clone(),
@@ -106,7 +106,7 @@ fn base_image(entry: &davit_fetch::Entry) -> BaseImage {
 }
 
 impl ImageFiles for Fetched<'_> {
-    fn image(&self) -> BaseImage {
+    fn image(&self) -> ImageId {
         base_image(self.0)
     }
     fn rootfs(&self) -> PathBuf {
@@ -376,7 +376,7 @@ pub fn unpack(ctx: &Ctx, a: UnpackArgs) -> Result<(), Failure> {
     } else if a.maps.is_empty() {
         Some(store.default_maps()?)
     } else {
-        Some(IdMaps::parse_spec(&a.maps)?)
+        Some(IdMap::parse_spec(&a.maps)?)
     };
     let report = store.unpack_into(
         &UnpackRequest {

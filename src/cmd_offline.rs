@@ -161,11 +161,13 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<(), Failure> {
                 .unwrap_or_else(|| format!("local_{}", now()));
             let image = Image {
                 path: format!("/images/{dist}/{release}/{arch}/{}/{build}/", a.variant),
-                dist,
-                release,
-                arch,
-                variant: a.variant.clone(),
-                build,
+                id: davit_types::ImageId {
+                    dist,
+                    release,
+                    arch,
+                    variant: a.variant.clone(),
+                    build,
+                },
             };
             davit_fetch::Index::parse(
                 &format!(

@@ -744,7 +744,7 @@ pub fn check(ctx: &Ctx, a: CheckArgs) -> Result<(), Failure> {
     // Subordinate ids: a range of our own, which nobody else can act as.
     if let Some(m) = &maps {
         let conflicts = store.map_conflicts(m)?;
-        let range = |r: &[davit_rootfs::IdMapping]| {
+        let range = |r: &[davit_rootfs::IdRange]| {
             r.first()
                 .map(|r| format!("{}-{}", r.host, r.host as u64 + r.len as u64 - 1))
                 .unwrap_or_default()

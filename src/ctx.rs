@@ -70,6 +70,13 @@ impl From<davit_run::Error> for Failure {
     }
 }
 
+impl From<davit_types::Error> for Failure {
+    /// An id-map error, exactly as the unpacker reports it.
+    fn from(e: davit_types::Error) -> Self {
+        davit_rootfs::Error::from(e).into()
+    }
+}
+
 impl From<davit_store::Error> for Failure {
     fn from(e: davit_store::Error) -> Self {
         use davit_store::Error as E;

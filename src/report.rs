@@ -95,7 +95,8 @@ impl Term {
     }
 }
 
-impl davit_fetch::Reporter for Term {
+/// The one reporter trait every library reports through (davit-types).
+impl davit_types::Reporter for Term {
     fn start(&self, what: &str, len: Option<u64>) -> u64 {
         self.begin(what, len)
     }
@@ -110,24 +111,6 @@ impl davit_fetch::Reporter for Term {
     }
     fn warn(&self, what: &str) {
         self.warning(what)
-    }
-}
-
-impl davit_rootfs::Reporter for Term {
-    fn start(&self, what: &str, len: Option<u64>) -> u64 {
-        self.begin(what, len)
-    }
-    fn advance(&self, id: u64, bytes: u64) {
-        self.inc(id, bytes)
-    }
-    fn finish(&self, id: u64) {
-        self.end(id)
-    }
-}
-
-impl davit_store::Reporter for Term {
-    fn step(&self, what: &str) {
-        self.say(what)
     }
 }
 

@@ -2,6 +2,7 @@
 //! matching with arch aliases and case folding, and near-match suggestions.
 #![forbid(unsafe_code)]
 
+use davit_types::ImageId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -27,30 +28,22 @@ impl IndexKind {
     }
 }
 
-/// One line of the index: the newest build of one image.
+/// One line of the index: the newest build of one image, and where the
+/// server keeps it. Its fields read through to the shared [`ImageId`]
+/// (`image.dist`, `image.tuple()`); in JSON they stay one flat object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Image {
-    /// Distribution, e.g. `debian`.
-    pub dist: String,
-    /// Release, e.g. `bookworm`.
-    pub release: String,
-    /// Debian-style architecture, e.g. `amd64`.
-    pub arch: String,
-    /// Variant, e.g. `default`.
-    pub variant: String,
-    /// Build serial, e.g. `20240115_05:24`.
-    pub build: String,
+    /// Which build: dist, release, arch, variant, build serial.
+    #[serde(flatten)]
+    pub id: ImageId,
     /// Server path of the build directory, e.g. `/images/debian/.../20240115_05:24/`.
     pub path: String,
 }
 
-impl Image {
-    /// `dist/release/arch/variant`.
-    pub fn tuple(&self) -> String {
-        format!(
-            "{}/{}/{}/{}",
-            self.dist, self.release, self.arch, self.variant
-        )
+impl std::ops::Deref for Image {
+    type Target = ImageId;
+    fn deref(&self) -> &ImageId {
+        &self.id
     }
 }
 
@@ -191,11 +184,13 @@ impl Index {
             }
             check_path(f[5], src, n)?;
             images.push(Image {
-                dist: f[0].into(),
-                release: f[1].into(),
-                arch: f[2].into(),
-                variant: f[3].into(),
-                build: f[4].into(),
+                id: ImageId {
+                    dist: f[0].into(),
+                    release: f[1].into(),
+                    arch: f[2].into(),
+                    variant: f[3].into(),
+                    build: f[4].into(),
+                },
                 path: f[5].into(),
             });
         }

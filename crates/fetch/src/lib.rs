@@ -47,23 +47,4 @@ pub use index::{host_arch, normalize_arch, Image, Index, IndexKind, Wanted};
 pub use transport::{HttpOptions, Retry, Server, DEFAULT_SERVER};
 pub use verify::{KeyOptions, Keyring, OFFICIAL_FINGERPRINT};
 
-/// Progress and messages from long work. Every method has a do-nothing
-/// default, so a reporter implements only what it shows.
-pub trait Reporter: Sync {
-    /// A byte-counted task begins (a download); returns an id for it.
-    fn start(&self, _what: &str, _len: Option<u64>) -> u64 {
-        0
-    }
-    /// `bytes` more bytes of task `id` are done.
-    fn advance(&self, _id: u64, _bytes: u64) {}
-    /// Task `id` ended.
-    fn finish(&self, _id: u64) {}
-    /// A named step begins ("downloading the image index").
-    fn step(&self, _what: &str) {}
-    /// Something the user must know, though the work goes on.
-    fn warn(&self, _what: &str) {}
-}
-
-/// A reporter that shows nothing.
-pub struct Quiet;
-impl Reporter for Quiet {}
+pub use davit_types::{Quiet, Reporter};

@@ -299,11 +299,13 @@ mod tests {
 
     fn img(d: &str, r: &str, a: &str, v: &str) -> Image {
         Image {
-            dist: d.into(),
-            release: r.into(),
-            arch: a.into(),
-            variant: v.into(),
-            build: "1".into(),
+            id: davit_types::ImageId {
+                dist: d.into(),
+                release: r.into(),
+                arch: a.into(),
+                variant: v.into(),
+                build: "1".into(),
+            },
             path: "/x/".into(),
         }
     }

@@ -543,11 +543,13 @@ pub fn publish(o: &PublishOptions, signer: &mut Signer, rep: &dyn Reporter) -> R
 
     // Indexes: the newest build of this tuple replaces its line.
     let image = Image {
-        dist: o.dist.clone(),
-        release: o.release.clone(),
-        arch: o.arch.clone(),
-        variant: o.variant.clone(),
-        build: newest.clone(),
+        id: davit_types::ImageId {
+            dist: o.dist.clone(),
+            release: o.release.clone(),
+            arch: o.arch.clone(),
+            variant: o.variant.clone(),
+            build: newest.clone(),
+        },
         path: format!(
             "/images/{}/{}/{}/{}/{}/",
             o.dist, o.release, o.arch, o.variant, newest

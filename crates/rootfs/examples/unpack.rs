@@ -6,7 +6,7 @@
 //!
 //! Prints the report as JSON on stdout; exits 1 with `error: KIND: CHAIN`
 //! on stderr.
-use davit_rootfs::{unpack, unpack_in_userns, IdMaps, Quiet, UnpackOptions, CHILD_ARG};
+use davit_rootfs::{unpack, unpack_in_userns, IdMap, Quiet, UnpackOptions, CHILD_ARG};
 use std::path::PathBuf;
 
 fn main() {
@@ -38,15 +38,17 @@ fn main() {
         }
     }
     assert_eq!(pos.len(), 2, "usage: unpack [options] ARCHIVE DEST");
-    let res = IdMaps::parse_spec(&maps).and_then(|m| {
-        opts.maps = (!maps.is_empty()).then_some(m);
-        if userns {
-            let exe = std::env::current_exe().expect("current_exe");
-            unpack_in_userns(&exe, &pos[0], &pos[1], &opts, &Quiet)
-        } else {
-            unpack(&pos[0], &pos[1], &opts, &Quiet)
-        }
-    });
+    let res = IdMap::parse_spec(&maps)
+        .map_err(davit_rootfs::Error::from)
+        .and_then(|m| {
+            opts.maps = (!maps.is_empty()).then_some(m);
+            if userns {
+                let exe = std::env::current_exe().expect("current_exe");
+                unpack_in_userns(&exe, &pos[0], &pos[1], &opts, &Quiet)
+            } else {
+                unpack(&pos[0], &pos[1], &opts, &Quiet)
+            }
+        });
     match res {
         Ok(r) => println!("{}", serde_json::to_string(&r).unwrap()),
         Err(e) => {

@@ -27,23 +27,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::TreeDigest;
 use crate::error::{Error, Result};
-use crate::idmap::IdMaps;
 use crate::sys;
+use davit_types::IdMap;
 
-/// The image build a base was unpacked from.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BaseImage {
-    /// Distribution.
-    pub dist: String,
-    /// Release.
-    pub release: String,
-    /// Architecture.
-    pub arch: String,
-    /// Variant.
-    pub variant: String,
-    /// Build id.
-    pub build: String,
-}
+pub use davit_types::ImageId;
 
 /// `base.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,12 +38,12 @@ pub struct BaseMeta {
     /// Layout version (1).
     pub version: u32,
     /// The image build.
-    pub image: BaseImage,
+    pub image: ImageId,
     /// sha256 of the verified rootfs tarball it was unpacked from.
     pub source_sha256: String,
     /// The ids the tree was shifted into; `None` for the image's own ids
     /// (attached through an idmapped mount at start).
-    pub shifted: Option<IdMaps>,
+    pub shifted: Option<IdMap>,
     /// Made inside a user namespace by a plain user: the record then shows
     /// ids as that namespace sees them and is checked there.
     pub userns: bool,
@@ -168,18 +155,6 @@ fn base_io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Base { what, path, source }
 }
 
-fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
-}
-
 fn ref_name(container_dir: &Path) -> String {
     let s = container_dir.to_string_lossy();
     let mut out = String::new();
@@ -202,32 +177,6 @@ impl BaseStore {
     /// Its directory.
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    /// The key of a build's base: the image, then `raw` for unshifted ids
-    /// or the shifted ranges.
-    pub fn key(image: &BaseImage, shifted: Option<&IdMaps>) -> String {
-        let ids = match shifted {
-            None => "raw".to_owned(),
-            Some(m) => {
-                let r = |v: &Vec<crate::IdMapping>| {
-                    v.iter()
-                        .map(|r| format!("{}-{}-{}", r.container, r.host, r.len))
-                        .collect::<Vec<_>>()
-                        .join(".")
-                };
-                format!("u{}_g{}", r(&m.uid), r(&m.gid))
-            }
-        };
-        format!(
-            "{}_{}_{}_{}_{}_{}",
-            clean(&image.dist),
-            clean(&image.release),
-            clean(&image.arch),
-            clean(&image.variant),
-            clean(&image.build),
-            ids
-        )
     }
 
     /// Takes the lock of base `key` (waits for another davit making or
@@ -449,7 +398,7 @@ pub fn prepare_upper(
     work: &Path,
     templates: &[String],
     vars: &[(String, String)],
-    shift: Option<&IdMaps>,
+    shift: Option<&IdMap>,
 ) -> Result<Vec<String>> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let md = fs::symlink_metadata(base_rootfs).map_err(base_io("cannot read", base_rootfs))?;
@@ -511,8 +460,8 @@ pub fn exchange(a: &Path, b: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn image() -> BaseImage {
-        BaseImage {
+    fn image() -> ImageId {
+        ImageId {
             dist: "debian".into(),
             release: "bookworm".into(),
             arch: "amd64".into(),
@@ -525,11 +474,11 @@ mod tests {
     fn a_base_appears_complete_and_references_are_counted() {
         let t = tempfile::tempdir().unwrap();
         let store = BaseStore::new(t.path().join("bases"));
-        let key = BaseStore::key(&image(), None);
+        let key = image().base_key(None);
         assert_eq!(key, "debian_bookworm_amd64_default_20250101-05-24_raw");
         // Group- and world-readable store directories are tightened.
         std::fs::create_dir(t.path().join("bases")).unwrap();
-        let shifted = BaseStore::key(&image(), Some(&IdMaps::single(100000, 65536)));
+        let shifted = image().base_key(Some(&IdMap::single(100000, 65536)));
         assert!(
             shifted.ends_with("_u0-100000-65536_g0-100000-65536"),
             "{shifted}"

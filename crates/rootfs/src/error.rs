@@ -257,6 +257,53 @@ pub enum Error {
     },
 }
 
+impl From<davit_types::Error> for Error {
+    /// The shared id-map errors, as this crate has always named them.
+    fn from(e: davit_types::Error) -> Self {
+        use davit_types::Error as T;
+        match e {
+            T::MapSpec { spec, why } => Error::MapSpec { spec, why },
+            T::MapRefused { why } => Error::MapRefused { why },
+            T::NoSubid { user, file, line } => Error::NoSubid { user, file, line },
+            T::ReadSubid { path, source } => Error::ReadSubid { path, source },
+            T::MapSpawn {
+                program,
+                args,
+                source,
+            } => Error::Helper {
+                helper: format!("{program} {args}"),
+                source,
+            },
+            T::MapHelper {
+                program,
+                args,
+                status,
+                stderr,
+            } => Error::HelperStatus {
+                helper: format!("{program} {args}"),
+                status,
+                stderr,
+            },
+            T::MapRead { path, source } | T::MapWrite { path, source } => Error::Helper {
+                helper: format!("read {}", path.display()),
+                source,
+            },
+            T::MapReadBack {
+                pid,
+                file,
+                want,
+                got,
+                ..
+            } => Error::MapReadback {
+                pid,
+                file,
+                want,
+                got: got.trim().to_owned(),
+            },
+        }
+    }
+}
+
 impl Error {
     /// The kind of failure, to branch on.
     pub fn kind(&self) -> ErrorKind {

@@ -24,11 +24,11 @@
 //! [`ErrorKind::Corrupt`], and nothing is written outside the destination.
 //!
 //! ```no_run
-//! use davit_rootfs::{idmap::IdMaps, unpack, Quiet, UnpackOptions};
+//! use davit_rootfs::{unpack, IdMap, Quiet, UnpackOptions};
 //! use std::path::Path;
 //!
 //! # fn main() -> Result<(), davit_rootfs::Error> {
-//! let maps = IdMaps::parse_spec(&["b:0:1000000:65536".to_string()])?;
+//! let maps = IdMap::parse_spec(&["b:0:1000000:65536".to_string()])?;
 //! let opts = UnpackOptions {
 //!     maps: Some(maps),
 //!     excludes: vec!["./dev/null".into()],
@@ -50,7 +50,6 @@ pub mod digest;
 mod error;
 mod exclude;
 mod helper;
-pub mod idmap;
 pub mod meta;
 mod options;
 mod report;
@@ -63,9 +62,8 @@ mod userns;
 mod xattr;
 mod xzpar;
 
+pub use davit_types::{subid, IdMap, IdRange};
 pub use error::{Error, ErrorKind, Result};
-pub use idmap::subid;
-pub use idmap::{IdMapping, IdMaps};
 pub use options::{UnpackOptions, DEFAULT_MAX_FILE_SIZE};
 pub use report::{Quiet, Report, Reporter, Skip};
 pub use unpack::unpack;

@@ -5,18 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A mount entry (`lxc.mount.entry = SRC DEST TYPE OPTIONS [DUMP PASS]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MountEntry {
-    /// Source (a path, or a filesystem name such as `proc`).
-    pub source: String,
-    /// Destination, relative to the rootfs (LXC writes it without a leading `/`).
-    pub target: String,
-    /// Filesystem type (`none` for binds).
-    pub fstype: String,
-    /// Comma-separated options.
-    pub options: String,
-}
+pub use davit_types::MountEntry;
 
 /// The filesystems an image's own config may mount: the kernel's virtual
 /// ones, which show nothing of the host that the container's namespaces do
@@ -25,32 +14,28 @@ pub const IMAGE_MOUNTABLE: [&str; 7] = [
     "tmpfs", "proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2",
 ];
 
-impl MountEntry {
-    /// Why an image (a signed but untrusted `meta.tar.xz`) may not make
-    /// this mount, or `None` when it may. An image may mount only the
-    /// pseudo-filesystems of [`IMAGE_MOUNTABLE`]: a bind mount's source is
-    /// a host path, and a block filesystem's a host device, so either would
-    /// hand the container a piece of the host (`/ host none rbind` gave an
-    /// unprivileged container the host's whole `/`). Host directories come
-    /// only from the admin: `mounts` in `config.toml`.
-    pub fn refused_for_an_image(&self) -> Option<String> {
-        let bind = matches!(self.fstype.as_str(), "bind" | "rbind" | "none")
-            || self.options.split(',').any(|o| o == "bind" || o == "rbind");
-        if bind {
-            Some(format!(
-                "binds the host path {} (an image may not bind host paths)",
-                self.source
-            ))
-        } else if !IMAGE_MOUNTABLE.contains(&self.fstype.as_str()) {
-            Some(format!(
-                "mounts a {} filesystem from {} (an image may mount only {})",
-                self.fstype,
-                self.source,
-                IMAGE_MOUNTABLE.join(", ")
-            ))
-        } else {
-            None
-        }
+/// Why an image (a signed but untrusted `meta.tar.xz`) may not make
+/// this mount, or `None` when it may. An image may mount only the
+/// pseudo-filesystems of [`IMAGE_MOUNTABLE`]: a bind mount's source is
+/// a host path, and a block filesystem's a host device, so either would
+/// hand the container a piece of the host (`/ host none rbind` gave an
+/// unprivileged container the host's whole `/`). Host directories come
+/// only from the admin: `mounts` in `config.toml`.
+pub fn refused_for_an_image(m: &MountEntry) -> Option<String> {
+    if m.is_bind() {
+        Some(format!(
+            "binds the host path {} (an image may not bind host paths)",
+            m.source
+        ))
+    } else if !IMAGE_MOUNTABLE.contains(&m.fstype.as_str()) {
+        Some(format!(
+            "mounts a {} filesystem from {} (an image may mount only {})",
+            m.fstype,
+            m.source,
+            IMAGE_MOUNTABLE.join(", ")
+        ))
+    } else {
+        None
     }
 }
 
@@ -157,9 +142,10 @@ impl LxcConfig {
                 "lxc.mount.entry" => {
                     let f: Vec<&str> = value.split_whitespace().collect();
                     if f.len() >= 4 {
+                        // LXC writes the target relative to the rootfs.
                         c.mounts.push(MountEntry {
                             source: f[0].into(),
-                            target: f[1].into(),
+                            target: format!("/{}", f[1].trim_start_matches('/')).into(),
                             fstype: f[2].into(),
                             options: f[3].into(),
                         });
@@ -271,16 +257,14 @@ mod tests {
             m("proc", "proc", "defaults"),
             m("cgroup2", "cgroup2", "rw"),
         ] {
-            assert_eq!(ok.refused_for_an_image(), None, "{ok:?}");
+            assert_eq!(refused_for_an_image(&ok), None, "{ok:?}");
         }
-        let why = m("/", "none", "rbind,create=dir")
-            .refused_for_an_image()
-            .unwrap();
+        let why = refused_for_an_image(&m("/", "none", "rbind,create=dir")).unwrap();
         assert!(why.contains("host path /"), "{why}");
         // A bind spelled through the options, or a pseudo type with bind.
-        assert!(m("/etc", "tmpfs", "bind").refused_for_an_image().is_some());
-        assert!(m("/srv", "bind", "").refused_for_an_image().is_some());
-        let why = m("/dev/sda1", "ext4", "rw").refused_for_an_image().unwrap();
+        assert!(refused_for_an_image(&m("/etc", "tmpfs", "bind")).is_some());
+        assert!(refused_for_an_image(&m("/srv", "bind", "")).is_some());
+        let why = refused_for_an_image(&m("/dev/sda1", "ext4", "rw")).unwrap();
         assert!(why.contains("ext4 filesystem from /dev/sda1"), "{why}");
     }
 
@@ -322,7 +306,7 @@ mod tests {
                 }
             ]
         );
-        assert_eq!(c.mounts[0].target, "srv/data");
+        assert_eq!(c.mounts[0].target, std::path::Path::new("/srv/data"));
         assert_eq!(
             c.init_cmd.as_deref().unwrap(),
             ["/sbin/init", "--log-level=info"]

@@ -1,6 +1,6 @@
 //! How to unpack: [`UnpackOptions`] and its defaults.
 
-use crate::idmap::IdMaps;
+use davit_types::IdMap;
 
 /// How to unpack.
 #[derive(Debug, Clone, Default)]
@@ -9,7 +9,7 @@ pub struct UnpackOptions {
     /// container). With [`unpack_in_userns`] it is required.
     ///
     /// [`unpack_in_userns`]: crate::unpack_in_userns
-    pub maps: Option<IdMaps>,
+    pub maps: Option<IdMap>,
     /// LXC exclude patterns (`./dev/null`), matched like GNU tar
     /// `--anchored --exclude`, with or without the leading `./`.
     pub excludes: Vec<String>,

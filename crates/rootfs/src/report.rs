@@ -1,23 +1,10 @@
-//! Progress without UI ([`Reporter`]) and what an unpack did ([`Report`]).
+//! What an unpack did ([`Report`]); progress goes through the shared
+//! [`Reporter`] (davit-types).
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// Progress sink. Libraries report through it and never print.
-pub trait Reporter: Sync {
-    /// A task starts; `len` is its size in bytes if known. Returns an id.
-    fn start(&self, _what: &str, _len: Option<u64>) -> u64 {
-        0
-    }
-    /// `bytes` more of task `id` are done (compressed archive bytes).
-    fn advance(&self, _id: u64, _bytes: u64) {}
-    /// Task `id` is finished.
-    fn finish(&self, _id: u64) {}
-}
-
-/// A [`Reporter`] that ignores everything.
-pub struct Quiet;
-impl Reporter for Quiet {}
+pub use davit_types::{Quiet, Reporter};
 
 /// An entry that was deliberately not unpacked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -212,7 +212,7 @@ pub fn apply_to_upper(
     upper: &Path,
     templates: &[String],
     vars: &[(String, String)],
-    shift: Option<&crate::IdMaps>,
+    shift: Option<&crate::IdMap>,
 ) -> Result<Vec<String>> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let mut changed = Vec::new();
@@ -440,7 +440,7 @@ mod tests {
         let me = std::fs::metadata(base.join("etc/sub/hostname")).unwrap();
         let up2 = t.path().join("upper2");
         std::fs::create_dir(&up2).unwrap();
-        let narrow = crate::IdMaps::single(100_000, 1);
+        let narrow = crate::IdMap::single(100_000, 1);
         if me.uid() >= 1 {
             assert!(apply_to_upper(
                 &base,
@@ -452,7 +452,7 @@ mod tests {
             .is_err());
         }
         if me.uid() == 0 {
-            let maps = crate::IdMaps::single(100_000, 65536);
+            let maps = crate::IdMap::single(100_000, 65536);
             apply_to_upper(&base, &up2, &["/etc/hostname".into()], &vars(), Some(&maps)).unwrap();
             let md = std::fs::metadata(up2.join("etc/sub/hostname")).unwrap();
             assert_eq!((md.uid(), md.gid()), (100_000, 100_000));

@@ -13,12 +13,11 @@
 #![forbid(unsafe_code)]
 
 use crate::error::{chain, Error, ErrorKind, Result};
-use crate::helper::run_helper;
-use crate::idmap::{IdMapping, IdMaps};
 use crate::options::UnpackOptions;
 use crate::report::{Report, Reporter};
 use crate::sys;
 use crate::unpack::{self, Mode};
+use davit_types::{IdMap, IdRange};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
@@ -62,7 +61,7 @@ struct Request {
     excludes: Vec<String>,
     threads: usize,
     /// The container-side ranges that archive ids must fall in.
-    maps: IdMaps,
+    maps: IdMap,
     /// `UnpackOptions::max_file_size`.
     #[serde(default)]
     max_file_size: Option<u64>,
@@ -74,53 +73,6 @@ enum Reply {
     Digest(crate::digest::TreeDigest),
     Paths(Vec<String>),
     Err { kind: ErrorKind, message: String },
-}
-
-fn map_args(pid: u32, ranges: &[IdMapping]) -> Vec<String> {
-    let mut v = vec![pid.to_string()];
-    for m in ranges {
-        v.extend([
-            m.container.to_string(),
-            m.host.to_string(),
-            m.len.to_string(),
-        ]);
-    }
-    v
-}
-
-/// Runs `helper pid c h n ...`, checks its status, reads the map back.
-fn write_map(helper: &str, file: &'static str, pid: u32, ranges: &[IdMapping]) -> Result<()> {
-    run_helper(helper, &map_args(pid, ranges))?;
-    let path = format!("/proc/{pid}/{file}");
-    let got = std::fs::read_to_string(&path).map_err(|source| Error::Helper {
-        helper: format!("read {path}"),
-        source,
-    })?;
-    let mut got_v: Vec<(u32, u32, u32)> = got
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<u32> = l
-                .split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            (f.len() == 3).then(|| (f[0], f[1], f[2]))
-        })
-        .collect();
-    let mut want_v: Vec<(u32, u32, u32)> = ranges
-        .iter()
-        .map(|m| (m.container, m.host, m.len))
-        .collect();
-    got_v.sort_unstable();
-    want_v.sort_unstable();
-    if got_v != want_v {
-        return Err(Error::MapReadback {
-            pid,
-            file,
-            want: format!("{want_v:?}"),
-            got: got.trim().to_owned(),
-        });
-    }
-    Ok(())
 }
 
 /// Unpacks `archive` into the existing, empty `dest` as a plain user: the
@@ -153,7 +105,7 @@ pub fn unpack_in_userns(
         let c = u32::try_from(maps.uid_end()).map_err(|_| Error::MapRefused {
             why: "no room above the uid map for the caller's uid".into(),
         })?;
-        umap.push(IdMapping {
+        umap.push(IdRange {
             container: c,
             host: uid,
             len: 1,
@@ -161,7 +113,7 @@ pub fn unpack_in_userns(
         let c = u32::try_from(maps.gid_end()).map_err(|_| Error::MapRefused {
             why: "no room above the gid map for the caller's gid".into(),
         })?;
-        gmap.push(IdMapping {
+        gmap.push(IdRange {
             container: c,
             host: gid,
             len: 1,
@@ -202,7 +154,7 @@ pub fn unpack_in_userns(
 ///
 /// # Errors
 /// As [`unpack_in_userns`]; [`ErrorKind::Io`] if the removal fails.
-pub fn remove_in_userns(exe: &Path, path: &Path, maps: &IdMaps) -> Result<()> {
+pub fn remove_in_userns(exe: &Path, path: &Path, maps: &IdMap) -> Result<()> {
     simple_op(
         exe,
         Op::Remove,
@@ -228,7 +180,7 @@ pub fn copy_in_userns(
     from: &Path,
     to: &Path,
     tree: &Path,
-    maps: &IdMaps,
+    maps: &IdMap,
     rename: &(String, String),
 ) -> Result<()> {
     let from = std::path::absolute(from).unwrap_or_else(|_| from.to_owned());
@@ -248,7 +200,7 @@ pub fn copy_in_userns(
 pub fn rename_host_in_userns(
     exe: &Path,
     tree: &Path,
-    maps: &IdMaps,
+    maps: &IdMap,
     old: &str,
     new: &str,
 ) -> Result<()> {
@@ -282,7 +234,7 @@ fn protocol(want: &str) -> Error {
 pub fn digest_in_userns(
     exe: &Path,
     path: &Path,
-    maps: &IdMaps,
+    maps: &IdMap,
 ) -> Result<crate::digest::TreeDigest> {
     match simple_op(
         exe,
@@ -310,7 +262,7 @@ pub fn prepare_upper_in_userns(
     work: &Path,
     templates: &[String],
     vars: &[(String, String)],
-    maps: &IdMaps,
+    maps: &IdMap,
 ) -> Result<Vec<String>> {
     let op = Op::PrepareUpper {
         work: std::path::absolute(work).unwrap_or_else(|_| work.to_owned()),
@@ -336,7 +288,7 @@ fn simple_op(
     op: Op,
     archive: &Path,
     path: &Path,
-    maps: &IdMaps,
+    maps: &IdMap,
     templates: Vec<String>,
     template_vars: Vec<(String, String)>,
 ) -> Result<Reply> {
@@ -346,12 +298,12 @@ fn simple_op(
     let mut gmap = maps.gid.clone();
     if uid != 0 {
         if let (Ok(cu), Ok(cg)) = (u32::try_from(maps.uid_end()), u32::try_from(maps.gid_end())) {
-            umap.push(IdMapping {
+            umap.push(IdRange {
                 container: cu,
                 host: uid,
                 len: 1,
             });
-            gmap.push(IdMapping {
+            gmap.push(IdRange {
                 container: cg,
                 host: gid,
                 len: 1,
@@ -378,8 +330,8 @@ fn simple_op(
 fn run_child(
     exe: &Path,
     req: &Request,
-    umap: Vec<IdMapping>,
-    gmap: Vec<IdMapping>,
+    umap: Vec<IdRange>,
+    gmap: Vec<IdRange>,
     id: u64,
     rep: &dyn Reporter,
 ) -> Result<Reply> {
@@ -415,8 +367,13 @@ fn run_child(
                 source,
             })?;
             let pid = u32::from_ne_bytes(b);
-            write_map("newuidmap", "uid_map", pid, &umap)?;
-            write_map("newgidmap", "gid_map", pid, &gmap)?;
+            let map = IdMap {
+                uid: umap,
+                gid: gmap,
+            };
+            davit_types::idmap::write_maps_with(pid, &map, false, &|cmd| {
+                sys::die_with_parent(cmd)
+            })?;
             let mut go = std::fs::File::from(go_w);
             go.write_all(b"g").map_err(|source| Error::Helper {
                 helper: "user namespace child (release)".into(),

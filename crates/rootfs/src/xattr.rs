@@ -1,7 +1,7 @@
 //! Rewriting `security.capability` and POSIX ACL xattrs through an id map.
 #![forbid(unsafe_code)]
 
-use crate::idmap::IdMaps;
+use davit_types::IdMap;
 
 const VFS_CAP_REVISION_MASK: u32 = 0xFF00_0000;
 const VFS_CAP_REVISION_1: u32 = 0x0100_0000;
@@ -37,7 +37,7 @@ pub(crate) fn dropped(name: &str) -> bool {
 pub(crate) fn rewrite(
     name: &str,
     value: &[u8],
-    maps: Option<&IdMaps>,
+    maps: Option<&IdMap>,
     kernel_shifts: bool,
 ) -> Result<Action, Bad> {
     if dropped(name) {
@@ -61,7 +61,7 @@ pub(crate) fn rewrite(
 
 /// `vfs_cap_data` v1/v2 → v3 with `rootid` = host uid of container root; a
 /// v3 `rootid` (container view) is mapped to the host.
-pub(crate) fn cap_v3(value: &[u8], maps: &IdMaps) -> Result<Vec<u8>, Bad> {
+pub(crate) fn cap_v3(value: &[u8], maps: &IdMap) -> Result<Vec<u8>, Bad> {
     if value.len() < 4 {
         return Err(Bad::Malformed("capability xattr too short"));
     }
@@ -92,7 +92,7 @@ const ACL_GROUP: u16 = 0x08;
 
 /// Shifts the `e_id` of `ACL_USER` and `ACL_GROUP` entries of a
 /// `posix_acl_xattr` blob (version 2, 8-byte entries).
-pub(crate) fn shift_acl(value: &[u8], maps: &IdMaps) -> Result<Vec<u8>, Bad> {
+pub(crate) fn shift_acl(value: &[u8], maps: &IdMap) -> Result<Vec<u8>, Bad> {
     if value.len() < 4 || (value.len() - 4) & 7 != 0 {
         return Err(Bad::Malformed("posix acl xattr has a bad size"));
     }
@@ -173,7 +173,7 @@ mod tests {
 
     #[test]
     fn cap_v2_becomes_v3() {
-        let maps = IdMaps::single(100000, 65536);
+        let maps = IdMap::single(100000, 65536);
         let mut v2 = (VFS_CAP_REVISION_2 | 1).to_le_bytes().to_vec();
         v2.extend_from_slice(&[0x00, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         let v3 = cap_v3(&v2, &maps).unwrap();
@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn acl_ids_shift() {
-        let maps = IdMaps::single(100000, 65536);
+        let maps = IdMap::single(100000, 65536);
         let mut acl = 2u32.to_le_bytes().to_vec();
         for (tag, id) in [
             (1u16, u32::MAX),

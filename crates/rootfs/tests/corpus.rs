@@ -13,7 +13,7 @@
 
 mod common;
 use common::*;
-use davit_rootfs::{unpack, IdMaps, Quiet, UnpackOptions};
+use davit_rootfs::{unpack, IdMap, Quiet, UnpackOptions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -182,7 +182,7 @@ impl Who<'_> {
         match self {
             Who::Root => {
                 let opts = UnpackOptions {
-                    maps: Some(IdMaps::parse_spec(&spec).unwrap()),
+                    maps: Some(IdMap::parse_spec(&spec).unwrap()),
                     ..Default::default()
                 };
                 match unpack(archive, dest, &opts, &Quiet) {

@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use davit_rootfs::{unpack, IdMaps, Quiet, UnpackOptions};
+use davit_rootfs::{unpack, IdMap, Quiet, UnpackOptions};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -92,7 +92,7 @@ fn all_formats_give_the_same_tree() {
             let _ = std::fs::remove_dir_all(&f.dest);
             std::fs::create_dir(&f.dest).unwrap();
             let opts = UnpackOptions {
-                maps: Some(IdMaps::single(1_000_000, 65536)),
+                maps: Some(IdMap::single(1_000_000, 65536)),
                 threads,
                 ..Default::default()
             };
@@ -139,7 +139,7 @@ fn corrupt_multiblock_xz_is_an_error() {
         let f = Fixture::new();
         let a = f.archive("bad.tar.xz", &bad);
         let opts = UnpackOptions {
-            maps: Some(IdMaps::single(1_000_000, 65536)),
+            maps: Some(IdMap::single(1_000_000, 65536)),
             threads: 2,
             ..Default::default()
         };

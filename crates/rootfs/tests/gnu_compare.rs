@@ -16,7 +16,7 @@
 
 mod common;
 use common::*;
-use davit_rootfs::{unpack, IdMaps, Quiet, UnpackOptions};
+use davit_rootfs::{unpack, IdMap, Quiet, UnpackOptions};
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -113,8 +113,8 @@ fn gnu_tar_matches_root_mode() {
     let base = tmp.path();
     let archive = build(base);
     let (host_u, host_g) = (1_000_000u32, 1_100_000u32);
-    let maps = IdMaps::parse_spec(&[format!("u:0:{host_u}:65536"), format!("g:0:{host_g}:65536")])
-        .unwrap();
+    let maps =
+        IdMap::parse_spec(&[format!("u:0:{host_u}:65536"), format!("g:0:{host_g}:65536")]).unwrap();
     let d_davit = base.join("davit");
     let d_tar = base.join("tar");
     std::fs::create_dir(&d_davit).unwrap();
@@ -257,7 +257,7 @@ tar --acls -cf named.tar -C n ."#;
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let maps = IdMaps::single(1_000_000, 65536);
+    let maps = IdMap::single(1_000_000, 65536);
     let opts = UnpackOptions {
         maps: Some(maps),
         ..Default::default()

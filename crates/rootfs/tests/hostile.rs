@@ -4,12 +4,12 @@
 
 mod common;
 use common::*;
-use davit_rootfs::{unpack, ErrorKind, IdMaps, Quiet, Report, UnpackOptions};
+use davit_rootfs::{unpack, ErrorKind, IdMap, Quiet, Report, UnpackOptions};
 use std::os::unix::fs::MetadataExt;
 
 fn opts() -> UnpackOptions {
     UnpackOptions {
-        maps: Some(IdMaps::single(1_000_000, 65536)),
+        maps: Some(IdMap::single(1_000_000, 65536)),
         ..Default::default()
     }
 }
@@ -506,7 +506,7 @@ fn destination_must_be_empty_and_map_safe() {
     assert!(unpack(&a, &f.dest, &opts(), &Quiet).is_err());
     std::fs::remove_file(f.dest.join("x")).unwrap();
     let bad = UnpackOptions {
-        maps: Some(IdMaps::single(0, 65536)),
+        maps: Some(IdMap::single(0, 65536)),
         ..Default::default()
     };
     assert_eq!(
@@ -530,7 +530,7 @@ fn destination_that_is_a_symlink_is_refused() {
     let mut t = Raw::default();
     let a = f.archive("a.tar", &t.dir(".", 0o755).file("y", b"", 0o644).end());
     let shifted = UnpackOptions {
-        maps: Some(IdMaps::single(100_000, 65536)),
+        maps: Some(IdMap::single(100_000, 65536)),
         ..Default::default()
     };
     let e = unpack(&a, &link, &shifted, &Quiet).unwrap_err();

@@ -53,7 +53,7 @@ pub struct ContainerConfig {
     pub rootfs: PathBuf,
     /// Where the rootfs came from; informational, shown by `info`.
     #[serde(default)]
-    pub image: ImageRef,
+    pub image: ImageId,
     /// The user-namespace id map. Required unless `privileged`.
     #[serde(default)]
     pub idmap: IdMap,
@@ -226,195 +226,10 @@ fn default_init() -> Vec<String> {
     vec!["/sbin/init".to_owned()]
 }
 
-/// The image a container was created from, as the LXC image server names it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImageRef {
-    /// Distribution, e.g. `debian`.
-    #[serde(default)]
-    pub dist: String,
-    /// Release, e.g. `bookworm`.
-    #[serde(default)]
-    pub release: String,
-    /// Architecture as the server spells it, e.g. `amd64`.
-    #[serde(default)]
-    pub arch: String,
-    /// Variant, e.g. `default` or `cloud`.
-    #[serde(default)]
-    pub variant: String,
-    /// The server's build id, e.g. `20250101_05:24`.
-    #[serde(default)]
-    pub build: String,
-}
-
-/// The uid and gid maps of the container's user namespace.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdMap {
-    /// uid ranges, written to `/proc/PID/uid_map` in this order.
-    #[serde(default)]
-    pub uid: Vec<IdRange>,
-    /// gid ranges, written to `/proc/PID/gid_map` in this order.
-    #[serde(default)]
-    pub gid: Vec<IdRange>,
-}
-
-/// One line of an id map: `len` ids starting at `container` inside map to
-/// `len` ids starting at `host` outside.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdRange {
-    /// First id inside the container.
-    pub container: u32,
-    /// First id on the host.
-    pub host: u32,
-    /// Number of ids.
-    pub len: u32,
-}
-
-impl IdMap {
-    /// Map a container uid to the host; `None` if unmapped.
-    pub fn host_uid(&self, container: u32) -> Option<u32> {
-        map_id(&self.uid, container)
-    }
-
-    /// Map a container gid to the host; `None` if unmapped.
-    pub fn host_gid(&self, container: u32) -> Option<u32> {
-        map_id(&self.gid, container)
-    }
-
-    /// The map in `/proc/PID/uid_map` syntax: one `container host len` line each.
-    pub fn uid_map_text(&self) -> String {
-        map_text(&self.uid)
-    }
-
-    /// The map in `/proc/PID/gid_map` syntax.
-    pub fn gid_map_text(&self) -> String {
-        map_text(&self.gid)
-    }
-
-    /// Check the rules from security.md (a) 3 and 7: container root mapped,
-    /// host uid/gid 0 never mapped, at least 65536 ids, at most 340 lines, no
-    /// overlapping ranges.
-    ///
-    /// # Errors
-    /// [`Error::IdMap`] naming the first broken rule.
-    pub fn validate(&self) -> Result<()> {
-        for (what, ranges) in [("uid", &self.uid), ("gid", &self.gid)] {
-            let bad = |reason: String| Err(Error::IdMap { reason });
-            if ranges.is_empty() {
-                return bad(format!("no {what} ranges"));
-            }
-            if ranges.len() > 340 {
-                return bad(format!(
-                    "{} {what} ranges, the kernel takes 340",
-                    ranges.len()
-                ));
-            }
-            if map_id(ranges, 0).is_none() {
-                return bad(format!("container {what} 0 is not mapped"));
-            }
-            let total: u64 = ranges.iter().map(|r| u64::from(r.len)).sum();
-            if total < 65536 {
-                return bad(format!("only {total} {what}s mapped, need at least 65536"));
-            }
-            for (i, r) in ranges.iter().enumerate() {
-                if r.len == 0 {
-                    return bad(format!("empty {what} range"));
-                }
-                if u64::from(r.host) + u64::from(r.len) > u64::from(u32::MAX)
-                    || u64::from(r.container) + u64::from(r.len) > u64::from(u32::MAX)
-                {
-                    return bad(format!(
-                        "{what} range {} {} {} overflows",
-                        r.container, r.host, r.len
-                    ));
-                }
-                if r.host == 0 {
-                    return bad(format!("host {what} 0 must not be mapped"));
-                }
-                for o in &ranges[i + 1..] {
-                    let overlap = |a: u32, b: u32, al: u32, bl: u32| {
-                        u64::from(a) < u64::from(b) + u64::from(bl)
-                            && u64::from(b) < u64::from(a) + u64::from(al)
-                    };
-                    if overlap(r.container, o.container, r.len, o.len)
-                        || overlap(r.host, o.host, r.len, o.len)
-                    {
-                        return bad(format!("overlapping {what} ranges"));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn map_id(ranges: &[IdRange], id: u32) -> Option<u32> {
-    ranges.iter().find_map(|r| {
-        let off = id.checked_sub(r.container)?;
-        (off < r.len).then(|| r.host + off)
-    })
-}
-
-fn map_text(ranges: &[IdRange]) -> String {
-    ranges
-        .iter()
-        .map(|r| format!("{} {} {}\n", r.container, r.host, r.len))
-        .collect()
-}
-
-/// An extra mount, like an fstab line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MountEntry {
-    /// The source: a host path for `bind`, otherwise the filesystem's source
-    /// string (e.g. `tmpfs`).
-    pub source: String,
-    /// Absolute target inside the container, resolved inside the rootfs; it
-    /// is created (as a directory, or an empty file for a file bind) if missing.
-    pub target: PathBuf,
-    /// The filesystem type; `bind` (or `rbind`) for a bind mount.
-    #[serde(default = "default_fstype")]
-    pub fstype: String,
-    /// Comma-separated options: the flags `ro`, `nosuid`, `nodev`, `noexec`,
-    /// `relatime`, `noatime`, `rbind`, `optional` (ignore a missing bind
-    /// source); anything else is passed to the filesystem as data.
-    #[serde(default)]
-    pub options: String,
-}
-
-impl MountEntry {
-    /// A bind mount of a host path.
-    pub fn is_bind(&self) -> bool {
-        matches!(self.fstype.as_str(), "bind" | "rbind" | "none")
-            || self.options().any(|o| o == "bind" || o == "rbind")
-    }
-
-    /// The comma-separated options, one by one.
-    pub fn options(&self) -> impl Iterator<Item = &str> {
-        self.options.split(',').filter(|o| !o.is_empty())
-    }
-
-    /// A bind marked `idmap`.
-    pub fn wants_idmap(&self) -> bool {
-        self.is_bind() && self.options().any(|o| o == "idmap")
-    }
-
-    /// What a container whose root is host uid `root_host` sees of this
-    /// bind when it cannot be idmapped, for `why`.
-    pub fn plain_bind_note(&self, why: &str, root_host: u32) -> String {
-        format!(
-            "--mount {}:{} is a plain bind, {why}; inside, its files show their owners only where they are host ids of the container's map (else as nobody, 65534), and what container root writes there is owned by host uid {root_host}",
-            self.source,
-            self.target.display()
-        )
-    }
-}
-
-fn default_fstype() -> String {
-    "bind".to_owned()
-}
+// The image a container was created from, its id map and its extra
+// mounts are the shared types (davit-types), so that the store, the
+// unpacker and this crate name them alike.
+pub use davit_types::{IdMap, IdRange, ImageId, MountEntry};
 
 /// The pids limit a container gets when neither the admin (`--pids`) nor
 /// the image's LXC config sets one: a system container's few hundred tasks
@@ -497,7 +312,7 @@ impl ContainerConfig {
         ContainerConfig {
             name: name.into(),
             rootfs: rootfs.into(),
-            image: ImageRef::default(),
+            image: ImageId::default(),
             idmap: IdMap::default(),
             privileged: false,
             hostname: None,
@@ -670,7 +485,7 @@ mod tests {
 
     fn full() -> ContainerConfig {
         let mut c = ContainerConfig::new("web", "/var/lib/davit/containers/web/rootfs");
-        c.image = ImageRef {
+        c.image = ImageId {
             dist: "debian".into(),
             release: "bookworm".into(),
             arch: "amd64".into(),

@@ -502,6 +502,38 @@ pub enum Error {
     },
 }
 
+impl From<davit_types::Error> for Error {
+    /// The shared id-map errors, as this crate has always named them.
+    fn from(e: davit_types::Error) -> Self {
+        use davit_types::Error as T;
+        match e {
+            T::MapRefused { why } => Error::IdMap { reason: why },
+            e @ (T::MapSpec { .. } | T::NoSubid { .. }) => Error::IdMap {
+                reason: e.to_string(),
+            },
+            T::ReadSubid { path, source } | T::MapRead { path, source } => {
+                Error::Read { path, source }
+            }
+            T::MapWrite { path, source } => Error::Write { path, source },
+            T::MapSpawn {
+                program, source, ..
+            } => Error::Spawn { program, source },
+            T::MapHelper {
+                program,
+                status,
+                stderr,
+                ..
+            } => Error::MapHelper {
+                program,
+                status: format!("{status} ({stderr})"),
+            },
+            T::MapReadBack {
+                path, want, got, ..
+            } => Error::MapReadBack { path, want, got },
+        }
+    }
+}
+
 impl Error {
     /// The coarse kind of this error.
     pub fn kind(&self) -> ErrorKind {

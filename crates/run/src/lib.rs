@@ -71,7 +71,6 @@ pub mod console;
 pub mod devices;
 mod error;
 pub mod freeze;
-pub mod idmap;
 pub mod info;
 mod init;
 pub mod live;

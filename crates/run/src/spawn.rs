@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::init::{child_main, Plan};
 use crate::msg::{Channel, Msg};
 use crate::state::start_time;
-use crate::{idmap, sys};
+use crate::sys;
 
 /// The default `PATH` given to init and attached commands.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -265,7 +265,11 @@ fn release(
 ) -> Result<()> {
     let cfg = spec.config;
     if !cfg.privileged {
-        idmap::write_maps(spawned.pid, &cfg.idmap, nix::unistd::geteuid().is_root())?;
+        davit_types::idmap::write_maps(
+            spawned.pid.as_raw() as u32,
+            &cfg.idmap,
+            nix::unistd::geteuid().is_root(),
+        )?;
     }
     if let Some(cg) = spec.cgroup {
         cg.add_pid_except(spawned.pid.as_raw(), into_cgroup)?;

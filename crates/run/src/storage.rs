@@ -115,7 +115,8 @@ fn try_idmap(dir: &Path, map: &IdMap) -> Result<(), String> {
         .map_err(|e| format!("cannot start a user namespace for the probe: {e}"))?;
     let r = (|| {
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        crate::idmap::write_maps(pid, map, true).map_err(|e| format!("{e}"))?;
+        davit_types::idmap::write_maps(pid.as_raw() as u32, map, true)
+            .map_err(|e| crate::error::Error::from(e).to_string())?;
         let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))
             .map_err(|e| format!("open /proc/{pid}/ns/user: {e}"))?;
         let d = std::fs::OpenOptions::new()

@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use davit_rootfs::base::{Base, BaseImage, BaseLock, BaseMeta, BaseStore};
+use davit_rootfs::base::{Base, BaseLock, BaseMeta, BaseStore, ImageId};
 use davit_rootfs::digest::TreeDigest;
-use davit_rootfs::{IdMaps, UnpackOptions};
-use davit_run::config::{Backend, ContainerConfig, IdMap, IdRange};
+use davit_rootfs::{IdMap, UnpackOptions};
+use davit_run::config::{Backend, ContainerConfig};
 use davit_run::storage::OverlayMethod;
 
 use crate::error::{Error, Result};
@@ -27,49 +27,15 @@ pub struct Chosen {
     pub note: Option<String>,
 }
 
-/// A rootfs id map as the runtime's config writes it.
-pub fn to_run_map(m: &IdMaps) -> IdMap {
-    let conv = |v: &Vec<davit_rootfs::IdMapping>| {
-        v.iter()
-            .map(|r| IdRange {
-                container: r.container,
-                host: r.host,
-                len: r.len,
-            })
-            .collect()
-    };
-    IdMap {
-        uid: conv(&m.uid),
-        gid: conv(&m.gid),
-    }
-}
-
-/// The runtime's id map as the rootfs code takes it.
-pub fn from_run_map(m: &IdMap) -> IdMaps {
-    let conv = |v: &Vec<IdRange>| {
-        v.iter()
-            .map(|r| davit_rootfs::IdMapping {
-                container: r.container,
-                host: r.host,
-                len: r.len,
-            })
-            .collect()
-    };
-    IdMaps {
-        uid: conv(&m.uid),
-        gid: conv(&m.gid),
-    }
-}
-
 /// The id maps whose owners fill a container's files: `None` for a
 /// privileged container.
-pub fn container_maps(cfg: &ContainerConfig) -> Option<IdMaps> {
-    (!cfg.privileged).then(|| from_run_map(&cfg.idmap))
+pub fn container_maps(cfg: &ContainerConfig) -> Option<IdMap> {
+    (!cfg.privileged).then(|| cfg.idmap.clone())
 }
 
 /// The maps a base was made in (a plain user's base), for removal and
 /// verification inside the user namespace.
-pub fn userns_maps(base: &Base) -> Option<IdMaps> {
+pub fn userns_maps(base: &Base) -> Option<IdMap> {
     if base.meta.userns {
         base.meta.shifted.clone()
     } else {
@@ -114,7 +80,7 @@ impl Store {
         &self,
         want: Option<Backend>,
         privileged: bool,
-        maps: Option<&IdMaps>,
+        maps: Option<&IdMap>,
     ) -> Result<Chosen> {
         if want == Some(Backend::Dir) {
             return Ok(Chosen {
@@ -160,20 +126,16 @@ impl Store {
     pub fn storage_probe(
         &self,
         privileged: bool,
-        maps: Option<&IdMaps>,
+        maps: Option<&IdMap>,
     ) -> davit_run::storage::Probe {
         let root = self.is_root();
-        let probe_map = if root && !privileged {
-            maps.map(to_run_map)
-        } else {
-            None
-        };
-        davit_run::storage::probe(root, &self.layout.bases, probe_map.as_ref())
+        let probe_map = if root && !privileged { maps } else { None };
+        davit_run::storage::probe(root, &self.layout.bases, probe_map)
     }
 
     /// Whether the base of `image` for `shifted` exists.
-    pub fn has_base(&self, image: &BaseImage, shifted: Option<&IdMaps>) -> bool {
-        self.bases().get(&BaseStore::key(image, shifted)).is_some()
+    pub fn has_base(&self, image: &ImageId, shifted: Option<&IdMap>) -> bool {
+        self.bases().get(&image.base_key(shifted)).is_some()
     }
 
     /// Returns the base of the build `files` (made now from its rootfs if
@@ -183,14 +145,14 @@ impl Store {
     pub(crate) fn ensure_base(
         &self,
         files: &dyn crate::ImageFiles,
-        shifted: Option<&IdMaps>,
+        shifted: Option<&IdMap>,
         excludes: Vec<String>,
         max_file_size: Option<u64>,
         r: &dyn Reporter,
     ) -> Result<(Base, BaseLock, Option<davit_rootfs::Report>)> {
         let store = self.bases();
         let image = &files.image();
-        let key = BaseStore::key(image, shifted);
+        let key = image.base_key(shifted);
         let lock = store.lock(&key)?;
         if let Some(b) = store.get(&key) {
             return Ok((b, lock, None));
@@ -250,7 +212,7 @@ impl Store {
         work: &Path,
         templates: &[String],
         vars: &[(String, String)],
-        shift: Option<&IdMaps>,
+        shift: Option<&IdMap>,
     ) -> Result<Vec<String>> {
         Ok(match userns_maps(base) {
             Some(m) => davit_rootfs::prepare_upper_in_userns(

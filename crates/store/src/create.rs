@@ -5,13 +5,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use davit_rootfs::base::{BaseImage, BaseLock};
+use davit_rootfs::base::{BaseLock, ImageId};
 use davit_rootfs::meta::{self, LxcConfig};
-use davit_rootfs::{IdMaps, UnpackOptions};
-use davit_run::config::{Backend, ImageRef, Limits, MountEntry, NetworkMode, Storage};
+use davit_rootfs::{IdMap, UnpackOptions};
+use davit_run::config::{Backend, Limits, MountEntry, NetworkMode, Storage};
 use davit_run::ContainerConfig;
 
-use crate::bases::{to_run_map, Chosen};
+use crate::bases::Chosen;
 use crate::container::{private_dir, NameLock};
 use crate::error::{io, Error, Result};
 use crate::{check_name, Reporter, Store};
@@ -20,7 +20,7 @@ use crate::{check_name, Reporter, Store};
 /// cache; the store never fetches).
 pub trait ImageFiles {
     /// Which build it is.
-    fn image(&self) -> BaseImage;
+    fn image(&self) -> ImageId;
     /// The rootfs tarball.
     fn rootfs(&self) -> PathBuf;
     /// The rootfs tarball's verified sha256.
@@ -72,7 +72,7 @@ pub struct PendingCreate<'s> {
     host_mounts: Vec<MountEntry>,
     _lock: NameLock,
     dir: PathBuf,
-    maps: Option<IdMaps>,
+    maps: Option<IdMap>,
     /// Who else can act as the container's ids (each can write its files).
     pub id_conflicts: Vec<String>,
     chosen: Chosen,
@@ -92,7 +92,7 @@ pub struct BaseUsed {
     /// Whether it is attached idmapped.
     pub idmapped: bool,
     /// The id range it is shifted into.
-    pub shifted: Option<IdMaps>,
+    pub shifted: Option<IdMap>,
 }
 
 /// What a create made, for the CLI to report.
@@ -240,7 +240,7 @@ impl PendingCreate<'_> {
 
     /// The ids a base is shifted into: none for a raw (idmapped or
     /// privileged) base.
-    pub fn shifted(&self) -> Option<&IdMaps> {
+    pub fn shifted(&self) -> Option<&IdMap> {
         if self.chosen.raw_base {
             None
         } else {
@@ -249,13 +249,13 @@ impl PendingCreate<'_> {
     }
 
     /// The id map the container will have (`None`: privileged).
-    pub fn maps(&self) -> Option<&IdMaps> {
+    pub fn maps(&self) -> Option<&IdMap> {
         self.maps.as_ref()
     }
 
     /// Whether a base for `image` already exists for this create, so the
     /// warm path needs no server.
-    pub fn has_base(&self, image: &BaseImage) -> bool {
+    pub fn has_base(&self, image: &ImageId) -> bool {
         self.overlay() && self.store.has_base(image, self.shifted())
     }
 
@@ -379,18 +379,11 @@ impl PendingCreate<'_> {
             .map(|t| LxcConfig::parse(&meta::substitute(&t, &vars)))
             .unwrap_or_default();
         let mut cfg = ContainerConfig::new(&req.name, dir.join("rootfs"));
-        let i = image.image();
-        cfg.image = ImageRef {
-            dist: i.dist,
-            release: i.release,
-            arch: i.arch,
-            variant: i.variant,
-            build: i.build,
-        };
+        cfg.image = image.image();
         cfg.privileged = req.privileged;
         cfg.storage = storage_cfg;
         if let Some(m) = maps {
-            cfg.idmap = to_run_map(m);
+            cfg.idmap = m.clone();
         }
         cfg.hostname = Some(req.name.clone());
         if let Some(init) = &lxc.init_cmd {
@@ -400,23 +393,19 @@ impl PendingCreate<'_> {
         let mut refused_mounts = Vec::new();
         let mut mounts = Vec::new();
         for m in &lxc.mounts {
-            match m.refused_for_an_image() {
+            match meta::refused_for_an_image(m) {
+                // As the image wrote it: the target relative to the rootfs.
                 Some(why) => refused_mounts.push(format!(
                     "lxc.mount.entry = {} {} {} {}: {why}",
-                    m.source, m.target, m.fstype, m.options
+                    m.source,
+                    m.target.to_string_lossy().trim_start_matches('/'),
+                    m.fstype,
+                    m.options
                 )),
-                None => mounts.push(m),
+                None => mounts.push(m.clone()),
             }
         }
-        cfg.mounts = mounts
-            .into_iter()
-            .map(|m| MountEntry {
-                source: m.source.clone(),
-                target: format!("/{}", m.target.trim_start_matches('/')).into(),
-                fstype: m.fstype.clone(),
-                options: m.options.clone(),
-            })
-            .collect();
+        cfg.mounts = mounts;
         cfg.mounts.extend(self.host_mounts.iter().cloned());
         cfg.limits = Limits {
             memory: req.memory.or(lxc.memory_limit()),

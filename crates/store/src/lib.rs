@@ -51,17 +51,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use manage::Destroyed;
 pub use tree::{Access, UnpackRequest};
 
-/// Progress and steps of long work (unpacking a base), for the CLI's
-/// reporter to show; nothing here prints.
-pub trait Reporter: davit_rootfs::Reporter {
-    /// A step begins ("unpacking the rootfs").
-    fn step(&self, _what: &str) {}
-}
-
-/// A [`Reporter`] that shows nothing.
-pub struct Quiet;
-impl davit_rootfs::Reporter for Quiet {}
-impl Reporter for Quiet {}
+/// Progress and steps of long work (unpacking a base), shown by the
+/// caller; nothing here prints.
+pub use davit_types::{Quiet, Reporter};
 
 /// Where a user's containers, bases and runtime state live, and the
 /// files the store reads about the user. The CLI builds it (its defaults
@@ -237,7 +229,7 @@ impl Store {
     ///
     /// # Errors
     /// When the tree cannot be removed.
-    pub fn remove_tree(&self, path: &Path, maps: Option<&davit_rootfs::IdMaps>) -> Result<()> {
+    pub fn remove_tree(&self, path: &Path, maps: Option<&davit_types::IdMap>) -> Result<()> {
         self.tree().remove(path, maps)
     }
 }

@@ -1,7 +1,7 @@
 //! The caller's subordinate ids: the default id map of a new container,
 //! and who else can act as its ids.
 
-use davit_rootfs::{subid, IdMaps};
+use davit_rootfs::{subid, IdMap};
 
 use crate::error::Result;
 use crate::Store;
@@ -12,13 +12,14 @@ impl Store {
     ///
     /// # Errors
     /// When the user has no range in `/etc/subuid` or `/etc/subgid`.
-    pub fn default_maps(&self) -> Result<IdMaps> {
+    pub fn default_maps(&self) -> Result<IdMap> {
         Ok(subid::default_maps(
             &self.user,
             self.uid,
             &self.layout.subuid,
             &self.layout.subgid,
-        )?)
+        )
+        .map_err(davit_rootfs::Error::from)?)
     }
 
     /// Who else can act as the ids of `maps`: overlapping subid ranges of
@@ -28,7 +29,7 @@ impl Store {
     ///
     /// # Errors
     /// When the id files cannot be read.
-    pub fn map_conflicts(&self, maps: &IdMaps) -> Result<Vec<String>> {
+    pub fn map_conflicts(&self, maps: &IdMap) -> Result<Vec<String>> {
         Ok(subid::conflicts(
             &self.user,
             self.uid,
@@ -36,6 +37,7 @@ impl Store {
             &self.layout.subuid,
             &self.layout.subgid,
             &self.layout.passwd,
-        )?)
+        )
+        .map_err(davit_rootfs::Error::from)?)
     }
 }

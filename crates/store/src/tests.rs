@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use davit_rootfs::base::BaseImage;
+use davit_rootfs::base::ImageId;
 use davit_run::config::Backend;
 use davit_run::ContainerConfig;
 
@@ -65,8 +65,8 @@ struct TestImage {
 }
 
 impl ImageFiles for TestImage {
-    fn image(&self) -> BaseImage {
-        BaseImage {
+    fn image(&self) -> ImageId {
+        ImageId {
             dist: "testos".into(),
             release: "1".into(),
             arch: "amd64".into(),
@@ -272,12 +272,12 @@ fn copy_snapshot_restore_rename_and_destroy_of_a_dir_container() {
 
 /// A base in the store's bases directory, made the way a create makes one.
 fn base(store: &Store, build: &str) -> davit_rootfs::base::Base {
-    use davit_rootfs::base::{BaseMeta, BaseStore};
+    use davit_rootfs::base::BaseMeta;
     let bs = store.bases();
     fs::create_dir_all(bs.root()).unwrap();
     let mut image = image_id();
     image.build = build.into();
-    let key = BaseStore::key(&image, None);
+    let key = image.base_key(None);
     let lock = bs.lock(&key).unwrap();
     let st = bs.staging(&key, &lock).unwrap();
     fs::write(st.join("rootfs/file"), b"x").unwrap();
@@ -296,8 +296,8 @@ fn base(store: &Store, build: &str) -> davit_rootfs::base::Base {
     bs.commit(&key, &st, meta, &rec, &lock).unwrap()
 }
 
-fn image_id() -> BaseImage {
-    BaseImage {
+fn image_id() -> ImageId {
+    ImageId {
         dist: "testos".into(),
         release: "1".into(),
         arch: "amd64".into(),

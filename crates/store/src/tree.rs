@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use davit_rootfs::digest::TreeDigest;
-use davit_rootfs::{IdMaps, UnpackOptions};
+use davit_rootfs::{IdMap, UnpackOptions};
 
 use crate::error::{io, Result};
 
@@ -49,7 +49,7 @@ impl Trees<'_> {
 
     /// Removes a tree that may be owned by subordinate ids (`maps`: the
     /// ids it was made in).
-    pub fn remove(&self, path: &Path, maps: Option<&IdMaps>) -> Result<()> {
+    pub fn remove(&self, path: &Path, maps: Option<&IdMap>) -> Result<()> {
         if !path.exists() {
             return Ok(());
         }
@@ -70,7 +70,7 @@ impl Trees<'_> {
         from: &Path,
         to: &Path,
         tree: &Path,
-        maps: Option<&IdMaps>,
+        maps: Option<&IdMap>,
         rename: &(String, String),
     ) -> Result<()> {
         match maps {
@@ -91,7 +91,7 @@ impl Trees<'_> {
     pub fn rename_host(
         &self,
         tree: &Path,
-        maps: Option<&IdMaps>,
+        maps: Option<&IdMap>,
         from: &str,
         to: &str,
     ) -> Result<()> {
@@ -107,7 +107,7 @@ impl Trees<'_> {
     /// Records the tree at `rootfs` as it is now, the way a base was
     /// recorded when made: inside the user namespace of `userns_maps` for
     /// a plain user's base.
-    pub fn digest(&self, rootfs: &Path, userns_maps: Option<&IdMaps>) -> Result<TreeDigest> {
+    pub fn digest(&self, rootfs: &Path, userns_maps: Option<&IdMap>) -> Result<TreeDigest> {
         Ok(match userns_maps {
             Some(m) => davit_rootfs::digest_in_userns(self.exe, rootfs, m)?,
             None => davit_rootfs::digest::tree(rootfs)?,
@@ -123,7 +123,7 @@ pub struct UnpackRequest {
     /// An empty or missing directory.
     pub dir: std::path::PathBuf,
     /// Container → host ids (`None`: as stored).
-    pub maps: Option<IdMaps>,
+    pub maps: Option<IdMap>,
     /// LXC exclude patterns.
     pub excludes: Vec<String>,
     /// `--max-file-size`.
@@ -277,7 +277,7 @@ impl crate::Store {
 impl Trees<'_> {
     /// Removes everything inside `dir` (which was empty, with `mode`,
     /// before a failed unpack), best effort.
-    fn empty_dir(&self, dir: &Path, maps: Option<&IdMaps>, mode: u32) {
+    fn empty_dir(&self, dir: &Path, maps: Option<&IdMap>, mode: u32) {
         use std::os::unix::fs::PermissionsExt;
         if !self.userns() {
             for e in fs::read_dir(dir).into_iter().flatten().flatten() {

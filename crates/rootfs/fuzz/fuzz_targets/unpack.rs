@@ -4,7 +4,7 @@
 //! `RUSTC_BOOTSTRAP=1 cargo fuzz run unpack` from crates/rootfs.
 #![no_main]
 
-use davit_rootfs::{unpack, IdMaps, Quiet, UnpackOptions};
+use davit_rootfs::{unpack, IdMap, Quiet, UnpackOptions};
 use libfuzzer_sys::fuzz_target;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -85,7 +85,7 @@ fuzz_target!(|input: &[u8]| {
     std::fs::create_dir(&s.dest).unwrap();
     std::fs::write(&s.archive, &data).unwrap();
     let opts = UnpackOptions {
-        maps: Some(IdMaps::single(1_000_000, 65536)),
+        maps: Some(IdMap::single(1_000_000, 65536)),
         excludes: vec!["./ex".into()],
         skip_devices: false,
         threads: if flags & 2 == 2 { 2 } else { 1 },

@@ -35,11 +35,11 @@ use self::write::{At, Attrs};
 use crate::decode::{self, Pipe};
 use crate::error::{Error, Result};
 use crate::exclude::Excludes;
-use crate::idmap::IdMaps;
 use crate::options::UnpackOptions;
 use crate::report::{Report, Reporter, Skip};
 use crate::sys;
 use crate::xattr::{self, Action, Bad};
+use davit_types::IdMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
@@ -53,7 +53,7 @@ const WRITE_BUF: usize = 256 << 10;
 /// How ids and xattrs are treated.
 pub(crate) struct Mode {
     /// `None`: ids verbatim (privileged, unshifted).
-    pub(crate) maps: Option<IdMaps>,
+    pub(crate) maps: Option<IdMap>,
     /// Inside a mapped user namespace: ids are checked against `maps` (an
     /// identity map) but capabilities and ACLs are written as stored, and the
     /// kernel shifts them. Device nodes are skipped.

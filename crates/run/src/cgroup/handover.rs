@@ -205,7 +205,8 @@ fn in_helper_ns(
     };
     drop(go_r);
     drop(res_w);
-    let mapped = crate::idmap::write_maps(child, &map, false);
+    let mapped =
+        davit_types::idmap::write_maps(child.as_raw() as u32, &map, false).map_err(Error::from);
     let mut go = std::fs::File::from(go_w);
     if mapped.is_ok() {
         let _ = go.write_all(b"g");

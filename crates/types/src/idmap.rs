@@ -1,13 +1,23 @@
-//! Container ↔ host id maps (`u:CONT:HOST:LEN`, like `lxc.idmap`).
+//! Container ↔ host id maps (`u:CONT:HOST:LEN`, like `lxc.idmap`): the
+//! parser, the safety rules, the `/etc/subuid` lookup ([`subid`]), and the
+//! one writer of a child's `/proc/PID/{uid,gid}_map` ([`write_maps`]),
+//! which always reads the map back.
 #![forbid(unsafe_code)]
 
-use crate::error::{Error, Result};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+
 use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
 
 /// One contiguous range: container ids `container..container+len` are host
 /// ids `host..host+len`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdMapping {
+#[serde(deny_unknown_fields)]
+pub struct IdRange {
     /// First id inside the container.
     pub container: u32,
     /// First id on the host.
@@ -16,7 +26,7 @@ pub struct IdMapping {
     pub len: u32,
 }
 
-impl IdMapping {
+impl IdRange {
     fn host_of(self, id: u32) -> Option<u32> {
         let off = id.checked_sub(self.container)?;
         (off < self.len).then(|| self.host + off)
@@ -26,28 +36,31 @@ impl IdMapping {
     }
 }
 
-/// The uid and gid maps of a container.
+/// The uid and gid maps of a container's user namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdMaps {
-    /// uid ranges.
-    pub uid: Vec<IdMapping>,
-    /// gid ranges.
-    pub gid: Vec<IdMapping>,
+#[serde(deny_unknown_fields)]
+pub struct IdMap {
+    /// uid ranges, written to `/proc/PID/uid_map` in this order.
+    #[serde(default)]
+    pub uid: Vec<IdRange>,
+    /// gid ranges, written to `/proc/PID/gid_map` in this order.
+    #[serde(default)]
+    pub gid: Vec<IdRange>,
 }
 
-fn lookup(map: &[IdMapping], id: u32) -> Option<u32> {
+fn lookup(map: &[IdRange], id: u32) -> Option<u32> {
     map.iter().find_map(|m| m.host_of(id))
 }
 
-impl IdMaps {
+impl IdMap {
     /// Parses `--map` specs: `u:CONT:HOST:LEN` (uids), `g:CONT:HOST:LEN`
     /// (gids) or `b:CONT:HOST:LEN` (both).
     ///
     /// # Errors
     /// [`Error::MapSpec`] for a malformed spec or a range that overflows
-    /// 32 bits. Size and host-root checks are in [`IdMaps::validate`].
-    pub fn parse_spec(specs: &[String]) -> Result<IdMaps> {
-        let mut maps = IdMaps::default();
+    /// 32 bits. Size and host-root checks are in [`IdMap::validate`].
+    pub fn parse_spec(specs: &[String]) -> Result<IdMap> {
+        let mut maps = IdMap::default();
         for spec in specs {
             let bad = |why| Error::MapSpec {
                 spec: spec.clone(),
@@ -58,7 +71,7 @@ impl IdMaps {
                 return Err(bad("expected KIND:CONTAINER:HOST:LEN"));
             }
             let num = |s: &str| s.parse::<u32>().map_err(|_| bad("ids must be decimal u32"));
-            let m = IdMapping {
+            let m = IdRange {
                 container: num(parts[1])?,
                 host: num(parts[2])?,
                 len: num(parts[3])?,
@@ -85,13 +98,13 @@ impl IdMaps {
     }
 
     /// One `b:0:HOST:LEN` map.
-    pub fn single(host: u32, len: u32) -> IdMaps {
-        let m = IdMapping {
+    pub fn single(host: u32, len: u32) -> IdMap {
+        let m = IdRange {
             container: 0,
             host,
             len,
         };
-        IdMaps {
+        IdMap {
             uid: vec![m],
             gid: vec![m],
         }
@@ -110,24 +123,24 @@ impl IdMaps {
     /// The same container ranges mapped to themselves. Used inside a user
     /// namespace, where the kernel does the shifting but ids outside the
     /// map must still be refused.
-    pub fn identity(&self) -> IdMaps {
-        let id = |v: &[IdMapping]| {
+    pub fn identity(&self) -> IdMap {
+        let id = |v: &[IdRange]| {
             v.iter()
-                .map(|m| IdMapping {
+                .map(|m| IdRange {
                     container: m.container,
                     host: m.container,
                     len: m.len,
                 })
                 .collect()
         };
-        IdMaps {
+        IdMap {
             uid: id(&self.uid),
             gid: id(&self.gid),
         }
     }
 
     /// First container id above every uid range (for extra mappings).
-    pub(crate) fn uid_end(&self) -> u64 {
+    pub fn uid_end(&self) -> u64 {
         self.uid
             .iter()
             .map(|m| m.end_container())
@@ -136,7 +149,7 @@ impl IdMaps {
     }
 
     /// First container id above every gid range.
-    pub(crate) fn gid_end(&self) -> u64 {
+    pub fn gid_end(&self) -> u64 {
         self.gid
             .iter()
             .map(|m| m.end_container())
@@ -144,41 +157,65 @@ impl IdMaps {
             .unwrap_or(0)
     }
 
-    /// Refuses maps that are unsafe or unusable for a system container:
-    /// fewer than 65536 uids or gids, container root unmapped, host id 0
-    /// inside a range (mapping host root needs `CAP_SETFCAP` since 5.12 and
-    /// defeats the point), or overlapping ranges.
+    /// The map in `/proc/PID/uid_map` syntax: one `container host len` line each.
+    pub fn uid_map_text(&self) -> String {
+        map_text(&self.uid)
+    }
+
+    /// The map in `/proc/PID/gid_map` syntax.
+    pub fn gid_map_text(&self) -> String {
+        map_text(&self.gid)
+    }
+
+    /// Check the rules from security.md (a) 3 and 7: container root mapped,
+    /// host uid/gid 0 never mapped, at least 65536 ids, at most 340 lines, no
+    /// overlapping ranges.
     ///
     /// # Errors
-    /// [`Error::MapRefused`] saying which rule failed.
+    /// [`Error::MapRefused`] naming the first broken rule.
     pub fn validate(&self) -> Result<()> {
-        for (what, v) in [("uid", &self.uid), ("gid", &self.gid)] {
-            let total: u64 = v.iter().map(|m| m.len as u64).sum();
+        for (what, ranges) in [("uid", &self.uid), ("gid", &self.gid)] {
+            let bad = |why: String| Err(Error::MapRefused { why });
+            if ranges.is_empty() {
+                return bad(format!("no {what} ranges"));
+            }
+            if ranges.len() > 340 {
+                return bad(format!(
+                    "{} {what} ranges, the kernel takes 340",
+                    ranges.len()
+                ));
+            }
+            if lookup(ranges, 0).is_none() {
+                return bad(format!("container {what} 0 is not mapped"));
+            }
+            let total: u64 = ranges.iter().map(|r| u64::from(r.len)).sum();
             if total < 65536 {
-                return Err(Error::MapRefused {
-                    why: format!("the {what} map has {total} ids, at least 65536 are needed"),
-                });
+                return bad(format!("only {total} {what}s mapped, need at least 65536"));
             }
-            if lookup(v, 0).is_none() {
-                return Err(Error::MapRefused {
-                    why: format!("container {what} 0 is not mapped"),
-                });
-            }
-            if v.iter().any(|m| m.host == 0) {
-                return Err(Error::MapRefused {
-                    why: format!("the {what} map contains host {what} 0"),
-                });
-            }
-            for (i, a) in v.iter().enumerate() {
-                for b in &v[i + 1..] {
-                    let overlap = |x0: u32, y0: u32| {
-                        (x0 as u64) < y0 as u64 + b.len as u64
-                            && (y0 as u64) < x0 as u64 + a.len as u64
+            for (i, r) in ranges.iter().enumerate() {
+                if r.len == 0 {
+                    return bad(format!("empty {what} range"));
+                }
+                if u64::from(r.host) + u64::from(r.len) > u64::from(u32::MAX)
+                    || u64::from(r.container) + u64::from(r.len) > u64::from(u32::MAX)
+                {
+                    return bad(format!(
+                        "{what} range {} {} {} overflows",
+                        r.container, r.host, r.len
+                    ));
+                }
+                if r.host == 0 {
+                    return bad(format!("host {what} 0 must not be mapped"));
+                }
+                for o in &ranges[i + 1..] {
+                    let overlap = |a: u32, b: u32, al: u32, bl: u32| {
+                        u64::from(a) < u64::from(b) + u64::from(bl)
+                            && u64::from(b) < u64::from(a) + u64::from(al)
                     };
-                    if overlap(a.container, b.container) || overlap(a.host, b.host) {
-                        return Err(Error::MapRefused {
-                            why: format!("{what} ranges overlap"),
-                        });
+                    if overlap(r.container, o.container, r.len, o.len)
+                        || overlap(r.host, o.host, r.len, o.len)
+                    {
+                        return bad(format!("overlapping {what} ranges"));
                     }
                 }
             }
@@ -187,9 +224,131 @@ impl IdMaps {
     }
 }
 
+fn map_text(ranges: &[IdRange]) -> String {
+    ranges
+        .iter()
+        .map(|r| format!("{} {} {}\n", r.container, r.host, r.len))
+        .collect()
+}
+
+/// Writes `map` for child `pid`. With `direct` (the writer is root) each
+/// file gets all its lines in one `write()`; otherwise `newuidmap` and
+/// `newgidmap` run with every range in one call (stdin closed) and their
+/// exit status is checked. Either way the maps are read back from
+/// `/proc/PID/{uid,gid}_map` and compared. This is davit's one map writer.
+///
+/// setgroups is left allowed: with newgidmap that is safe, and `su` and
+/// `sshd` need it inside (security.md (a) 7).
+///
+/// # Errors
+/// [`Error::MapWrite`], [`Error::MapSpawn`], [`Error::MapHelper`],
+/// [`Error::MapRead`] or [`Error::MapReadBack`].
+pub fn write_maps(pid: u32, map: &IdMap, direct: bool) -> Result<()> {
+    write_maps_with(pid, map, direct, &|_| {})
+}
+
+/// [`write_maps`], with `prepare` applied to each helper's command before
+/// it runs (for example to make it die with its parent).
+///
+/// # Errors
+/// As [`write_maps`].
+pub fn write_maps_with(
+    pid: u32,
+    map: &IdMap,
+    direct: bool,
+    prepare: &dyn Fn(&mut Command),
+) -> Result<()> {
+    for (file, helper, ranges) in [
+        ("uid_map", "newuidmap", &map.uid),
+        ("gid_map", "newgidmap", &map.gid),
+    ] {
+        let path = PathBuf::from(format!("/proc/{pid}/{file}"));
+        if direct {
+            let text = map_text(ranges);
+            let mut f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|source| Error::MapWrite {
+                    path: path.clone(),
+                    source,
+                })?;
+            // The kernel takes the whole map in a single write only.
+            let n = f.write(text.as_bytes()).map_err(|source| Error::MapWrite {
+                path: path.clone(),
+                source,
+            })?;
+            if n != text.len() {
+                return Err(Error::MapWrite {
+                    path,
+                    source: std::io::Error::other("short write"),
+                });
+            }
+        } else {
+            let mut args = vec![pid.to_string()];
+            for r in ranges {
+                args.extend([
+                    r.container.to_string(),
+                    r.host.to_string(),
+                    r.len.to_string(),
+                ]);
+            }
+            let mut cmd = Command::new(helper);
+            cmd.args(&args).stdin(std::process::Stdio::null());
+            prepare(&mut cmd);
+            let out = cmd.output().map_err(|source| Error::MapSpawn {
+                program: helper.to_owned(),
+                args: args.join(" "),
+                source,
+            })?;
+            if !out.status.success() {
+                return Err(Error::MapHelper {
+                    program: helper.to_owned(),
+                    args: args.join(" "),
+                    status: out.status.to_string(),
+                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                });
+            }
+        }
+        read_back(pid, file, &path, ranges)?;
+    }
+    Ok(())
+}
+
+fn normalise(s: &str) -> Vec<Vec<u64>> {
+    let mut v: Vec<Vec<u64>> = s
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .filter(|l: &Vec<u64>| l.len() == 3)
+        .collect();
+    v.sort();
+    v
+}
+
+fn read_back(pid: u32, file: &'static str, path: &PathBuf, ranges: &[IdRange]) -> Result<()> {
+    let got = std::fs::read_to_string(path).map_err(|source| Error::MapRead {
+        path: path.clone(),
+        source,
+    })?;
+    let want = map_text(ranges);
+    if normalise(&got) != normalise(&want) {
+        return Err(Error::MapReadBack {
+            pid,
+            file,
+            path: path.clone(),
+            want,
+            got,
+        });
+    }
+    Ok(())
+}
+
 /// Subordinate id ranges from `/etc/subuid` and `/etc/subgid`.
 pub mod subid {
-    use super::{IdMapping, IdMaps};
+    use super::{IdMap, IdRange};
     use crate::error::{Error, Result};
     use std::path::Path;
 
@@ -236,11 +395,11 @@ pub mod subid {
         uid: u32,
         subuid_path: &Path,
         subgid_path: &Path,
-    ) -> Result<IdMaps> {
-        let mut maps = IdMaps::default();
+    ) -> Result<IdMap> {
+        let mut maps = IdMap::default();
         for (path, out) in [(subuid_path, &mut maps.uid), (subgid_path, &mut maps.gid)] {
             match first_range(path, user_name, uid)? {
-                Some((host, len)) => out.push(IdMapping {
+                Some((host, len)) => out.push(IdRange {
                     container: 0,
                     host,
                     len,
@@ -269,7 +428,7 @@ pub mod subid {
     pub fn conflicts(
         user_name: &str,
         uid: u32,
-        maps: &IdMaps,
+        maps: &IdMap,
         subuid_path: &Path,
         subgid_path: &Path,
         passwd_path: &Path,
@@ -283,7 +442,7 @@ pub mod subid {
             }),
         };
         let ids = uid.to_string();
-        let within = |m: &[IdMapping], s: u64, n: u64| {
+        let within = |m: &[IdRange], s: u64, n: u64| {
             m.iter()
                 .any(|r| s < r.host as u64 + r.len as u64 && (r.host as u64) < s + n)
         };
@@ -344,25 +503,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn normalise_ignores_spacing_and_order() {
+        assert_eq!(
+            normalise("         0     100000      65536\n  65536 1 2\n"),
+            normalise("65536 1 2\n0 100000 65536\n")
+        );
+    }
+
+    #[test]
     fn parse_and_lookup() {
         let m =
-            IdMaps::parse_spec(&["b:0:100000:65536".into(), "u:70000:300000:10".into()]).unwrap();
+            IdMap::parse_spec(&["b:0:100000:65536".into(), "u:70000:300000:10".into()]).unwrap();
         assert_eq!(m.host_uid(0), Some(100000));
         assert_eq!(m.host_uid(65535), Some(165535));
         assert_eq!(m.host_uid(65536), None);
         assert_eq!(m.host_uid(70009), Some(300009));
         assert_eq!(m.host_gid(70009), None);
         m.validate().unwrap();
-        assert!(IdMaps::parse_spec(&["x:0:1:1".into()]).is_err());
-        assert!(IdMaps::parse_spec(&["u:0:1".into()]).is_err());
-        assert!(IdMaps::parse_spec(&["u:4294967295:1:2".into()]).is_err());
+        assert!(IdMap::parse_spec(&["x:0:1:1".into()]).is_err());
+        assert!(IdMap::parse_spec(&["u:0:1".into()]).is_err());
+        assert!(IdMap::parse_spec(&["u:4294967295:1:2".into()]).is_err());
     }
 
     #[test]
     fn validate_refuses_small_and_host_root() {
-        assert!(IdMaps::single(100000, 1000).validate().is_err());
-        assert!(IdMaps::single(0, 65536).validate().is_err());
-        let m = IdMaps::parse_spec(&["b:0:100000:65536".into(), "b:1:200000:5".into()]).unwrap();
+        assert!(IdMap::single(100000, 1000).validate().is_err());
+        assert!(IdMap::single(0, 65536).validate().is_err());
+        let m = IdMap::parse_spec(&["b:0:100000:65536".into(), "b:1:200000:5".into()]).unwrap();
         assert!(m.validate().is_err(), "overlapping container ranges");
     }
 
@@ -416,7 +583,7 @@ mod tests {
         let m = subid::default_maps("bob", 1001, &su, &sg).unwrap();
         assert_eq!(
             m.uid,
-            vec![IdMapping {
+            vec![IdRange {
                 container: 0,
                 host: 300000,
                 len: 65536
@@ -424,7 +591,7 @@ mod tests {
         );
         assert_eq!(
             m.gid,
-            vec![IdMapping {
+            vec![IdRange {
                 container: 0,
                 host: 400000,
                 len: 70000
@@ -435,6 +602,6 @@ mod tests {
         assert!(msg.contains("alice:") && msg.contains("subgid"), "{msg}");
         let e = subid::default_maps("root", 0, &su, &sg).unwrap_err();
         assert!(e.to_string().contains("`root:1000000:65536`"), "{e}");
-        assert_eq!(e.kind(), crate::ErrorKind::Map);
+        assert!(matches!(e, Error::NoSubid { .. }), "{e:?}");
     }
 }
