@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use clap::Args;
 use davit_run::console::{frame, winsize_frame, FRAME_INPUT, FRAME_SELECT};
+use davit_term::console::keys;
+use davit_term::relay;
 
 use crate::ctx::{Ctx, Failure};
-use crate::{paths, relay};
+use crate::paths;
 
 #[derive(Args)]
 pub struct ConsoleArgs {
@@ -25,34 +27,6 @@ pub struct ConsoleArgs {
     /// config.toml, 4 by default).
     #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "log")]
     pub tty: u8,
-}
-
-/// `Ctrl-a`, then `q`: detach. `Ctrl-a Ctrl-a` sends one `Ctrl-a`.
-const ESCAPE: u8 = 0x01;
-
-/// Splits typed bytes into what goes to the container and whether the
-/// escape sequence asked to detach; `armed` carries a trailing `Ctrl-a`
-/// to the next read.
-pub fn keys(input: &[u8], armed: &mut bool) -> (Vec<u8>, bool) {
-    let mut out = Vec::with_capacity(input.len());
-    for &b in input {
-        if *armed {
-            *armed = false;
-            match b {
-                b'q' | b'Q' => return (out, true),
-                ESCAPE => out.push(ESCAPE),
-                other => {
-                    out.push(ESCAPE);
-                    out.push(other);
-                }
-            }
-        } else if b == ESCAPE {
-            *armed = true;
-        } else {
-            out.push(b);
-        }
-    }
-    (out, false)
 }
 
 pub fn console(ctx: &Ctx, a: ConsoleArgs) -> Result<(), Failure> {
@@ -243,25 +217,5 @@ fn print_log(runtime: &std::path::Path, name: &str, follow: bool) -> Result<(), 
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::keys;
-
-    #[test]
-    fn ctrl_a_q_detaches_and_ctrl_a_ctrl_a_sends_one() {
-        let mut armed = false;
-        assert_eq!(keys(b"ls\r", &mut armed), (b"ls\r".to_vec(), false));
-        assert_eq!(keys(b"x\x01", &mut armed), (b"x".to_vec(), false));
-        assert!(armed, "a trailing Ctrl-a waits for the next key");
-        assert_eq!(keys(b"q", &mut armed), (Vec::new(), true));
-        let mut armed = false;
-        assert_eq!(
-            keys(b"\x01\x01a\x01b", &mut armed),
-            (b"\x01a\x01b".to_vec(), false)
-        );
-        assert_eq!(keys(b"ab\x01qcd", &mut armed), (b"ab".to_vec(), true));
     }
 }

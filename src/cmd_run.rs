@@ -11,11 +11,12 @@ use davit_run::attach::AttachIo;
 use davit_run::monitor::{spawn_monitor_via, MonitorArgs, MonitorIo};
 use davit_run::state::Status;
 use davit_run::ContainerConfig;
+use davit_term::relay;
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::json;
 
 use crate::ctx::{Ctx, Failure};
-use crate::{paths, relay};
+use crate::paths;
 
 /// An existing container, from the store.
 fn container(name: &str) -> Result<davit_store::Container, Failure> {
