@@ -2,13 +2,12 @@
 //! container's monitor holds, relayed on this terminal until `Ctrl-a q`;
 //! `--log [--follow]` prints what it wrote there.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use clap::Args;
 use davit_run::console::{frame, winsize_frame, FRAME_INPUT, FRAME_SELECT};
-use davit_term::console::keys;
-use davit_term::relay;
+use davit_term::{console, relay};
 
 use crate::ctx::{Ctx, Failure};
 use crate::paths;
@@ -48,7 +47,7 @@ pub fn console(ctx: &Ctx, a: ConsoleArgs) -> Result<(), Failure> {
         }
     }
     let sock = davit_run::console::connect(&runtime, &c.name)?;
-    let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let tty = relay::mode() == relay::Mode::Pty;
     let which = match a.tty {
         0 => "console".to_owned(),
         n => format!("tty{n}"),
@@ -59,85 +58,14 @@ pub fn console(ctx: &Ctx, a: ConsoleArgs) -> Result<(), Failure> {
             crate::report::printable(&c.name)
         );
     }
-    let _ = relay::winch().thread_block();
-    let raw = tty.then(relay::RawMode::enter);
-    let mut out_sock = sock
-        .try_clone()
+    let framing = console::Framing {
+        select: frame(FRAME_SELECT, &[a.tty]),
+        input: |keys| frame(FRAME_INPUT, keys),
+        winsize: winsize_frame,
+    };
+    let ended = console::session(sock, tty, &framing)
         .map_err(|e| Failure::io(anyhow::anyhow!(e).context("cannot use the console socket")))?;
-    out_sock
-        .write_all(&frame(FRAME_SELECT, &[a.tty]))
-        .map_err(|e| Failure::io(anyhow::anyhow!(e).context("cannot use the console socket")))?;
-    if tty {
-        if let Ok(ws) = rustix::termios::tcgetwinsize(std::io::stdin()) {
-            let _ = out_sock.write_all(&winsize_frame(ws.ws_row, ws.ws_col));
-        }
-        if let Ok(mut resize) = sock.try_clone() {
-            std::thread::spawn(move || loop {
-                if relay::winch().wait() == Ok(nix::sys::signal::Signal::SIGWINCH) {
-                    if let Ok(ws) = rustix::termios::tcgetwinsize(std::io::stdin()) {
-                        let _ = resize.write_all(&winsize_frame(ws.ws_row, ws.ws_col));
-                    }
-                }
-            });
-        }
-    }
-    let (tx, rx) = std::sync::mpsc::channel::<bool>();
-    let keys_tx = tx.clone();
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
-        let mut buf = [0u8; 4096];
-        let mut armed = false;
-        loop {
-            let n = match stdin.read(&mut buf) {
-                Ok(0) | Err(_) => {
-                    let _ = keys_tx.send(true);
-                    return;
-                }
-                Ok(n) => n,
-            };
-            let (send, detach) = keys(&buf[..n], &mut armed);
-            if !send.is_empty() && out_sock.write_all(&frame(FRAME_INPUT, &send)).is_err() {
-                let _ = keys_tx.send(false);
-                return;
-            }
-            if detach {
-                let _ = keys_tx.send(true);
-                return;
-            }
-        }
-    });
-    // Kept to end the output relay on detach, before our own message: the
-    // relay and the message share the terminal, and a prompt the container
-    // printed in the meantime once landed inside "Detached from …".
-    let stop_output = sock.try_clone().ok();
-    let mut from = sock;
-    let output = std::thread::spawn(move || {
-        let mut stdout = std::io::stdout();
-        let mut buf = [0u8; 16 << 10];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if stdout
-                        .write_all(&buf[..n])
-                        .and_then(|()| stdout.flush())
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            }
-        }
-        // The monitor closed it: the container stopped, or another
-        // console took over.
-        let _ = tx.send(false);
-    });
-    let detached = rx.recv().unwrap_or(false);
-    if let Some(s) = stop_output {
-        let _ = s.shutdown(std::net::Shutdown::Read);
-        let _ = output.join();
-    }
-    drop(raw);
+    let detached = ended == console::Ended::Detached;
     if tty && !ctx.quiet {
         // One write: the message is never split on the terminal.
         let msg = if detached {

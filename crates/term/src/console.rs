@@ -1,4 +1,12 @@
-//! The `davit console` client's keys: the detach sequence.
+//! The `davit console` client: the detach keys and the session that
+//! relays this terminal to a console socket.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+
+use nix::sys::signal::Signal;
+
+use crate::relay::{winch, RawMode};
 
 /// `Ctrl-a`, then `q`: detach. `Ctrl-a Ctrl-a` sends one `Ctrl-a`.
 const ESCAPE: u8 = 0x01;
@@ -26,6 +34,127 @@ pub fn keys(input: &[u8], armed: &mut bool) -> (Vec<u8>, bool) {
         }
     }
     (out, false)
+}
+
+/// How a session's traffic is framed on the socket: the protocol belongs
+/// to whoever serves the console (davit-run's monitor), so it is handed in
+/// and this crate depends on nothing of davit's.
+#[derive(Clone)]
+pub struct Framing {
+    /// Written first, before anything else (the terminal to select).
+    pub select: Vec<u8>,
+    /// Frames bytes typed here, for the console's input.
+    pub input: fn(&[u8]) -> Vec<u8>,
+    /// Frames a window size: rows, then columns.
+    pub winsize: fn(u16, u16) -> Vec<u8>,
+}
+
+/// How a [`session`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// `Ctrl-a q` was typed, or our input ended.
+    Detached,
+    /// The other end closed the socket (or stopped reading our keys).
+    Closed,
+}
+
+/// Relays this process's terminal to a console socket until `Ctrl-a q`
+/// ([`keys`]) or until the socket is closed: typed keys go in as
+/// `framing.input` frames, output comes out to standard output. With
+/// `tty` (standard input and output are a terminal) the terminal is in
+/// raw mode for the session, restored before this returns on every path,
+/// and its window size goes in as `framing.winsize` frames, first and on
+/// each SIGWINCH.
+///
+/// Call it before any other thread is started: SIGWINCH is blocked in the
+/// calling thread, for the thread that waits for it.
+///
+/// # Errors
+///
+/// The socket cannot be cloned, or `framing.select` cannot be written.
+pub fn session(sock: UnixStream, tty: bool, framing: &Framing) -> std::io::Result<Ended> {
+    let _ = winch().thread_block();
+    let raw = tty.then(RawMode::enter);
+    let mut out_sock = sock.try_clone()?;
+    out_sock.write_all(&framing.select)?;
+    let Framing { input, winsize, .. } = *framing;
+    if tty {
+        if let Ok(ws) = rustix::termios::tcgetwinsize(std::io::stdin()) {
+            let _ = out_sock.write_all(&winsize(ws.ws_row, ws.ws_col));
+        }
+        if let Ok(mut resize) = sock.try_clone() {
+            std::thread::spawn(move || loop {
+                if winch().wait() == Ok(Signal::SIGWINCH) {
+                    if let Ok(ws) = rustix::termios::tcgetwinsize(std::io::stdin()) {
+                        let _ = resize.write_all(&winsize(ws.ws_row, ws.ws_col));
+                    }
+                }
+            });
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<bool>();
+    let keys_tx = tx.clone();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = [0u8; 4096];
+        let mut armed = false;
+        loop {
+            let n = match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = keys_tx.send(true);
+                    return;
+                }
+                Ok(n) => n,
+            };
+            let (send, detach) = keys(&buf[..n], &mut armed);
+            if !send.is_empty() && out_sock.write_all(&input(&send)).is_err() {
+                let _ = keys_tx.send(false);
+                return;
+            }
+            if detach {
+                let _ = keys_tx.send(true);
+                return;
+            }
+        }
+    });
+    // Kept to end the output relay on detach, before the caller's message
+    // after this returns: the relay and the message share the terminal, and
+    // a prompt the container printed in the meantime once landed inside
+    // "Detached from …".
+    let stop_output = sock.try_clone().ok();
+    let mut from = sock;
+    let output = std::thread::spawn(move || {
+        let mut stdout = std::io::stdout();
+        let mut buf = [0u8; 16 << 10];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if stdout
+                        .write_all(&buf[..n])
+                        .and_then(|()| stdout.flush())
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        // The monitor closed it: the container stopped, or another
+        // console took over.
+        let _ = tx.send(false);
+    });
+    let detached = rx.recv().unwrap_or(false);
+    if let Some(s) = stop_output {
+        let _ = s.shutdown(std::net::Shutdown::Read);
+        let _ = output.join();
+    }
+    drop(raw);
+    Ok(if detached {
+        Ended::Detached
+    } else {
+        Ended::Closed
+    })
 }
 
 #[cfg(test)]

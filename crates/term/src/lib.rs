@@ -3,3 +3,4 @@
 
 pub mod console;
 pub mod relay;
+pub mod signals;
