@@ -175,4 +175,30 @@ mod tests {
         );
         assert_eq!(keys(b"ab\x01qcd", &mut armed), (b"ab".to_vec(), true));
     }
+
+    #[test]
+    fn ctrl_a_then_another_key_sends_both_and_capital_q_detaches() {
+        let mut armed = false;
+        assert_eq!(keys(b"\x01x", &mut armed), (b"\x01x".to_vec(), false));
+        assert!(!armed);
+        assert_eq!(keys(b"\x01Q", &mut armed), (Vec::new(), true));
+        assert!(!armed, "the detach key is consumed");
+    }
+
+    #[test]
+    fn ctrl_a_ctrl_a_split_across_reads_sends_one() {
+        let mut armed = false;
+        assert_eq!(keys(b"\x01", &mut armed), (Vec::new(), false));
+        assert!(armed);
+        assert_eq!(keys(b"\x01", &mut armed), (b"\x01".to_vec(), false));
+        assert!(!armed, "the second Ctrl-a is sent, not a new escape");
+        assert_eq!(keys(b"q", &mut armed), (b"q".to_vec(), false));
+    }
+
+    #[test]
+    fn no_input_sends_nothing_and_keeps_the_escape_armed() {
+        let mut armed = true;
+        assert_eq!(keys(b"", &mut armed), (Vec::new(), false));
+        assert!(armed);
+    }
 }

@@ -44,3 +44,44 @@ impl Forward {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mask after `block(mode)`, in a thread of its own so the test
+    /// harness's threads keep theirs.
+    fn mask_after(mode: Mode) -> SigSet {
+        std::thread::spawn(move || {
+            let _ = block(mode);
+            SigSet::thread_get_mask().unwrap()
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn block_takes_the_termination_signals_and_winch_only_for_a_pty() {
+        for mode in [Mode::Pty, Mode::Pipes, Mode::Plain] {
+            let m = mask_after(mode);
+            for sig in [
+                Signal::SIGINT,
+                Signal::SIGQUIT,
+                Signal::SIGTERM,
+                Signal::SIGHUP,
+            ] {
+                assert!(m.contains(sig), "{mode:?}: {sig} not blocked");
+            }
+            assert_eq!(m.contains(Signal::SIGWINCH), mode == Mode::Pty, "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn the_forwarded_set_never_holds_winch() {
+        // The pty relay's own thread waits for SIGWINCH: were it in the
+        // forwarded set too, a resize could go to init instead.
+        let f = std::thread::spawn(|| block(Mode::Pty)).join().unwrap();
+        assert!(!f.0.contains(Signal::SIGWINCH));
+        assert!(f.0.contains(Signal::SIGINT));
+    }
+}
