@@ -2,14 +2,15 @@
 //! container's monitor holds, relayed on this terminal until `Ctrl-a q`;
 //! `--log [--follow]` prints what it wrote there.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use clap::Args;
 use davit_run::console::{frame, winsize_frame, FRAME_INPUT, FRAME_SELECT};
+use davit_term::{console, relay};
 
 use crate::ctx::{Ctx, Failure};
-use crate::{paths, relay};
+use crate::paths;
 
 #[derive(Args)]
 pub struct ConsoleArgs {
@@ -25,34 +26,6 @@ pub struct ConsoleArgs {
     /// config.toml, 4 by default).
     #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "log")]
     pub tty: u8,
-}
-
-/// `Ctrl-a`, then `q`: detach. `Ctrl-a Ctrl-a` sends one `Ctrl-a`.
-const ESCAPE: u8 = 0x01;
-
-/// Splits typed bytes into what goes to the container and whether the
-/// escape sequence asked to detach; `armed` carries a trailing `Ctrl-a`
-/// to the next read.
-pub fn keys(input: &[u8], armed: &mut bool) -> (Vec<u8>, bool) {
-    let mut out = Vec::with_capacity(input.len());
-    for &b in input {
-        if *armed {
-            *armed = false;
-            match b {
-                b'q' | b'Q' => return (out, true),
-                ESCAPE => out.push(ESCAPE),
-                other => {
-                    out.push(ESCAPE);
-                    out.push(other);
-                }
-            }
-        } else if b == ESCAPE {
-            *armed = true;
-        } else {
-            out.push(b);
-        }
-    }
-    (out, false)
 }
 
 pub fn console(ctx: &Ctx, a: ConsoleArgs) -> Result<(), Failure> {
@@ -74,7 +47,7 @@ pub fn console(ctx: &Ctx, a: ConsoleArgs) -> Result<(), Failure> {
         }
     }
     let sock = davit_run::console::connect(&runtime, &c.name)?;
-    let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let tty = relay::mode() == relay::Mode::Pty;
     let which = match a.tty {
         0 => "console".to_owned(),
         n => format!("tty{n}"),
@@ -85,85 +58,14 @@ pub fn console(ctx: &Ctx, a: ConsoleArgs) -> Result<(), Failure> {
             crate::report::printable(&c.name)
         );
     }
-    let _ = relay::winch().thread_block();
-    let raw = tty.then(relay::RawMode::enter);
-    let mut out_sock = sock
-        .try_clone()
+    let framing = console::Framing {
+        select: frame(FRAME_SELECT, &[a.tty]),
+        input: |keys| frame(FRAME_INPUT, keys),
+        winsize: winsize_frame,
+    };
+    let ended = console::session(sock, tty, &framing)
         .map_err(|e| Failure::io(anyhow::anyhow!(e).context("cannot use the console socket")))?;
-    out_sock
-        .write_all(&frame(FRAME_SELECT, &[a.tty]))
-        .map_err(|e| Failure::io(anyhow::anyhow!(e).context("cannot use the console socket")))?;
-    if tty {
-        if let Ok(ws) = rustix::termios::tcgetwinsize(std::io::stdin()) {
-            let _ = out_sock.write_all(&winsize_frame(ws.ws_row, ws.ws_col));
-        }
-        if let Ok(mut resize) = sock.try_clone() {
-            std::thread::spawn(move || loop {
-                if relay::winch().wait() == Ok(nix::sys::signal::Signal::SIGWINCH) {
-                    if let Ok(ws) = rustix::termios::tcgetwinsize(std::io::stdin()) {
-                        let _ = resize.write_all(&winsize_frame(ws.ws_row, ws.ws_col));
-                    }
-                }
-            });
-        }
-    }
-    let (tx, rx) = std::sync::mpsc::channel::<bool>();
-    let keys_tx = tx.clone();
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
-        let mut buf = [0u8; 4096];
-        let mut armed = false;
-        loop {
-            let n = match stdin.read(&mut buf) {
-                Ok(0) | Err(_) => {
-                    let _ = keys_tx.send(true);
-                    return;
-                }
-                Ok(n) => n,
-            };
-            let (send, detach) = keys(&buf[..n], &mut armed);
-            if !send.is_empty() && out_sock.write_all(&frame(FRAME_INPUT, &send)).is_err() {
-                let _ = keys_tx.send(false);
-                return;
-            }
-            if detach {
-                let _ = keys_tx.send(true);
-                return;
-            }
-        }
-    });
-    // Kept to end the output relay on detach, before our own message: the
-    // relay and the message share the terminal, and a prompt the container
-    // printed in the meantime once landed inside "Detached from …".
-    let stop_output = sock.try_clone().ok();
-    let mut from = sock;
-    let output = std::thread::spawn(move || {
-        let mut stdout = std::io::stdout();
-        let mut buf = [0u8; 16 << 10];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if stdout
-                        .write_all(&buf[..n])
-                        .and_then(|()| stdout.flush())
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            }
-        }
-        // The monitor closed it: the container stopped, or another
-        // console took over.
-        let _ = tx.send(false);
-    });
-    let detached = rx.recv().unwrap_or(false);
-    if let Some(s) = stop_output {
-        let _ = s.shutdown(std::net::Shutdown::Read);
-        let _ = output.join();
-    }
-    drop(raw);
+    let detached = ended == console::Ended::Detached;
     if tty && !ctx.quiet {
         // One write: the message is never split on the terminal.
         let msg = if detached {
@@ -243,25 +145,5 @@ fn print_log(runtime: &std::path::Path, name: &str, follow: bool) -> Result<(), 
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::keys;
-
-    #[test]
-    fn ctrl_a_q_detaches_and_ctrl_a_ctrl_a_sends_one() {
-        let mut armed = false;
-        assert_eq!(keys(b"ls\r", &mut armed), (b"ls\r".to_vec(), false));
-        assert_eq!(keys(b"x\x01", &mut armed), (b"x".to_vec(), false));
-        assert!(armed, "a trailing Ctrl-a waits for the next key");
-        assert_eq!(keys(b"q", &mut armed), (Vec::new(), true));
-        let mut armed = false;
-        assert_eq!(
-            keys(b"\x01\x01a\x01b", &mut armed),
-            (b"\x01a\x01b".to_vec(), false)
-        );
-        assert_eq!(keys(b"ab\x01qcd", &mut armed), (b"ab".to_vec(), true));
     }
 }

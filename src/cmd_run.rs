@@ -11,11 +11,11 @@ use davit_run::attach::AttachIo;
 use davit_run::monitor::{spawn_monitor_via, MonitorArgs, MonitorIo};
 use davit_run::state::Status;
 use davit_run::ContainerConfig;
-use nix::sys::signal::{SigSet, Signal};
+use davit_term::{relay, signals};
 use serde_json::json;
 
 use crate::ctx::{Ctx, Failure};
-use crate::{paths, relay};
+use crate::paths;
 
 /// An existing container, from the store.
 fn container(name: &str) -> Result<davit_store::Container, Failure> {
@@ -132,17 +132,6 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
     if let Ok(p) = std::env::var("DAVIT_CGROUP_PREFIX") {
         args.cgroup_prefix = p;
     }
-    // Terminal and termination signals are the container's: block them
-    // here before any thread exists, and pass them on to init below.
-    let mut sigs = SigSet::empty();
-    for sig in [
-        Signal::SIGINT,
-        Signal::SIGQUIT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-    ] {
-        sigs.add(sig);
-    }
     // Never the caller's terminal inside (docs/SECURITY.md): a pty of the
     // container's own on a terminal, pipes for any other terminal.
     let mode = if a.daemon {
@@ -150,13 +139,9 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
     } else {
         relay::mode()
     };
-    if !a.daemon {
-        let mut blocked = sigs;
-        if mode == relay::Mode::Pty {
-            blocked.add(Signal::SIGWINCH);
-        }
-        let _ = blocked.thread_block();
-    }
+    // Terminal and termination signals are the container's: block them
+    // here before any thread exists, and pass them on to init below.
+    let forward = (!a.daemon).then(|| signals::block(mode));
     let (io, pending) = match mode {
         relay::Mode::Pty => (MonitorIo::Console, None),
         relay::Mode::Pipes => {
@@ -253,11 +238,9 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
         _ => pending.map(relay::Pending::start),
     };
     // Ctrl-C, `kill`, a hang-up: passed to init (pid 1 passes them to CMD).
-    std::thread::spawn(move || loop {
-        if let Ok(sig) = sigs.wait() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
-        }
-    });
+    if let Some(f) = forward {
+        f.to(pid);
+    }
     let status = h.child.wait().map_err(|e| Failure::io(e.into()))?;
     if let Some(r) = relay {
         // Every container process is gone: the rest is in flight.

@@ -22,7 +22,6 @@ mod cmd_serve;
 mod cmd_snapshot;
 mod ctx;
 mod paths;
-mod relay;
 mod report;
 
 fn main() -> ExitCode {

@@ -1,4 +1,4 @@
-//! The CLI's end of a container's standard descriptors (docs/SECURITY.md,
+//! The caller's end of a container's standard descriptors (docs/SECURITY.md,
 //! "terminals"). No container process is ever given a descriptor of the
 //! caller's terminal: on a terminal the container has a pseudo-terminal of
 //! its own, whose master is relayed here; otherwise each standard
@@ -41,8 +41,8 @@ pub fn mode() -> Mode {
 }
 
 /// The signal the pty relay handles itself; callers block it in every
-/// thread they start before [`pty`].
-pub fn winch() -> SigSet {
+/// thread they start before [`pty`] (see [`crate::signals::block`]).
+pub(crate) fn winch() -> SigSet {
     let mut s = SigSet::empty();
     s.add(Signal::SIGWINCH);
     s
@@ -219,6 +219,8 @@ impl Relay {
 pub struct RawMode(Option<nix::sys::termios::Termios>);
 
 impl RawMode {
+    /// Puts standard input's terminal in raw mode (`cfmakeraw`) and keeps
+    /// its settings to restore; does nothing if it is not a terminal.
     pub fn enter() -> RawMode {
         use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
         let stdin = std::io::stdin();
