@@ -91,7 +91,7 @@ fn cgroup_helper(cfg: &ContainerConfig) -> Option<PathBuf> {
     match davit_run::usercgroup::route(
         &layout,
         &own,
-        nix::unistd::geteuid().as_raw(),
+        davit_store::euid(),
         &davit_run::cgroup::needed_controllers(&cfg.limits),
         Path::new(davit_run::usercgroup::GRANT_FILE),
         &davit_run::usercgroup::helper_path(),
@@ -105,7 +105,7 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
     let c = container(&a.name)?;
     let mut cfg = load(&c)?;
     let host = davit_run::net::HostNet::load(&paths::net_config_path())?;
-    if let (_, Some(hint)) = davit_run::net::plan(&host, &cfg, nix::unistd::geteuid().as_raw()) {
+    if let (_, Some(hint)) = davit_run::net::plan(&host, &cfg, davit_store::euid()) {
         ctx.term.warning(&format!("{}: {hint}", c.name));
     }
     let runtime = paths::runtime_dir();

@@ -10,7 +10,7 @@ pub fn davit_exe() -> Result<PathBuf, crate::ctx::Failure> {
 }
 
 pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+    davit_store::is_root()
 }
 
 fn home() -> PathBuf {
@@ -84,7 +84,7 @@ pub fn runtime_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(v) if PathBuf::from(&v).is_absolute() => PathBuf::from(v).join("davit"),
         _ => {
-            let d = std::env::temp_dir().join(format!("davit-{}", nix::unistd::getuid()));
+            let d = std::env::temp_dir().join(format!("davit-{}", davit_store::uid()));
             // Private from the first mkdir; an existing one is checked, not
             // changed.
             let _ = std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)

@@ -107,7 +107,7 @@ impl Store {
     /// The store at `layout`, working as root when the effective uid is 0
     /// and through user namespaces otherwise (decided here, once).
     pub fn new(layout: Layout) -> Store {
-        let access = if nix::unistd::geteuid().is_root() {
+        let access = if is_root() {
             Access::Root
         } else {
             Access::UserNs
@@ -232,6 +232,22 @@ impl Store {
     pub fn remove_tree(&self, path: &Path, maps: Option<&davit_types::IdMap>) -> Result<()> {
         self.tree().remove(path, maps)
     }
+}
+
+/// Whether the caller's effective uid is 0: the one question that
+/// decides root or user namespace ([`Store::new`]) and the default layout.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// The caller's effective uid (for the network plan and the cgroup route).
+pub fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// The caller's real uid (its private runtime directory's name).
+pub fn uid() -> u32 {
+    nix::unistd::getuid().as_raw()
 }
 
 /// Seconds since the epoch (0 if the clock is before it).
