@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use davit_types::MountEntry;
+use davit_types::{IdMap, IdRange};
 
 /// The filesystems an image's own config may mount: the kernel's virtual
 /// ones, which show nothing of the host that the container's namespaces do
@@ -39,19 +40,6 @@ pub fn refused_for_an_image(m: &MountEntry) -> Option<String> {
     }
 }
 
-/// A `lxc.idmap` line: `u|g|b CONTAINER HOST LEN`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdMapLine {
-    /// `u`, `g` or `b`.
-    pub kind: char,
-    /// First container id.
-    pub container: u32,
-    /// First host id.
-    pub host: u32,
-    /// How many.
-    pub len: u32,
-}
-
 /// What davit takes from an LXC config; every other key is listed in
 /// [`LxcConfig::ignored`] so `create` can say what it did not use.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -60,8 +48,9 @@ pub struct LxcConfig {
     pub arch: Option<String>,
     /// `lxc.uts.name`.
     pub uts_name: Option<String>,
-    /// `lxc.idmap` lines.
-    pub idmap: Vec<IdMapLine>,
+    /// `lxc.idmap` lines (`u|g|b CONTAINER HOST LEN`), as one map; davit
+    /// ignores it and maps the caller's own range.
+    pub idmap: IdMap,
     /// `lxc.mount.entry` lines.
     pub mounts: Vec<MountEntry>,
     /// `lxc.init.cmd`, split on whitespace.
@@ -128,12 +117,17 @@ impl LxcConfig {
                             Some(host),
                             Some(len),
                         ) if f.len() == 4 => {
-                            c.idmap.push(IdMapLine {
-                                kind,
+                            let r = IdRange {
                                 container,
                                 host,
                                 len,
-                            });
+                            };
+                            if kind != 'g' {
+                                c.idmap.uid.push(r);
+                            }
+                            if kind != 'u' {
+                                c.idmap.gid.push(r);
+                            }
                             true
                         }
                         _ => false,
@@ -289,23 +283,7 @@ mod tests {
         );
         assert_eq!(c.arch.as_deref(), Some("x86_64"));
         assert_eq!(c.uts_name.as_deref(), Some("web"));
-        assert_eq!(
-            c.idmap,
-            vec![
-                IdMapLine {
-                    kind: 'u',
-                    container: 0,
-                    host: 100000,
-                    len: 65536
-                },
-                IdMapLine {
-                    kind: 'g',
-                    container: 0,
-                    host: 100000,
-                    len: 65536
-                }
-            ]
-        );
+        assert_eq!(c.idmap, IdMap::single(100000, 65536));
         assert_eq!(c.mounts[0].target, std::path::Path::new("/srv/data"));
         assert_eq!(
             c.init_cmd.as_deref().unwrap(),
@@ -335,7 +313,7 @@ mod tests {
     fn legacy_keys_and_v1_limits() {
         let c = LxcConfig::parse("lxc.utsname = old\nlxc.id_map = b 0 200000 65536\nlxc.cgroup.memory.limit_in_bytes = 268435456\nlxc.cgroup.cpu.cfs_quota_us = 50000\nlxc.idmap = x 1 2\n");
         assert_eq!(c.uts_name.as_deref(), Some("old"));
-        assert_eq!(c.idmap.len(), 1);
+        assert_eq!(c.idmap, IdMap::single(200000, 65536), "b maps both");
         assert_eq!(c.memory_limit(), Some(256 << 20));
         assert_eq!(c.cpus(), Some(0.5));
         assert_eq!(c.ignored, vec!["lxc.idmap = x 1 2"]);

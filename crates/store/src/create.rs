@@ -434,7 +434,7 @@ impl PendingCreate<'_> {
         cfg.autostart_order = req.autostart_order;
         cfg.autostart_delay = req.autostart_delay;
         let mut ignored = lxc.ignored.clone();
-        if !lxc.idmap.is_empty() {
+        if !(lxc.idmap.uid.is_empty() && lxc.idmap.gid.is_empty()) {
             ignored.push("lxc.idmap (davit maps the invoking user's /etc/subuid range)".into());
         }
         if !lxc.net.is_empty() {
