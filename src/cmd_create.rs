@@ -2,7 +2,6 @@
 //! arguments, the fetch (or the cached build), and what the store's result
 //! says; the container itself is the store's (davit-store).
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -357,18 +356,6 @@ pub struct UnpackArgs {
     pub exclude_file: Option<PathBuf>,
 }
 
-fn read_lines(p: Option<PathBuf>) -> Vec<String> {
-    p.and_then(|p| fs::read_to_string(p).ok())
-        .map(|t| {
-            t.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 pub fn unpack(ctx: &Ctx, a: UnpackArgs) -> Result<(), Failure> {
     let store = paths::store()?;
     let maps = if a.privileged {
@@ -383,7 +370,7 @@ pub fn unpack(ctx: &Ctx, a: UnpackArgs) -> Result<(), Failure> {
             tarball: a.tarball.clone(),
             dir: a.dir.clone(),
             maps,
-            excludes: read_lines(a.exclude_file.clone()),
+            exclude_file: a.exclude_file.clone(),
             max_file_size: ctx.max_file_size,
         },
         &ctx.term,

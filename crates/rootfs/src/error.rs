@@ -142,41 +142,11 @@ pub enum Error {
         /// The container-side id.
         id: u64,
     },
-    /// A `--map` spec could not be parsed.
-    #[error("invalid id map {spec:?}: {why}")]
-    MapSpec {
-        /// The spec as given.
-        spec: String,
-        /// What is wrong with it.
-        why: &'static str,
-    },
-    /// The id map is unsafe or too small.
-    #[error("id map refused: {why}")]
-    MapRefused {
-        /// Why.
-        why: String,
-    },
-    /// The user has no usable subordinate id range.
-    #[error(
-        "no range of at least 65536 ids for {user} in {file}; add the line `{line}` to {file}"
-    )]
-    NoSubid {
-        /// User name.
-        user: String,
-        /// `/etc/subuid` or `/etc/subgid`.
-        file: PathBuf,
-        /// The exact line to add.
-        line: String,
-    },
-    /// Reading `/etc/subuid` or `/etc/subgid` failed.
-    #[error("cannot read {path}")]
-    ReadSubid {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
+    /// An id map: a bad `--map` spec, a map refused by the safety rules, no
+    /// subordinate range (with the line to add), or a map the kernel did
+    /// not take (davit-types' errors, their messages unchanged).
+    #[error(transparent)]
+    Ids(#[from] davit_types::Error),
     /// Running a helper (`newuidmap`, `newgidmap`, the userns child) failed.
     #[error("cannot run {helper}")]
     Helper {
@@ -195,18 +165,6 @@ pub enum Error {
         status: String,
         /// Its standard error, trimmed.
         stderr: String,
-    },
-    /// The kernel's view of the map differs from what was requested.
-    #[error("/proc/{pid}/{file} reads {got:?} instead of {want:?}")]
-    MapReadback {
-        /// Child pid.
-        pid: u32,
-        /// `uid_map` or `gid_map`.
-        file: &'static str,
-        /// What was requested.
-        want: String,
-        /// What the kernel reports.
-        got: String,
     },
     /// A template file could not be rewritten.
     #[error("cannot substitute placeholders in {path}")]
@@ -257,53 +215,6 @@ pub enum Error {
     },
 }
 
-impl From<davit_types::Error> for Error {
-    /// The shared id-map errors, as this crate has always named them.
-    fn from(e: davit_types::Error) -> Self {
-        use davit_types::Error as T;
-        match e {
-            T::MapSpec { spec, why } => Error::MapSpec { spec, why },
-            T::MapRefused { why } => Error::MapRefused { why },
-            T::NoSubid { user, file, line } => Error::NoSubid { user, file, line },
-            T::ReadSubid { path, source } => Error::ReadSubid { path, source },
-            T::MapSpawn {
-                program,
-                args,
-                source,
-            } => Error::Helper {
-                helper: format!("{program} {args}"),
-                source,
-            },
-            T::MapHelper {
-                program,
-                args,
-                status,
-                stderr,
-            } => Error::HelperStatus {
-                helper: format!("{program} {args}"),
-                status,
-                stderr,
-            },
-            T::MapRead { path, source } | T::MapWrite { path, source } => Error::Helper {
-                helper: format!("read {}", path.display()),
-                source,
-            },
-            T::MapReadBack {
-                pid,
-                file,
-                want,
-                got,
-                ..
-            } => Error::MapReadback {
-                pid,
-                file,
-                want,
-                got: got.trim().to_owned(),
-            },
-        }
-    }
-}
-
 impl Error {
     /// The kind of failure, to branch on.
     pub fn kind(&self) -> ErrorKind {
@@ -328,11 +239,15 @@ impl Error {
             }
             Error::Unsafe { .. } | Error::TooBig { .. } => ErrorKind::Unsafe,
             Error::Unmapped { .. } => ErrorKind::Unmapped,
-            Error::MapSpec { .. }
-            | Error::MapRefused { .. }
-            | Error::NoSubid { .. }
-            | Error::ReadSubid { .. }
-            | Error::MapReadback { .. } => ErrorKind::Map,
+            // A helper that could not run or failed is the helper's; the
+            // rest (spec, rules, subordinate ranges, read-back) the map's.
+            Error::Ids(
+                davit_types::Error::MapSpawn { .. }
+                | davit_types::Error::MapHelper { .. }
+                | davit_types::Error::MapRead { .. }
+                | davit_types::Error::MapWrite { .. },
+            ) => ErrorKind::Helper,
+            Error::Ids(_) => ErrorKind::Map,
             Error::Helper { .. } | Error::HelperStatus { .. } => ErrorKind::Helper,
             Error::Child { kind, .. } => *kind,
         }

@@ -94,24 +94,30 @@ pub fn unpack_in_userns(
     opts: &UnpackOptions,
     rep: &dyn Reporter,
 ) -> Result<Report> {
-    let maps = opts.maps.as_ref().ok_or_else(|| Error::MapRefused {
-        why: "an unprivileged unpack needs an id map".into(),
+    let maps = opts.maps.as_ref().ok_or_else(|| {
+        Error::Ids(davit_types::Error::MapRefused {
+            why: "an unprivileged unpack needs an id map".into(),
+        })
     })?;
     maps.validate()?;
     let (uid, gid) = (sys::getuid(), sys::getgid());
     let mut umap = maps.uid.clone();
     let mut gmap = maps.gid.clone();
     if uid != 0 {
-        let c = u32::try_from(maps.uid_end()).map_err(|_| Error::MapRefused {
-            why: "no room above the uid map for the caller's uid".into(),
+        let c = u32::try_from(maps.uid_end()).map_err(|_| {
+            Error::Ids(davit_types::Error::MapRefused {
+                why: "no room above the uid map for the caller's uid".into(),
+            })
         })?;
         umap.push(IdRange {
             container: c,
             host: uid,
             len: 1,
         });
-        let c = u32::try_from(maps.gid_end()).map_err(|_| Error::MapRefused {
-            why: "no room above the gid map for the caller's gid".into(),
+        let c = u32::try_from(maps.gid_end()).map_err(|_| {
+            Error::Ids(davit_types::Error::MapRefused {
+                why: "no room above the gid map for the caller's gid".into(),
+            })
         })?;
         gmap.push(IdRange {
             container: c,

@@ -143,7 +143,8 @@ pub struct Copied {
     pub notes: Vec<String>,
 }
 
-fn read_lines(p: Option<PathBuf>) -> Vec<String> {
+/// The non-empty lines of a file, trimmed (none if it is missing).
+pub(crate) fn read_lines(p: Option<PathBuf>) -> Vec<String> {
     p.and_then(|p| fs::read_to_string(p).ok())
         .map(|t| {
             t.lines()

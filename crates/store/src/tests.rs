@@ -407,7 +407,7 @@ fn a_plain_user_without_a_map_cannot_unpack_privileged() {
                 tarball: e.root.join("x.tar"),
                 dir: e.root.join("out"),
                 maps: None,
-                excludes: Vec::new(),
+                exclude_file: None,
                 max_file_size: None,
             },
             &Quiet,

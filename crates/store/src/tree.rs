@@ -124,8 +124,8 @@ pub struct UnpackRequest {
     pub dir: std::path::PathBuf,
     /// Container → host ids (`None`: as stored).
     pub maps: Option<IdMap>,
-    /// LXC exclude patterns.
-    pub excludes: Vec<String>,
+    /// A file of LXC exclude patterns, one a line (`--exclude-file`).
+    pub exclude_file: Option<std::path::PathBuf>,
     /// `--max-file-size`.
     pub max_file_size: Option<u64>,
 }
@@ -188,7 +188,7 @@ impl crate::Store {
         };
         let opts = UnpackOptions {
             maps: req.maps.clone(),
-            excludes: req.excludes.clone(),
+            excludes: crate::create::read_lines(req.exclude_file.clone()),
             skip_devices: !self.is_root(),
             threads: 0,
             templates: Vec::new(),
