@@ -1,14 +1,14 @@
 //! `davit start`, `attach`, `info`, `list`, `stop` and `check`: thin
 //! wrappers over davit-run.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use davit_run::cgroup::Layout;
 
 use davit_run::attach::AttachIo;
-use davit_run::monitor::{spawn_monitor_via, MonitorArgs, MonitorIo};
+use davit_run::monitor::MonitorIo;
 use davit_run::state::Status;
 use davit_run::ContainerConfig;
 use davit_term::{relay, signals};
@@ -51,14 +51,6 @@ pub struct StartArgs {
     pub command: Vec<String>,
 }
 
-/// The monitor binary: `davit-monitor` beside `davit` when it is there
-/// (much smaller to seal and exec), else `davit` itself.
-fn monitor_exe() -> Result<PathBuf, Failure> {
-    let me = paths::davit_exe()?;
-    let small = me.with_file_name("davit-monitor");
-    Ok(if small.is_file() { small } else { me })
-}
-
 /// How init ended, from the recorded status (the code, or 128 + signal):
 /// only 129 to 192 can be a signal (Linux has 64), so systemd's 255 is an
 /// exit status.
@@ -70,68 +62,22 @@ fn how_init_ended(status: Option<i32>) -> String {
     }
 }
 
-/// For a plain user without a delegated cgroup whom the admin granted
-/// cgroups (`/etc/davit/cgroups`), on a host without a user bus to ask
-/// systemd for a scope: the setuid `davit-cgroup` to start the monitor
-/// through. `None` otherwise; the monitor then makes a scope, or says why
-/// it runs without limits.
-fn cgroup_helper(cfg: &ContainerConfig) -> Option<PathBuf> {
-    if paths::is_root() {
-        return None;
-    }
-    let layout = davit_run::cgroup::Layout::detect().ok()?;
-    // cgroup v2 with a user manager: the monitor asks it for a scope
-    // (davit_run::userscope), which systemd's tree prefers to /user/USER.
-    if layout.mode() == davit_run::cgroup::Mode::Unified
-        && davit_run::userscope::bus_address().is_some()
-    {
-        return None;
-    }
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    match davit_run::usercgroup::route(
-        &layout,
-        &own,
-        davit_store::euid(),
-        &davit_run::cgroup::needed_controllers(&cfg.limits),
-        Path::new(davit_run::usercgroup::GRANT_FILE),
-        &davit_run::usercgroup::helper_path(),
-    ) {
-        davit_run::usercgroup::Route::Helper(h) => Some(h),
-        _ => None,
-    }
-}
-
 pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
-    let c = container(&a.name)?;
-    let mut cfg = load(&c)?;
-    let host = davit_run::net::HostNet::load(&paths::net_config_path())?;
-    if let (_, Some(hint)) = davit_run::net::plan(&host, &cfg, davit_store::euid()) {
+    let store = paths::store()?;
+    let prepared = store.prepare_start(davit_store::StartRequest {
+        name: a.name.clone(),
+        memory: a.memory,
+        pids: a.pids,
+        cpus: a.cpus,
+        command: a.command,
+        daemon: a.daemon,
+        cgroup_prefix: std::env::var("DAVIT_CGROUP_PREFIX").ok(),
+    })?;
+    let c = prepared.container().clone();
+    if let Some(hint) = &prepared.net_hint {
         ctx.term.warning(&format!("{}: {hint}", c.name));
     }
     let runtime = paths::runtime_dir();
-    std::fs::create_dir_all(&runtime).map_err(|e| {
-        Failure::io(anyhow::anyhow!(e).context(format!("cannot create {}", runtime.display())))
-    })?;
-    // Limits given on the command line apply to this run only: the monitor
-    // reads a copy of the config with them, config.toml stays as it is.
-    let config_path = if a.memory.is_some() || a.pids.is_some() || a.cpus.is_some() {
-        cfg.limits.memory = a.memory.or(cfg.limits.memory);
-        cfg.limits.pids = a.pids.or(cfg.limits.pids);
-        cfg.limits.cpus = a.cpus.or(cfg.limits.cpus);
-        let p = runtime.join(format!(".{}.config.toml", c.name));
-        std::fs::write(&p, cfg.to_toml()?).map_err(|e| {
-            Failure::io(anyhow::anyhow!(e).context(format!("cannot write {}", p.display())))
-        })?;
-        p
-    } else {
-        c.config_path()
-    };
-    let mut args = MonitorArgs::new(&config_path, &runtime);
-    args.net_config = std::env::var_os("DAVIT_NET_CONFIG").map(PathBuf::from);
-    args.command = a.command;
-    if let Ok(p) = std::env::var("DAVIT_CGROUP_PREFIX") {
-        args.cgroup_prefix = p;
-    }
     // Never the caller's terminal inside (docs/SECURITY.md): a pty of the
     // container's own on a terminal, pipes for any other terminal.
     let mode = if a.daemon {
@@ -155,29 +101,10 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), Failure> {
         relay::Mode::Plain if a.daemon => (MonitorIo::Hold, None),
         relay::Mode::Plain => (MonitorIo::Inherit, None),
     };
-    let via = cgroup_helper(&cfg);
-    let mut h = spawn_monitor_via(via.as_deref(), &monitor_exe()?, &args, a.daemon, io)?;
-    let pid = match h.wait_ready() {
-        Ok(pid) => pid,
-        Err(e) => {
-            let _ = h.child.wait();
-            return Err(e.into());
-        }
-    };
-    if let Some(st) = davit_run::state::StateStore::new(&runtime, &c.name)
-        .peek()
-        .ok()
-        .flatten()
-    {
-        if let Some(why) = &st.no_limits_reason {
-            ctx.term.warning(&format!(
-                "{}: started without resource limits: {why}",
-                c.name
-            ));
-        }
-        for n in &st.notes {
-            ctx.term.warning(&format!("{}: {n}", c.name));
-        }
+    let launched = prepared.launch(io)?;
+    let (mut h, pid) = (launched.handle, launched.pid);
+    for w in &launched.warnings {
+        ctx.term.warning(&format!("{}: {w}", c.name));
     }
     if a.daemon && a.settle > 0 {
         let settled = davit_run::wait::settle(
@@ -311,20 +238,14 @@ pub fn attach(_ctx: &Ctx, a: AttachArgs) -> Result<(), Failure> {
     // (a v2 controller missing there, say), the attach goes on as it is
     // rather than exec itself again and again.
     let entered = std::env::var_os(ENTERED).is_some();
+    let store = paths::store()?;
     if let Some(helper) = (!entered)
-        .then(|| load(&c).ok().and_then(|cfg| cgroup_helper(&cfg)))
+        .then(|| load(&c).ok().and_then(|cfg| store.cgroup_helper(&cfg)))
         .flatten()
     {
-        use std::os::unix::process::CommandExt;
-        let me = paths::davit_exe()?;
-        let e = std::process::Command::new(&helper)
-            .args(["enter".as_ref(), "--".as_ref(), me.as_os_str()])
-            .args(std::env::args_os().skip(1))
-            .env(ENTERED, "1")
-            .exec();
-        return Err(Failure::io(
-            anyhow::anyhow!(e).context(format!("cannot run {}", helper.display())),
-        ));
+        return Err(store
+            .exec_through(&helper, std::env::args_os().skip(1), ENTERED)
+            .into());
     }
     // Processes of this attach pass through the container's pid namespace
     // before they exec: run from a sealed copy so none can reach and
@@ -698,74 +619,7 @@ pub fn check(ctx: &Ctx, a: CheckArgs) -> Result<(), Failure> {
     if let Some(name) = &a.verify {
         return verify_container(ctx, name);
     }
-    let mut items = davit_run::check::check();
-    let store = paths::store()?;
-    // Storage: what `davit create` would pick here.
-    let maps = store.default_maps().ok();
-    let probe = store.storage_probe(false, maps.as_ref());
-    items.push(davit_run::check::CheckItem {
-        item: "storage".into(),
-        ok: probe.overlay.is_some(),
-        detail: match &probe.overlay {
-            Some(davit_run::storage::OverlayMethod::IdmappedBase) => {
-                "overlay, one base per build attached as an idmapped lower layer".into()
-            }
-            Some(davit_run::storage::OverlayMethod::ShiftedBase) => format!(
-                "overlay, one base per build and id range{}",
-                if probe.notes.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", probe.notes.join("; "))
-                }
-            ),
-            None => format!("dir only: {}", probe.notes.join("; ")),
-        },
-        fix: Some(
-            "load overlayfs (modprobe overlay) on Linux 5.11+; idmapped bases need 5.19+".into(),
-        ),
-    });
-    // Subordinate ids: a range of our own, which nobody else can act as.
-    if let Some(m) = &maps {
-        let conflicts = store.map_conflicts(m)?;
-        let range = |r: &[davit_rootfs::IdRange]| {
-            r.first()
-                .map(|r| format!("{}-{}", r.host, r.host as u64 + r.len as u64 - 1))
-                .unwrap_or_default()
-        };
-        items.push(davit_run::check::CheckItem {
-            item: "subordinate ids".into(),
-            ok: conflicts.is_empty(),
-            detail: if conflicts.is_empty() {
-                format!(
-                    "uids {}, gids {}, overlapping no one",
-                    range(&m.uid),
-                    range(&m.gid)
-                )
-            } else {
-                conflicts.join("; ")
-            },
-            fix: Some(format!(
-                "give {} a range no other user or account overlaps in /etc/subuid and /etc/subgid",
-                store.user_name()
-            )),
-        });
-    }
-    // Signatures are checked by gpg through gpgme.
-    let gpg = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("gpg"))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or(None);
-    items.push(davit_run::check::CheckItem {
-        item: "gpg (signature checks)".into(),
-        ok: gpg.is_some(),
-        detail: gpg
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "not found".into()),
-        fix: Some("apt-get install gnupg".into()),
-    });
+    let items = paths::store()?.check()?;
     if ctx.json {
         let v: Vec<serde_json::Value> = items
             .iter()

@@ -34,6 +34,7 @@ pub mod bases;
 mod container;
 mod create;
 mod error;
+mod lifecycle;
 mod manage;
 pub mod snapshot;
 mod subids;
@@ -48,6 +49,7 @@ pub use create::{
     BaseUsed, Copied, CopyRequest, CreateRequest, Created, ImageFiles, PendingCreate,
 };
 pub use error::{Error, ErrorKind, Result};
+pub use lifecycle::{Launched, PreparedStart, StartRequest};
 pub use manage::Destroyed;
 pub use tree::{Access, UnpackRequest};
 
