@@ -55,6 +55,14 @@ pub struct CreateArgs {
     /// Static IPv4 address on the bridge (bridge mode).
     #[arg(long)]
     pub address: Option<String>,
+    /// Forward a host port to the container, `[HOSTIP:]HOSTPORT:PORT[/tcp|udp]`
+    /// (repeatable): from outside and from the host itself, while it runs.
+    #[arg(
+        long = "publish",
+        short = 'p',
+        value_name = "[HOSTIP:]HOSTPORT:PORT[/PROTO]"
+    )]
+    pub publish: Vec<davit_run::config::Publish>,
     /// Storage backend [default: overlay where the kernel allows it, else dir].
     #[arg(long, value_enum)]
     pub storage: Option<StorageArg>,
@@ -163,6 +171,7 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), Failure> {
             NetArg::User => NetworkMode::User,
         }),
         address: a.address.clone(),
+        publish: a.publish.clone(),
         storage: a.storage.map(|s| match s {
             StorageArg::Dir => Backend::Dir,
             StorageArg::Overlay => Backend::Overlay,

@@ -294,6 +294,105 @@ pub struct Network {
     /// MAC address of the container side.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hwaddr: Option<String>,
+    /// Host ports forwarded to the container (`--publish`), set up at
+    /// start and removed at stop.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<Publish>,
+}
+
+/// The transport of a published port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    /// TCP (the default).
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Proto {
+    /// `tcp` or `udp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// One forwarded port: `[HOSTIP:]HOSTPORT:PORT[/tcp|udp]`, as
+/// `[[network.publish]]` in config.toml.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publish {
+    /// The host address it listens on (`None`: every address of the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<std::net::IpAddr>,
+    /// The host port.
+    pub host_port: u16,
+    /// The container's port.
+    pub port: u16,
+    /// TCP or UDP.
+    #[serde(default)]
+    pub proto: Proto,
+}
+
+impl std::str::FromStr for Publish {
+    type Err = String;
+
+    /// `8080:80`, `8053:53/udp`, `127.0.0.1:8080:80`, `[::1]:8080:80/tcp`.
+    fn from_str(s: &str) -> std::result::Result<Publish, String> {
+        let bad =
+            |why: &str| format!("--publish {s:?}: {why} (give [HOSTIP:]HOSTPORT:PORT[/tcp|udp])");
+        let (rest, proto) = match s.rsplit_once('/') {
+            Some((r, "tcp")) => (r, Proto::Tcp),
+            Some((r, "udp")) => (r, Proto::Udp),
+            Some(_) => return Err(bad("the protocol is tcp or udp")),
+            None => (s, Proto::Tcp),
+        };
+        let (front, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| bad("no container port"))?;
+        let (host_ip, host_port) = match front.rsplit_once(':') {
+            Some((ip, hp)) => {
+                let ip = ip
+                    .strip_prefix('[')
+                    .and_then(|i| i.strip_suffix(']'))
+                    .unwrap_or(ip);
+                let ip: std::net::IpAddr = ip.parse().map_err(|_| bad("not an IP address"))?;
+                (Some(ip), hp)
+            }
+            None => (None, front),
+        };
+        let num = |p: &str| match p.parse::<u16>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(bad("ports are 1 to 65535")),
+        };
+        Ok(Publish {
+            host_ip,
+            host_port: num(host_port)?,
+            port: num(port)?,
+            proto,
+        })
+    }
+}
+
+impl std::fmt::Display for Publish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.host_ip {
+            Some(std::net::IpAddr::V6(ip)) => write!(f, "[{ip}]:")?,
+            Some(ip) => write!(f, "{ip}:")?,
+            None => {}
+        }
+        write!(
+            f,
+            "{}:{}/{}",
+            self.host_port,
+            self.port,
+            self.proto.as_str()
+        )
+    }
 }
 
 /// Whether `name` is a valid container name.
@@ -448,6 +547,33 @@ impl ContainerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publish_specs_parse_and_print_back() {
+        for (spec, shown) in [
+            ("8080:80", "8080:80/tcp"),
+            ("8053:53/udp", "8053:53/udp"),
+            ("127.0.0.1:8080:80", "127.0.0.1:8080:80/tcp"),
+            ("[::1]:8080:80/tcp", "[::1]:8080:80/tcp"),
+        ] {
+            let p: Publish = spec.parse().unwrap();
+            assert_eq!(p.to_string(), shown);
+            assert_eq!(p.to_string().parse::<Publish>().unwrap(), p);
+        }
+        for bad in [
+            "80",
+            "0:80",
+            "8080:70000",
+            "8080:80/sctp",
+            "host:8080:80",
+            ":80",
+        ] {
+            let e = bad.parse::<Publish>().unwrap_err();
+            assert!(e.contains("HOSTPORT:PORT"), "{bad}: {e}");
+        }
+        let p: Publish = "[::1]:8080:80".parse().unwrap();
+        assert_eq!(p.host_ip, Some("::1".parse().unwrap()));
+    }
 
     #[test]
     fn overlay_storage_round_trips_and_is_checked() {

@@ -213,6 +213,13 @@ pub struct StateStore {
     name: String,
 }
 
+/// Whether `f` lives on tmpfs, which a reboot empties, so that an fsync
+/// buys no durability.
+fn volatile(f: &File) -> bool {
+    use nix::sys::statfs::{fstatfs, TMPFS_MAGIC};
+    fstatfs(f).is_ok_and(|s| s.filesystem_type() == TMPFS_MAGIC)
+}
+
 /// An exclusive lock on a container's state; released on drop.
 #[derive(Debug)]
 pub struct StateLock {
@@ -371,6 +378,9 @@ impl StateLock {
     }
 
     /// Write the state atomically: temp file, fsync, rename, fsync the dir.
+    /// On tmpfs (`/run`, where the state lives) the two fsyncs are skipped:
+    /// the rename alone makes a save all or nothing for a process that
+    /// dies, and nothing on tmpfs survives a machine that does (issue 19).
     ///
     /// # Errors
     /// [`Error::Write`].
@@ -387,14 +397,19 @@ impl StateLock {
         })?;
         let mut f = File::create(&tmp).map_err(werr)?;
         f.write_all(&body).map_err(werr)?;
-        f.sync_all().map_err(werr)?;
+        let durable = !volatile(&f);
+        if durable {
+            f.sync_all().map_err(werr)?;
+        }
         drop(f);
         fs::rename(&tmp, &path).map_err(|source| Error::Write {
             path: path.clone(),
             source,
         })?;
-        if let Ok(d) = File::open(&self.store.dir) {
-            let _ = d.sync_all();
+        if durable {
+            if let Ok(d) = File::open(&self.store.dir) {
+                let _ = d.sync_all();
+            }
         }
         Ok(())
     }
@@ -483,6 +498,16 @@ mod tests {
             start_time: 1,
         };
         assert!(!gone.is_alive());
+    }
+
+    #[test]
+    fn only_tmpfs_counts_as_volatile() {
+        // /dev/shm is tmpfs on every Linux davit supports; the source tree
+        // is on a disk.
+        let shm = tempfile::tempfile_in("/dev/shm").unwrap();
+        assert!(volatile(&shm), "/dev/shm is not tmpfs here");
+        let disk = tempfile::tempfile_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        assert!(!volatile(&disk), "the source tree is on tmpfs here");
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct CreateRequest {
     pub network: Option<NetworkMode>,
     /// A static IPv4 address on the bridge.
     pub address: Option<String>,
+    /// Host ports forwarded to the container.
+    pub publish: Vec<davit_run::config::Publish>,
     /// The backend (`None`: overlay where the kernel allows it).
     pub storage: Option<Backend>,
     /// Host binds: (host path, path inside, read only).
@@ -427,6 +429,7 @@ impl PendingCreate<'_> {
         if let Some(addr) = &req.address {
             cfg.network.address = Some(addr.clone());
         }
+        cfg.network.publish = req.publish.clone();
         // The image's terminals, at most davit's cap.
         cfg.ttys = lxc.tty_max.map_or(davit_run::config::DEFAULT_TTYS, |n| {
             n.min(davit_run::config::MAX_TTYS)
@@ -551,6 +554,11 @@ impl Store {
         let mut notes = Vec::new();
         if cfg.network.address.take().is_some() {
             notes.push(format!("the static address was not copied (two containers cannot share one); set network.address in {}", dir.join("config.toml").display()));
+        }
+        if !cfg.network.publish.is_empty() {
+            let ports: Vec<String> = cfg.network.publish.iter().map(|p| p.to_string()).collect();
+            notes.push(format!("the published ports ({}) were not copied (a host port forwards to one container); add them in {}", ports.join(", "), dir.join("config.toml").display()));
+            cfg.network.publish.clear();
         }
         cfg.network.veth = None;
         cfg.network.hwaddr = None;

@@ -8,6 +8,9 @@
 //! - [`lock`]: an exclusive `flock` that holds across processes.
 //! - [`ensure_user`]: a plain test user with `/etc/subuid` and
 //!   `/etc/subgid` ranges, created once under a machine-wide lock.
+//! - [`standin::StandIn`]: a network namespace standing in for the host,
+//!   wired to one playing the internet, for tests that must change nothing
+//!   in the real host's namespace.
 //!
 //! Shell fixtures (the Debian tarball, the VM lane's kernel and qemu) use
 //! `scripts/lib/cache.sh`, whose tests are in `tests/cache.rs`.
@@ -19,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nix::fcntl::{Flock, FlockArg};
+
+pub mod standin;
 
 /// Root-only tests: under `CI=true` a missing privilege fails the test;
 /// elsewhere the test says so loudly and returns `false`.
