@@ -532,6 +532,101 @@ fn user_mode_with_pasta_configures_the_namespace() {
     assert!(!proc_.is_alive(), "pasta left running");
 }
 
+/// A free port on the host's 127.0.0.1 (bound and released: nobody else
+/// on this loopback takes it in the moment between).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `network = "user"` with one published port on the host's loopback.
+fn published_user_ct(net: &TestNet, host_port: u16) -> Ct {
+    Ct::new(
+        net,
+        &format!(
+            "mode = \"user\"\n[[network.publish]]\nhost_ip = \"127.0.0.1\"\nhost_port = {host_port}\nport = 5555\n"
+        ),
+    )
+}
+
+/// Issue 16: `--publish` in user mode. A server in the container answers
+/// on the host's 127.0.0.1:PORT through the tool; after stop the port is
+/// closed. Only the host's loopback is used.
+fn user_mode_publish(tool: davit_run::net::UserTool, name: &str) {
+    if !have_root() {
+        return;
+    }
+    if davit_run::net::usermode::find_tool(tool).is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{name} must be installed in CI"
+        );
+        eprintln!("!!! SKIPPED: {name} is not installed");
+        return;
+    }
+    let net = TestNet::new(&format!("user_tool = \"{name}\"\n"));
+    let port = free_port();
+    let a = published_user_ct(&net, port);
+    let (_h, _) = a.start(
+        &server(&a.name)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let att = davit_run::net::Attachment::load(&a.state_dir())
+        .unwrap()
+        .unwrap();
+    let (tool_ran, proc_) = att.user_process.clone().unwrap();
+    assert_eq!(tool_ran, name);
+    assert_eq!(
+        tcp_get(Ipv4Addr::LOCALHOST, port).trim(),
+        format!("pong-{}", a.name),
+        "the published port did not reach the container's server"
+    );
+    a.stop();
+    assert!(!proc_.is_alive(), "{name} left running");
+    assert!(
+        TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), Duration::from_secs(1))
+            .is_err(),
+        "127.0.0.1:{port} still accepts after stop"
+    );
+}
+
+#[test]
+fn user_mode_publish_with_slirp4netns_forwards_and_closes_at_stop() {
+    user_mode_publish(davit_run::net::UserTool::Slirp4netns, "slirp4netns");
+}
+
+#[test]
+fn user_mode_publish_with_pasta_forwards_and_closes_at_stop() {
+    user_mode_publish(davit_run::net::UserTool::Pasta, "pasta");
+}
+
+#[test]
+fn user_mode_publish_refuses_an_ipv6_host_address_with_slirp4netns() {
+    if !have_root() {
+        return;
+    }
+    if davit_run::net::usermode::find_tool(davit_run::net::UserTool::Slirp4netns).is_none() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"));
+        return;
+    }
+    let net = TestNet::new("user_tool = \"slirp4netns\"\n");
+    let a = Ct::new(
+        &net,
+        "mode = \"user\"\n[[network.publish]]\nhost_ip = \"::1\"\nhost_port = 18080\nport = 5555\n",
+    );
+    let mut h = spawn_monitor(&driver(), &a.args(&["/bin/sleep", "60"]), true).unwrap();
+    let e = h
+        .wait_ready()
+        .expect_err("an IPv6 forward started with slirp4netns");
+    assert!(e.to_string().contains("pasta"), "{e}");
+    let _ = h.child.wait();
+}
+
 // ---------------------------------------------------------------------------
 // Plain users: the setuid helper and its quota.
 
@@ -1249,4 +1344,72 @@ fn containers_cannot_spoof_arp_addresses_or_macs_on_the_bridge() {
         "port chains left: {}",
         text(&o.stdout)
     );
+}
+
+/// Issue 16: a plain user's `--publish` in user mode, with each tool: the
+/// tool runs as the user and forwards the host's 127.0.0.1:PORT to the
+/// container's server; after stop the port is closed.
+fn plain_user_publish(tool: davit_run::net::UserTool, name: &str) {
+    if !have_root() {
+        return;
+    }
+    if davit_run::net::usermode::find_tool(tool).is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{name} must be installed in CI"
+        );
+        return;
+    }
+    let uid = net_user();
+    let net = TestNet::new(&format!("user_tool = \"{name}\"\n"));
+    install_helper(&net, "");
+    let port = free_port();
+    let ct = Ct::build(
+        &net,
+        &format!(
+            "mode = \"user\"\n[[network.publish]]\nhost_ip = \"127.0.0.1\"\nhost_port = {port}\nport = 5555\n"
+        ),
+        NET_USER_BASE,
+        0o755,
+    );
+    let run = ct.runtime();
+    std::fs::create_dir(&run).unwrap();
+    nix::unistd::chown(&run, Some(uid.into()), Some(uid.into())).unwrap();
+    let srv = server(&ct.name);
+    let srv: Vec<&str> = srv.iter().map(String::as_str).collect();
+    let (mut child, line) = user_start(&net, &ct, uid, &srv);
+    assert!(line.contains("\"ok\":true"), "{line}");
+    let att = davit_run::net::Attachment::load(&ct.state_dir())
+        .unwrap()
+        .unwrap();
+    let (ran, p) = att.user_process.clone().unwrap();
+    assert_eq!(ran, name);
+    let st = std::fs::metadata(format!("/proc/{}", p.pid)).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&st),
+        uid,
+        "{name} runs as root"
+    );
+    assert_eq!(
+        tcp_get(Ipv4Addr::LOCALHOST, port).trim(),
+        format!("pong-{}", ct.name)
+    );
+    ct.stop();
+    let _ = child.wait();
+    assert!(!p.is_alive(), "{name} left running");
+    assert!(
+        TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), Duration::from_secs(1))
+            .is_err(),
+        "127.0.0.1:{port} still accepts after stop"
+    );
+}
+
+#[test]
+fn plain_user_publish_with_slirp4netns() {
+    plain_user_publish(davit_run::net::UserTool::Slirp4netns, "slirp4netns");
+}
+
+#[test]
+fn plain_user_publish_with_pasta() {
+    plain_user_publish(davit_run::net::UserTool::Pasta, "pasta");
 }

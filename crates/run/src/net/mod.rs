@@ -162,7 +162,7 @@ pub fn setup(
         }
         NetworkMode::Bridge => usernet::call_helper(host, cfg, init, netns)?,
         NetworkMode::User => {
-            let mut a = usermode::start(host, init, netns)?;
+            let mut a = usermode::start(host, &cfg.network.publish, init, netns)?;
             a.note = note;
             a
         }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::config::NetworkMode;
+use crate::config::{NetworkMode, Proto, Publish};
 use crate::error::{Error, Result};
 use crate::net::attachment::Attachment;
 use crate::net::host::{HostNet, UserTool};
@@ -55,7 +55,12 @@ pub fn find_tool(pref: UserTool) -> Option<(&'static str, PathBuf)> {
 /// # Errors
 /// [`Error::NetHelper`] when the tool fails or is not ready within 10 s,
 /// [`Error::Unsupported`] when none is installed.
-pub fn start(host: &HostNet, init: ProcessRef, netns: BorrowedFd<'_>) -> Result<Attachment> {
+pub fn start(
+    host: &HostNet,
+    publish: &[Publish],
+    init: ProcessRef,
+    netns: BorrowedFd<'_>,
+) -> Result<Attachment> {
     let (tool, path) = find_tool(host.user_tool).ok_or_else(|| Error::Unsupported {
         what: "user-mode networking: neither slirp4netns nor pasta (passt) is installed".into(),
     })?;
@@ -73,9 +78,21 @@ pub fn start(host: &HostNet, init: ProcessRef, netns: BorrowedFd<'_>) -> Result<
     let userns = sys::ns_get_userns(netns).map_err(|e| Error::sys("ioctl(NS_GET_USERNS)", e))?;
     let userns = dup(userns.as_fd())?;
     let netns = dup(netns)?;
+    if tool == "slirp4netns" {
+        if let Some(p) = publish
+            .iter()
+            .find(|p| p.host_ip.is_some_and(|a| a.is_ipv6()))
+        {
+            return Err(Error::Unsupported {
+                what: format!(
+                    "--publish {p}: slirp4netns forwards from IPv4 host addresses only; give an IPv4 address, or set user_tool = \"pasta\" in /etc/davit/config.toml"
+                ),
+            });
+        }
+    }
     let proc = match tool {
-        "slirp4netns" => start_slirp(host, &path, netns, userns)?,
-        _ => start_pasta(host, &path, netns, userns)?,
+        "slirp4netns" => start_slirp(host, &path, publish, netns, userns)?,
+        _ => start_pasta(host, &path, publish, netns, userns)?,
     };
     let (addr, gw) = match tool {
         "slirp4netns" => (
@@ -124,9 +141,77 @@ fn helper_err(tool: &str, message: impl Into<String>) -> Error {
     }
 }
 
+/// slirp4netns's API request that forwards `p` (to the guest's
+/// 10.0.2.100).
+fn slirp_hostfwd(p: &Publish) -> String {
+    serde_json::json!({
+        "execute": "add_hostfwd",
+        "arguments": {
+            "proto": p.proto.as_str(),
+            "host_addr": p.host_ip.map_or("0.0.0.0".to_owned(), |a| a.to_string()),
+            "host_port": p.host_port,
+            "guest_port": p.port,
+        }
+    })
+    .to_string()
+}
+
+/// pasta's `-t`/`-u` arguments for `publish`: `[ADDR/]HOSTPORT:PORT` each,
+/// `none` for a protocol with no forward.
+fn pasta_forwards(publish: &[Publish]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (flag, proto) in [("-t", Proto::Tcp), ("-u", Proto::Udp)] {
+        let specs: Vec<String> = publish
+            .iter()
+            .filter(|p| p.proto == proto)
+            .map(|p| match p.host_ip {
+                Some(a) => format!("{a}/{}:{}", p.host_port, p.port),
+                None => format!("{}:{}", p.host_port, p.port),
+            })
+            .collect();
+        if specs.is_empty() {
+            out.extend([flag.to_owned(), "none".to_owned()]);
+        }
+        for s in specs {
+            out.extend([flag.to_owned(), s]);
+        }
+    }
+    out
+}
+
+/// Asks slirp4netns, over its API socket, to forward each of `publish`.
+fn slirp_forward(sock: &std::path::Path, publish: &[Publish]) -> Result<()> {
+    use std::io::Write;
+    for p in publish {
+        let fail = |m: String| helper_err("slirp4netns", format!("--publish {p}: {m}"));
+        let mut s = std::os::unix::net::UnixStream::connect(sock).map_err(|e| {
+            fail(format!(
+                "cannot reach its API socket {}: {e}",
+                sock.display()
+            ))
+        })?;
+        s.write_all(slirp_hostfwd(p).as_bytes())
+            .map_err(|e| fail(e.to_string()))?;
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        // {"return": {"id": N}} on success, {"error": {"desc": ...}} not.
+        let v: serde_json::Value = serde_json::from_str(&reply).unwrap_or_default();
+        if v.get("return").is_none() {
+            let why = v["error"]["desc"]
+                .as_str()
+                .unwrap_or(reply.trim())
+                .to_owned();
+            return Err(fail(format!("refused: {why} (is the host port free?)")));
+        }
+    }
+    Ok(())
+}
+
 fn start_slirp(
     host: &HostNet,
     path: &PathBuf,
+    publish: &[Publish],
     netns: OwnedFd,
     userns: OwnedFd,
 ) -> Result<ProcessRef> {
@@ -145,6 +230,22 @@ fn start_slirp(
     if !host.user_host_loopback {
         cmd.arg("--disable-host-loopback");
     }
+    // Port forwards go through the API socket, in a private directory.
+    let api = if publish.is_empty() {
+        None
+    } else {
+        let dir = std::env::temp_dir().join(format!("davit-slirp-{}", super::bridge::veth_name()));
+        std::fs::DirBuilder::new()
+            .mode_0700()
+            .create(&dir)
+            .map_err(|source| Error::Write {
+                path: dir.clone(),
+                source,
+            })?;
+        let sock = dir.join("api.sock");
+        cmd.arg(format!("--api-socket={}", sock.display()));
+        Some((dir, sock))
+    };
     cmd.arg(format!("/proc/self/fd/{NETNS_FD}"))
         .arg("tap0")
         .stdin(Stdio::null())
@@ -172,6 +273,20 @@ fn start_slirp(
             format!("did not configure the container's tap0 ({status})"),
         ));
     }
+    let forwarded = match &api {
+        Some((_, sock)) => slirp_forward(sock, publish),
+        None => Ok(()),
+    };
+    if let Some((dir, sock)) = &api {
+        // slirp4netns keeps its listening socket; the path is not needed.
+        let _ = std::fs::remove_file(sock);
+        let _ = std::fs::remove_dir(dir);
+    }
+    if let Err(e) = forwarded {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
     // The child stays ours to reap in stop(); forget the handle.
     std::mem::forget(child);
     ProcessRef::of(pid).ok_or_else(|| helper_err("slirp4netns", "exited right after start"))
@@ -180,6 +295,7 @@ fn start_slirp(
 fn start_pasta(
     host: &HostNet,
     path: &PathBuf,
+    publish: &[Publish],
     netns: OwnedFd,
     userns: OwnedFd,
 ) -> Result<ProcessRef> {
@@ -195,24 +311,20 @@ fn start_pasta(
         })?;
     let pidfile = dir.join("pid");
     let mut cmd = Command::new(path);
-    cmd.args([
-        "--quiet",
-        "--config-net",
-        "-t",
-        "none",
-        "-u",
-        "none",
-        "-T",
-        "none",
-        "-U",
-        "none",
-        "--userns",
-        &format!("/proc/self/fd/{USERNS_FD}"),
-        "--netns",
-        &format!("/proc/self/fd/{NETNS_FD}"),
-        "--pid",
-    ])
-    .arg(&pidfile);
+    cmd.args(["--quiet", "--config-net"])
+        .args(pasta_forwards(publish))
+        .args([
+            "-T",
+            "none",
+            "-U",
+            "none",
+            "--userns",
+            &format!("/proc/self/fd/{USERNS_FD}"),
+            "--netns",
+            &format!("/proc/self/fd/{NETNS_FD}"),
+            "--pid",
+        ])
+        .arg(&pidfile);
     if !host.user_host_loopback {
         cmd.arg("--no-map-gw");
     }
@@ -295,4 +407,29 @@ fn reap(pid: i32) {
         nix::unistd::Pid::from_raw(pid),
         Some(nix::sys::wait::WaitPidFlag::WNOHANG),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwards_become_pasta_arguments_and_slirp_requests() {
+        let p = |s: &str| s.parse::<Publish>().unwrap();
+        assert_eq!(pasta_forwards(&[]), ["-t", "none", "-u", "none"]);
+        assert_eq!(
+            pasta_forwards(&[p("8080:80"), p("127.0.0.1:8443:443"), p("5353:53/udp")]),
+            ["-t", "8080:80", "-t", "127.0.0.1/8443:443", "-u", "5353:53"]
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&slirp_hostfwd(&p("127.0.0.1:8080:80"))).unwrap();
+        assert_eq!(v["execute"], "add_hostfwd");
+        assert_eq!(v["arguments"]["host_addr"], "127.0.0.1");
+        assert_eq!(v["arguments"]["host_port"], 8080);
+        assert_eq!(v["arguments"]["guest_port"], 80);
+        assert_eq!(v["arguments"]["proto"], "tcp");
+        let v: serde_json::Value = serde_json::from_str(&slirp_hostfwd(&p("53:53/udp"))).unwrap();
+        assert_eq!(v["arguments"]["host_addr"], "0.0.0.0");
+        assert_eq!(v["arguments"]["proto"], "udp");
+    }
 }
