@@ -96,6 +96,8 @@ pub fn start(host: &HostNet, init: ProcessRef, netns: BorrowedFd<'_>) -> Result<
         helper: None,
         user_process: Some((tool.to_owned(), proc)),
         init,
+        nat: false,
+        publish: Vec::new(),
         resolv_conf: false,
         note: None,
     })
