@@ -311,6 +311,7 @@ fn info_json(i: &davit_run::info::Info) -> serde_json::Value {
         "rx_bytes": net.and_then(|n| n.rx_bytes),
         "total_bytes": net.and_then(|n| n.total_bytes),
         "network_note": net.and_then(|n| n.note.clone()),
+        "publish": net.map(|n| n.publish.iter().map(|p| p.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
         "name": i.name,
         "state": i.status.as_str(),
         "pid": i.pid,
@@ -408,6 +409,9 @@ pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<(), Failure> {
             }
             if let Some(l) = &n.link {
                 rows.push(("Link", l.clone()));
+            }
+            for p in &n.publish {
+                rows.push(("Published", p.to_string()));
             }
             for (k, v) in [
                 ("TX bytes", n.tx_bytes),

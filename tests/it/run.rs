@@ -1265,7 +1265,9 @@ impl TestBridge {
         std::fs::write(
             &config,
             format!(
-                "[network]\nbridge = \"{name}\"\nsubnet = \"10.214.{third}.0/24\"\nlease_dir = \"{}\"\nnameservers = [\"10.214.{third}.1\"]\n",
+                // nat = false: this runs in the real host's namespace, where
+                // no ip_forward or nft table of davit's may appear.
+                "[network]\nbridge = \"{name}\"\nsubnet = \"10.214.{third}.0/24\"\nnat = false\nlease_dir = \"{}\"\nnameservers = [\"10.214.{third}.1\"]\n",
                 env.path().join("leases").display()
             ),
         )

@@ -295,6 +295,67 @@ pub fn check() -> Vec<CheckItem> {
     out
 }
 
+/// The NAT items of `davit check` for the host config's bridge: whether
+/// `ip_forward` is on and table `inet davit` holds the bridge's chains,
+/// in this network namespace. Both are made at the first start on the
+/// bridge and removed with its last container, so with none running
+/// their absence is fine.
+pub fn nat_items(host: &crate::net::HostNet) -> Vec<CheckItem> {
+    use crate::net::{lease::LeaseStore, nat};
+    if !host.nat {
+        return vec![item(
+            "network: NAT",
+            true,
+            "off (network.nat = false): containers reach the host and each other only",
+            None,
+        )];
+    }
+    let br = &host.bridge;
+    let running = LeaseStore::new(&host.lease_dir, br)
+        .peek()
+        .map(|t| t.leases.iter().any(|l| l.is_live()))
+        .unwrap_or(false);
+    let fwd = nat::ip_forward();
+    let mut out = vec![item(
+        "network: ip_forward",
+        fwd == Some(true) || !running,
+        match fwd {
+            Some(true) => "net.ipv4.ip_forward = 1".to_owned(),
+            Some(false) if !running => format!(
+                "net.ipv4.ip_forward = 0: davit sets it at the first start on {br}"
+            ),
+            Some(false) => format!("net.ipv4.ip_forward = 0 while containers run on {br}"),
+            None => "no /proc/sys/net/ipv4/ip_forward".to_owned(),
+        },
+        Some("sysctl -w net.ipv4.ip_forward=1 (davit writes it at each start on the bridge; something else turned it off)"),
+    )];
+    if !nix::unistd::geteuid().is_root() {
+        out.push(item(
+            format!("network: nft table inet {} for {br}", nat::TABLE),
+            true,
+            "not readable as a plain user: run davit check as root",
+            None,
+        ));
+        return out;
+    }
+    let want = [nat::post_chain(br), nat::fwd_chain(br)];
+    let have = nat::chains().unwrap_or_default();
+    let present = want.iter().all(|c| have.contains(c));
+    out.push(item(
+        format!("network: nft table inet {} for {br}", nat::TABLE),
+        present || !running,
+        if present {
+            format!("chains {} and {} in place", want[0], want[1])
+        } else if !running {
+            format!("no container on {br}: made at the first start")
+        } else {
+            format!("chains {} / {} missing while containers run on {br}", want[0], want[1])
+        },
+        Some("restart the containers on the bridge (davit stop NAME; davit start NAME) to rewrite them; nft must be installed (apt-get install nftables)"),
+    ));
+    out
+}
+
 /// `(major, minor)` of a kernel release string like `6.18.44-fc`.
 pub fn kernel_version(release: &str) -> (u32, u32) {
     let mut it = release

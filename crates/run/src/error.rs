@@ -454,6 +454,15 @@ pub enum Error {
         /// The container holding it.
         holder: String,
     },
+    /// A published host port is already forwarded to another running
+    /// container.
+    #[error("host port {port} is already published by container {holder}: stop it, or publish another host port")]
+    PortInUse {
+        /// The port as given (`[HOSTIP:]HOSTPORT/PROTO`).
+        port: String,
+        /// The container holding it.
+        holder: String,
+    },
     /// A plain user has used up the veth quota of `/etc/davit/usernet`.
     #[error(
         "network quota reached: {user} may have {count} veth(s) on {bridge} (/etc/davit/usernet)"
@@ -563,6 +572,7 @@ impl Error {
             Error::Netlink { .. }
             | Error::AddressExhausted { .. }
             | Error::AddressInUse { .. }
+            | Error::PortInUse { .. }
             | Error::Quota { .. }
             | Error::NoQuota { .. }
             | Error::Refused

@@ -63,7 +63,9 @@ impl TestNet {
             third = third.wrapping_add(1).max(20);
         };
         let cfg = format!(
-            "[network]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\nlease_dir = \"{}\"\n\
+            // nat = false: these tests run in the real host's namespace,
+            // where no ip_forward or nft table of davit's may appear.
+            "[network]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\nnat = false\nlease_dir = \"{}\"\n\
              usernet_helper = \"{}\"\nnameservers = [\"{}\"]\n{extra}",
             tmp.path().join("leases").display(),
             tmp.path().join("helper/davit-usernet").display(),

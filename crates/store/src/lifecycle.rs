@@ -200,6 +200,15 @@ impl Store {
     /// When the id files cannot be read.
     pub fn check(&self) -> Result<Vec<CheckItem>> {
         let mut items = davit_run::check::check();
+        match davit_run::net::HostNet::load(&self.layout.net_config) {
+            Ok(host) => items.extend(davit_run::check::nat_items(&host)),
+            Err(e) => items.push(CheckItem {
+                item: "network: host config".into(),
+                ok: false,
+                detail: e.to_string(),
+                fix: Some(format!("fix {}", self.layout.net_config.display())),
+            }),
+        }
         let maps = self.default_maps().ok();
         let probe = self.storage_probe(false, maps.as_ref());
         items.push(CheckItem {

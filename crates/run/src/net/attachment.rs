@@ -50,6 +50,13 @@ pub struct Attachment {
     pub user_process: Option<(String, ProcessRef)>,
     /// The container's init.
     pub init: ProcessRef,
+    /// Whether the bridge's egress NAT (table `inet davit`) was set up.
+    #[serde(default)]
+    pub nat: bool,
+    /// The host ports forwarded to the container (its DNAT chains in
+    /// `inet davit`, removed at teardown).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<crate::config::Publish>,
     /// Whether davit wrote the container's `/etc/resolv.conf`.
     #[serde(default)]
     pub resolv_conf: bool,
@@ -72,6 +79,8 @@ impl Attachment {
             helper: None,
             user_process: None,
             init,
+            nat: false,
+            publish: Vec::new(),
             resolv_conf: false,
             note,
         }

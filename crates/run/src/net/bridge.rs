@@ -11,6 +11,7 @@ use super::attachment::Attachment;
 use super::host::{valid_ifname, HostNet};
 use super::l2;
 use super::lease::{Lease, LeaseStore};
+use super::nat;
 use super::rtnl::Rtnl;
 use super::subnet::{parse_addr, pick_subnet, Subnet};
 use crate::config::NetworkMode;
@@ -34,6 +35,8 @@ pub struct VethRequest {
     pub hwaddr: Option<String>,
     /// The uid the lease is for.
     pub uid: u32,
+    /// Host ports to forward to the container (root only).
+    pub publish: Vec<crate::config::Publish>,
 }
 
 /// Make sure `bridge` exists and is up with its gateway address; returns
@@ -264,6 +267,33 @@ pub fn attach_veth(
         if !delete_recorded_veth(&mut c, &dead.veth, dead.ifindex, Some(br_index)) {
             forget_filter(&mut c, &dead.veth);
         }
+        // A crashed monitor's forwards, unless that name runs again.
+        if !dead.publish.is_empty()
+            && !nat::live_name(&host.lease_dir, &req.bridge, &leases.table, &dead.name)
+        {
+            nat::remove_container(&host.lease_dir, &dead.name);
+        }
+    }
+    if !req.publish.is_empty() {
+        if !host.nat {
+            return Err(Error::ConfigInvalid {
+                reason: "--publish needs network.nat = true in the host config (published ports are DNAT rules in table inet davit)".into(),
+            });
+        }
+        nat::check_publish(&req.publish)?;
+        nat::refuse_taken(&host.lease_dir, &req.bridge, &leases.table, &req.publish)?;
+    }
+    // Egress NAT and forwarding, under the lease lock: a teardown that
+    // finds the table empty removes them under the same lock.
+    if host.nat {
+        nat::ensure_bridge(
+            &host.lease_dir,
+            &nat::BridgeNat {
+                bridge: req.bridge.clone(),
+                subnet,
+                subnet6: host.nat6.then(|| host.subnet6_for(&req.bridge)),
+            },
+        )?;
     }
     let (addr, prefix) = match &req.address {
         Some(s) => {
@@ -347,6 +377,9 @@ pub fn attach_veth(
     inner.add_address(peer.index, addr, prefix)?;
     inner.add_default_route(peer.index, gateway)?;
 
+    if !req.publish.is_empty() {
+        nat::add_publish(&host.lease_dir, &req.name, addr, &req.publish)?;
+    }
     leases.table.leases.push(Lease {
         addr,
         name: req.name.clone(),
@@ -354,9 +387,15 @@ pub fn attach_veth(
         ifindex: host_link.index,
         uid: req.uid,
         owner: init,
+        publish: req.publish.clone(),
     });
     leases.table.last = Some(addr);
-    leases.save()?;
+    if let Err(e) = leases.save() {
+        if !req.publish.is_empty() {
+            nat::remove_container(&host.lease_dir, &req.name);
+        }
+        return Err(e);
+    }
     guard.index = None;
     Ok(Attachment {
         mode: NetworkMode::Bridge,
@@ -370,6 +409,8 @@ pub fn attach_veth(
         helper: None,
         user_process: None,
         init,
+        nat: host.nat,
+        publish: req.publish.clone(),
         resolv_conf: false,
         note: None,
     })

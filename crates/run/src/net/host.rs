@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::subnet::Subnet;
+use super::subnet::{Subnet, Subnet6};
 use crate::error::{Error, Result};
 
 /// Where the host-wide settings live.
@@ -39,7 +39,9 @@ pub enum UserTool {
 /// [network]
 /// bridge = "davitbr0"
 /// subnet = "10.0.3.0/24"      # default: the first free of SUBNET_CANDIDATES
-/// nat = false                 # egress NAT (nftables): not implemented, must stay off
+/// nat = true                  # egress NAT, forwarding and --publish (table inet davit)
+/// nat6 = true                 # NAT66 of the bridge's IPv6 ULA /64 too
+/// subnet6 = "fd42:1:2:3::/64" # default: HostNet::subnet6_for (fd + sha256 of the name)
 /// lease_dir = "/run/davit/net"
 /// usernet_helper = "/usr/local/libexec/davit-usernet"
 /// user_tool = "auto"          # auto | slirp4netns | pasta
@@ -55,10 +57,16 @@ pub struct HostNet {
     /// The bridge's subnet; the gateway is its first address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<Subnet>,
-    /// Egress NAT through nftables. Off by default; not implemented yet, so
-    /// `true` is refused rather than silently ignored.
-    #[serde(default)]
+    /// Egress NAT, forwarding and published ports through davit's own
+    /// nftables table `inet davit` ([`nat`](super::nat)); on by default.
+    #[serde(default = "yes")]
     pub nat: bool,
+    /// NAT66 of the bridge's IPv6 /64 (with `nat`); on by default.
+    #[serde(default = "yes")]
+    pub nat6: bool,
+    /// The IPv6 ULA /64 of `bridge`; default [`Subnet6::derived`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Subnet6>,
     /// Where the lease files live.
     #[serde(default = "default_lease_dir")]
     pub lease_dir: PathBuf,
@@ -77,6 +85,9 @@ pub struct HostNet {
     pub nameservers: Vec<Ipv4Addr>,
 }
 
+fn yes() -> bool {
+    true
+}
 fn default_bridge() -> String {
     DEFAULT_BRIDGE.into()
 }
@@ -92,7 +103,9 @@ impl Default for HostNet {
         HostNet {
             bridge: default_bridge(),
             subnet: None,
-            nat: false,
+            nat: true,
+            nat6: true,
+            subnet6: None,
             lease_dir: default_lease_dir(),
             usernet_helper: default_helper(),
             user_tool: UserTool::Auto,
@@ -137,10 +150,21 @@ impl HostNet {
         }
     }
 
-    /// Check names and switches.
+    /// The IPv6 /64 of `bridge`: `subnet6` for the configured bridge when
+    /// set, else the stable [`Subnet6::derived`] of its name. The NAT66
+    /// rules masquerade it and the bridge's router adverts announce it, so
+    /// both sides call this.
+    pub fn subnet6_for(&self, bridge: &str) -> Subnet6 {
+        match self.subnet6 {
+            Some(s) if bridge == self.bridge => s,
+            _ => Subnet6::derived(bridge),
+        }
+    }
+
+    /// Check names.
     ///
     /// # Errors
-    /// [`Error::ConfigInvalid`] or [`Error::Unsupported`] for `nat = true`.
+    /// [`Error::ConfigInvalid`].
     pub fn validate(&self) -> Result<()> {
         if !valid_ifname(&self.bridge) {
             return Err(Error::ConfigInvalid {
@@ -148,11 +172,6 @@ impl HostNet {
                     "bridge name {:?} is not a valid interface name",
                     self.bridge
                 ),
-            });
-        }
-        if self.nat {
-            return Err(Error::Unsupported {
-                what: "egress NAT (network.nat = true) is not implemented yet".into(),
             });
         }
         Ok(())
@@ -185,7 +204,16 @@ mod tests {
         assert_eq!(h, HostNet::default());
         assert!(HostNet::from_toml("[network]\nbridge = \"a/b\"\n", Path::new("c")).is_err());
         assert!(HostNet::from_toml("[network]\nbogus = 1\n", Path::new("c")).is_err());
-        let e = HostNet::from_toml("[network]\nnat = true\n", Path::new("c")).unwrap_err();
-        assert_eq!(e.kind(), crate::ErrorKind::Unsupported);
+        assert!(h.nat && h.nat6, "NAT is on by default");
+        let h =
+            HostNet::from_toml("[network]\nnat = false\nnat6 = false\n", Path::new("c")).unwrap();
+        assert!(!h.nat && !h.nat6);
+        let t = "[network]\nbridge = \"br9\"\nsubnet6 = \"fd42:1:2:3::/64\"\n";
+        let h = HostNet::from_toml(t, Path::new("c")).unwrap();
+        assert_eq!(h.subnet6_for("br9").to_string(), "fd42:1:2:3::/64");
+        assert_eq!(h.subnet6_for("other"), Subnet6::derived("other"));
+        assert!(
+            HostNet::from_toml("[network]\nsubnet6 = \"2001:db8::/64\"\n", Path::new("c")).is_err()
+        );
     }
 }

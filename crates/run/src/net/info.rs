@@ -27,6 +27,8 @@ pub struct NetInfo {
     pub total_bytes: Option<u64>,
     /// The one-line note recorded at start.
     pub note: Option<String>,
+    /// The host ports forwarded to it (`--publish`).
+    pub publish: Vec<crate::config::Publish>,
 }
 
 /// Network info of a running container from its `STATE_DIR/net.json`.
@@ -44,6 +46,7 @@ pub fn net_info(state_dir: &Path) -> Result<Option<NetInfo>> {
         mode: Some(att.mode),
         link: att.link.clone(),
         note: att.note.clone(),
+        publish: att.publish.clone(),
         ..NetInfo::default()
     };
     if !att.init.is_alive() {

@@ -113,7 +113,7 @@ pub fn rules(mac: [u8; 6], ip: Ipv4Addr) -> Vec<Vec<Statement<'static>>> {
 /// setuid helper runs this too, for a caller who controls its `PATH`).
 pub const NFT_PATHS: [&str; 4] = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft", "/bin/nft"];
 
-fn nft() -> Result<&'static str> {
+pub(super) fn nft() -> Result<&'static str> {
     NFT_PATHS
         .iter()
         .copied()
@@ -126,7 +126,7 @@ fn nft() -> Result<&'static str> {
         })
 }
 
-fn apply(b: Batch<'_>, what: &str) -> Result<()> {
+pub(super) fn apply(b: Batch<'_>, what: &str) -> Result<()> {
     let nft = nft()?;
     nftables::helper::apply_ruleset_with_args(
         &b.to_nftables(),

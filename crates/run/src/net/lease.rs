@@ -37,6 +37,10 @@ pub struct Lease {
     pub uid: u32,
     /// The container's init; the lease lives as long as it does.
     pub owner: ProcessRef,
+    /// The host ports forwarded to it (root, `--publish`), so a second
+    /// container asking for one of them is refused while this one runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<crate::config::Publish>,
 }
 
 impl Lease {
@@ -239,6 +243,7 @@ mod tests {
             ifindex: 0,
             uid: 0,
             owner,
+            publish: Vec::new(),
         }
     }
 

@@ -29,6 +29,7 @@ mod host;
 mod info;
 pub mod l2;
 pub mod lease;
+pub mod nat;
 mod resolv;
 pub mod rtnl;
 mod subnet;
@@ -55,7 +56,7 @@ pub use host::{
 };
 pub use info::{container_ips, link_counters, net_info, NetInfo};
 pub use resolv::{nameservers, parse_nameservers, write_resolv_conf, NETWORK_MANAGERS};
-pub use subnet::{parse_addr, pick_subnet, Subnet, SUBNET_CANDIDATES};
+pub use subnet::{parse_addr, pick_subnet, Subnet, Subnet6, SUBNET_CANDIDATES};
 pub use teardown::{release, teardown, teardown_recorded};
 
 /// The hint a plain user gets when a container has no network beyond `lo`.
@@ -122,8 +123,10 @@ pub fn default_mode(euid: u32, host: &HostNet) -> NetworkMode {
 /// [`Error::AddressExhausted`](crate::Error::AddressExhausted),
 /// [`Error::AddressInUse`](crate::Error::AddressInUse),
 /// [`Error::Quota`](crate::Error::Quota), [`Error::Refused`](crate::Error::Refused),
-/// [`Error::NetHelper`](crate::Error::NetHelper) and
-/// [`Error::Unsupported`](crate::Error::Unsupported) (NAT).
+/// [`Error::NetHelper`](crate::Error::NetHelper),
+/// [`Error::PortInUse`](crate::Error::PortInUse) and
+/// [`Error::Unsupported`](crate::Error::Unsupported) (nft missing or
+/// refusing; `--publish` of a plain user on a bridge).
 pub fn setup(
     host: &HostNet,
     cfg: &ContainerConfig,
@@ -157,10 +160,18 @@ pub fn setup(
                 gateway: cfg.network.gateway.clone(),
                 hwaddr: cfg.network.hwaddr.clone(),
                 uid: 0,
+                publish: cfg.network.publish.clone(),
             };
             attach_veth(host, &req, init, netns)?
         }
-        NetworkMode::Bridge => usernet::call_helper(host, cfg, init, netns)?,
+        NetworkMode::Bridge => {
+            if !cfg.network.publish.is_empty() {
+                return Err(crate::Error::Unsupported {
+                    what: "--publish on a bridge needs root (the veth helper forwards no host ports); drop --publish, or start as root".into(),
+                });
+            }
+            usernet::call_helper(host, cfg, init, netns)?
+        }
         NetworkMode::User => {
             let mut a = usermode::start(host, &cfg.network.publish, init, netns)?;
             a.note = note;

@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -105,6 +105,82 @@ impl<'de> Deserialize<'de> for Subnet {
     }
 }
 
+/// An IPv6 /64 of a bridge (issue 16): the unique local prefix its NAT66
+/// masquerades and (the DNS/RA side) its router adverts announce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Subnet6 {
+    /// The network address (the low 64 bits zero).
+    pub network: Ipv6Addr,
+}
+
+impl Subnet6 {
+    /// The prefix length: always 64 (SLAAC needs it).
+    pub const PREFIX: u8 = 64;
+
+    /// The stable ULA /64 of `bridge` when the config gives none:
+    /// `fd` + the first 40 bits of sha256(bridge) (RFC 4193's global id),
+    /// subnet id 0. Both the NAT side and the DNS/RA side call this, so
+    /// they agree without storing anything.
+    pub fn derived(bridge: &str) -> Subnet6 {
+        use sha2::{Digest, Sha256};
+        let h = Sha256::digest(bridge.as_bytes());
+        let mut b = [0u8; 16];
+        b[0] = 0xfd;
+        b[1..6].copy_from_slice(&h[..5]);
+        Subnet6 {
+            network: Ipv6Addr::from(b),
+        }
+    }
+
+    /// The bridge's own address in it (`::1`).
+    pub fn first_host(&self) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.network) | 1)
+    }
+
+    /// Whether `a` is inside.
+    pub fn contains(&self, a: Ipv6Addr) -> bool {
+        u128::from(a) >> 64 == u128::from(self.network) >> 64
+    }
+}
+
+impl FromStr for Subnet6 {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Subnet6> {
+        let bad = || Error::ConfigInvalid {
+            reason: format!(
+                "subnet6 {s:?} is not an IPv6 unique local /64 (fdXX:XXXX:XXXX:XXXX::/64)"
+            ),
+        };
+        let (a, p) = s.split_once('/').ok_or_else(bad)?;
+        let a: Ipv6Addr = a.parse().map_err(|_| bad())?;
+        if p != "64" || a.octets()[0] & 0xfe != 0xfc {
+            return Err(bad());
+        }
+        Ok(Subnet6 {
+            network: Ipv6Addr::from(u128::from(a) & !u128::from(u64::MAX)),
+        })
+    }
+}
+
+impl fmt::Display for Subnet6 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, Self::PREFIX)
+    }
+}
+
+impl Serialize for Subnet6 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Subnet6 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Subnet6, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// The first of [`SUBNET_CANDIDATES`] that overlaps no route (other than
 /// the default route) and no address of the host.
 ///
@@ -164,6 +240,27 @@ mod tests {
         assert!(big.overlaps(&s) && s.overlaps(&big));
         assert!("10.0.0.0/31".parse::<Subnet>().is_err());
         assert!("nonsense".parse::<Subnet>().is_err());
+    }
+
+    #[test]
+    fn subnet6_parses_ula_64s_and_derives_a_stable_one() {
+        let s: Subnet6 = "fd42:1:2:3::77/64".parse().unwrap();
+        assert_eq!(s.to_string(), "fd42:1:2:3::/64");
+        assert_eq!(s.first_host().to_string(), "fd42:1:2:3::1");
+        assert!(s.contains("fd42:1:2:3:a::b".parse().unwrap()));
+        assert!(!s.contains("fd42:1:2:4::1".parse().unwrap()));
+        for bad in ["2001:db8::/64", "fd42::/48", "fd42::", "nonsense/64"] {
+            assert!(bad.parse::<Subnet6>().is_err(), "{bad}");
+        }
+        let a = Subnet6::derived("davitbr0");
+        assert_eq!(a, Subnet6::derived("davitbr0"));
+        assert_ne!(a, Subnet6::derived("davitbr1"));
+        assert_eq!(a.network.octets()[0], 0xfd);
+        assert_eq!(&a.network.octets()[6..], &[0u8; 10]);
+        // sha256("davitbr0") begins 14 3d f7 4e 53: pinned, so both sides
+        // (and every davit version) agree.
+        assert_eq!(a.to_string(), "fd14:3df7:4e53::/64");
+        assert_eq!(a.to_string().parse::<Subnet6>().unwrap(), a);
     }
 
     #[test]

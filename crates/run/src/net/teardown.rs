@@ -7,6 +7,7 @@ use std::path::Path;
 use super::attachment::{Attachment, ATTACHMENT_FILE};
 use super::bridge::{delete_recorded_veth, forget_filter};
 use super::lease::LeaseStore;
+use super::nat;
 use super::rtnl::Rtnl;
 use super::{usermode, usernet};
 use crate::config::NetworkMode;
@@ -49,6 +50,15 @@ pub fn teardown(att: &Attachment, name: &str) -> Result<()> {
         .retain(|x| !(x.name == name && x.owner == att.init) && x.is_live());
     if l.table.leases.len() != before {
         l.save()?;
+    }
+    // Its forwards (keyed by name, so a stale start's go too), and the
+    // bridge's NAT with the bridge's last container; the table goes with
+    // its last chain. Under the lease lock, as the setup is.
+    if !l.table.leases.iter().any(|x| x.name == name) {
+        nat::remove_container(dir, name);
+    }
+    if l.table.leases.is_empty() {
+        nat::remove_bridge(dir, bridge);
     }
     Ok(())
 }

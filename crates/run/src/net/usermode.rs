@@ -113,6 +113,8 @@ pub fn start(
         helper: None,
         user_process: Some((tool.to_owned(), proc)),
         init,
+        nat: false,
+        publish: Vec::new(),
         resolv_conf: false,
         note: None,
     })

@@ -319,6 +319,7 @@ pub fn run_helper(
                 gateway: None,
                 hwaddr: None,
                 uid: ruid,
+                publish: Vec::new(),
             };
             let att = attach_veth_quota(&host, &vreq, init, ns.as_fd(), Some((user, count)))?;
             serde_json::to_string(&att).map_err(|e| Error::Write {
@@ -418,6 +419,9 @@ fn release_dead(host: &HostNet, ruid: u32, name: &str, bridge: &str) -> Result<(
     l.table.leases = keep;
     if l.table.leases.len() != before {
         l.save()?;
+    }
+    if l.table.leases.iter().all(|x| !x.is_live()) {
+        super::nat::remove_bridge(&host.lease_dir, bridge);
     }
     Ok(())
 }
