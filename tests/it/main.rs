@@ -4,6 +4,7 @@ mod cgroups;
 mod common;
 mod fetch;
 mod manage;
+mod netdns;
 mod offline;
 mod run;
 mod storage;

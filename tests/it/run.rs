@@ -1265,7 +1265,7 @@ impl TestBridge {
         std::fs::write(
             &config,
             format!(
-                "[network]\nbridge = \"{name}\"\nsubnet = \"10.214.{third}.0/24\"\nlease_dir = \"{}\"\nnameservers = [\"10.214.{third}.1\"]\n",
+                "[network]\nbridge = \"{name}\"\nsubnet = \"10.214.{third}.0/24\"\nlease_dir = \"{}\"\nnameservers = [\"10.214.{third}.1\"]\ndhcp = false\nipv6 = false\n",
                 env.path().join("leases").display()
             ),
         )

@@ -64,7 +64,8 @@ impl TestNet {
         };
         let cfg = format!(
             "[network]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\nlease_dir = \"{}\"\n\
-             usernet_helper = \"{}\"\nnameservers = [\"{}\"]\n{extra}",
+             usernet_helper = \"{}\"\nnameservers = [\"{}\"]\n\
+             dhcp = false\nipv6 = false\n{extra}",
             tmp.path().join("leases").display(),
             tmp.path().join("helper/davit-usernet").display(),
             subnet.first_host()

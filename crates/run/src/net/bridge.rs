@@ -88,6 +88,12 @@ pub fn ensure_bridge(c: &mut Rtnl, bridge: &str, host: &HostNet) -> Result<(u32,
             s
         }
     };
+    if host.ipv6 && super::dnsmasq::ipv6_enabled(bridge) {
+        // The ULA /64, ::1 of it, usable at once (no DAD: dnsmasq binds it).
+        let net = super::dnsmasq::subnet6_for(host, bridge)?;
+        c.add_address6(link.index, super::dnsmasq::gateway6(net), 64, true)
+            .or_else(ignore_eexist)?;
+    }
     refuse_adverts(bridge)?;
     if !link.up {
         c.set_up(link.index, true)?;
@@ -164,6 +170,14 @@ pub fn host_mac() -> [u8; 6] {
 pub fn container_mac() -> [u8; 6] {
     let r: [u8; 5] = random_bytes();
     [0x0a, r[0], r[1], r[2], r[3], r[4]]
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn mac_text(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Parse `aa:bb:cc:dd:ee:ff`.
@@ -352,10 +366,13 @@ pub fn attach_veth(
         name: req.name.clone(),
         veth: veth.clone(),
         ifindex: host_link.index,
+        mac: Some(mac_text(container_end_mac)),
         uid: req.uid,
         owner: init,
     });
     leases.table.last = Some(addr);
+    // The bridge's dnsmasq answers this MAC with this address from now on.
+    super::dnsmasq::ensure(host, &req.bridge, subnet, &leases.table)?;
     leases.save()?;
     guard.index = None;
     Ok(Attachment {

@@ -16,6 +16,8 @@ pub const HOST_CONFIG: &str = "/etc/davit/config.toml";
 pub const DEFAULT_BRIDGE: &str = "davitbr0";
 /// The default lease directory.
 pub const DEFAULT_LEASE_DIR: &str = "/run/davit/net";
+/// The default DNS domain of containers on a bridge.
+pub const DEFAULT_DOMAIN: &str = "davit";
 /// The default path of the setuid helper.
 pub const DEFAULT_HELPER: &str = "/usr/local/libexec/davit-usernet";
 
@@ -45,6 +47,10 @@ pub enum UserTool {
 /// user_tool = "auto"          # auto | slirp4netns | pasta
 /// user_host_loopback = false  # user mode: may the container reach the host's 127.0.0.1
 /// nameservers = ["10.0.3.1"]  # default: the host's non-loopback resolv.conf servers
+/// dhcp = true                 # one dnsmasq per bridge: DHCP, DNS (and IPv6 adverts)
+/// domain = "davit"            # containers resolve as NAME.DOMAIN (and NAME)
+/// ipv6 = true                 # a ULA /64 on the bridge, router adverts (SLAAC)
+/// # subnet6 = "fd12:3456:789a::/64"  # default: derived from the bridge name
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +81,28 @@ pub struct HostNet {
     /// Nameservers written to a container's `/etc/resolv.conf`.
     #[serde(default)]
     pub nameservers: Vec<Ipv4Addr>,
+    /// One dnsmasq per bridge answering DHCP (only davit's own leases) and
+    /// DNS on the bridge address (docs/NETWORKING.md, "DHCP, DNS and IPv6
+    /// on the bridge"). On by default.
+    #[serde(default = "yes")]
+    pub dhcp: bool,
+    /// The DNS domain of the containers on a bridge: `NAME.DOMAIN`.
+    #[serde(default = "default_domain")]
+    pub domain: String,
+    /// A ULA /64 on the bridge and router adverts from its dnsmasq.
+    #[serde(default = "yes")]
+    pub ipv6: bool,
+    /// The bridge's IPv6 /64; default: `fd` + the first 5 bytes of
+    /// sha256(bridge name), `::/64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_domain() -> String {
+    DEFAULT_DOMAIN.into()
 }
 
 fn default_bridge() -> String {
@@ -98,6 +126,10 @@ impl Default for HostNet {
             user_tool: UserTool::Auto,
             user_host_loopback: false,
             nameservers: Vec::new(),
+            dhcp: true,
+            domain: default_domain(),
+            ipv6: true,
+            subnet6: None,
         }
     }
 }
@@ -150,6 +182,17 @@ impl HostNet {
                 ),
             });
         }
+        if !valid_domain(&self.domain) {
+            return Err(Error::ConfigInvalid {
+                reason: format!(
+                    "network.domain {:?} is not a DNS domain (labels of [a-z0-9-], 1..63 bytes, dot-separated)",
+                    self.domain
+                ),
+            });
+        }
+        if let Some(s) = &self.subnet6 {
+            super::subnet::parse_subnet6(s)?;
+        }
         if self.nat {
             return Err(Error::Unsupported {
                 what: "egress NAT (network.nat = true) is not implemented yet".into(),
@@ -170,6 +213,22 @@ pub fn valid_ifname(n: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// Whether `d` is a usable DNS domain for the containers: dot-separated
+/// labels of `[a-z0-9-]` (1..=63 bytes, no leading or trailing `-`), at
+/// most 200 bytes.
+pub fn valid_domain(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 200
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +244,20 @@ mod tests {
         assert_eq!(h, HostNet::default());
         assert!(HostNet::from_toml("[network]\nbridge = \"a/b\"\n", Path::new("c")).is_err());
         assert!(HostNet::from_toml("[network]\nbogus = 1\n", Path::new("c")).is_err());
+        assert!(h.dhcp && h.ipv6 && h.domain == "davit");
+        let h = HostNet::from_toml(
+            "[network]\ndhcp = false\nipv6 = false\ndomain = \"lab.example\"\n",
+            Path::new("c"),
+        )
+        .unwrap();
+        assert!(!h.dhcp && !h.ipv6 && h.domain == "lab.example");
+        for bad in ["", "a..b", "-a", "a/b", "UPPER", "a b"] {
+            let t = format!("[network]\ndomain = {bad:?}\n");
+            assert!(HostNet::from_toml(&t, Path::new("c")).is_err(), "{bad:?}");
+        }
+        assert!(
+            HostNet::from_toml("[network]\nsubnet6 = \"10.0.0.0/8\"\n", Path::new("c")).is_err()
+        );
         let e = HostNet::from_toml("[network]\nnat = true\n", Path::new("c")).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Unsupported);
     }

@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -146,6 +146,26 @@ pub fn parse_addr(s: &str, default_prefix: u8) -> Result<(Ipv4Addr, u8)> {
         return Err(bad());
     }
     Ok((a, p))
+}
+
+/// Parse a `subnet6` value: an IPv6 `/64` (`fd12:3456:789a::/64`); returns
+/// its network address.
+///
+/// # Errors
+/// [`Error::ConfigInvalid`].
+pub fn parse_subnet6(s: &str) -> Result<Ipv6Addr> {
+    let bad = || Error::ConfigInvalid {
+        reason: format!(
+            "network.subnet6 {s:?} is not an IPv6 prefix of length 64 (like fd12:3456:789a::/64)"
+        ),
+    };
+    let (a, p) = s.split_once('/').ok_or_else(bad)?;
+    let a: Ipv6Addr = a.parse().map_err(|_| bad())?;
+    if p != "64" {
+        return Err(bad());
+    }
+    let seg = a.segments();
+    Ok(Ipv6Addr::new(seg[0], seg[1], seg[2], seg[3], 0, 0, 0, 0))
 }
 
 #[cfg(test)]

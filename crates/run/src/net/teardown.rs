@@ -50,7 +50,8 @@ pub fn teardown(att: &Attachment, name: &str) -> Result<()> {
     if l.table.leases.len() != before {
         l.save()?;
     }
-    Ok(())
+    // Its name and DHCP line go; the bridge's dnsmasq goes with the last lease.
+    super::dnsmasq::refresh(dir, bridge, &l.table)
 }
 
 /// Tear down what `STATE_DIR/net.json` records and remove the file. Used by

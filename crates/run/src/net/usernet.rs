@@ -419,7 +419,7 @@ fn release_dead(host: &HostNet, ruid: u32, name: &str, bridge: &str) -> Result<(
     if l.table.leases.len() != before {
         l.save()?;
     }
-    Ok(())
+    super::dnsmasq::refresh(&host.lease_dir, bridge, &l.table)
 }
 
 /// The monitor's side (plain user, `bridge` mode): run the helper with
