@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Builds a Debian rootfs that boots systemd in a davit (or LXC) container and
 # publishes it as a signed image with `davit publish`.
+# eth0 is configured by DHCP (systemd-networkd, IPv6 router adverts too) and
+# names resolve through systemd-resolved, as upstream images do; on a davit
+# bridge the bridge's dnsmasq answers (docs/NETWORKING.md).
 #
 #   images/debian/build.sh --to TREE --key KEY [--gnupg-home DIR]
 #                          [--release R] [--arch A] [--build ID] [--keep N]
@@ -51,10 +54,11 @@ if [ -z "$rootfs_only" ] && [ -z "$tarball_only" ] && { [ -z "$to" ] || [ -z "$k
 fi
 [ -n "$arch" ] || arch=$(dpkg --print-architecture)
 
-# What goes in beyond minbase: systemd as /sbin/init, and dbus so that
-# systemd-logind (and with it the whole boot) comes up: without dbus the
-# system is "degraded". Nothing else.
-packages=systemd-sysv,dbus
+# What goes in beyond minbase: systemd as /sbin/init, dbus so that
+# systemd-logind (and with it the whole boot) comes up (without dbus the
+# system is "degraded"), and systemd-resolved, which gives the resolver that
+# DHCP names (/etc/resolv.conf is its stub). Nothing else.
+packages=systemd-sysv,dbus,systemd-resolved
 
 if [ -z "$mirror" ]; then
   host_release=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
@@ -98,6 +102,10 @@ build_tarball() {
     --customize-hook='printf "127.0.0.1\tlocalhost\n127.0.1.1\tLXC_NAME\n::1\tlocalhost ip6-localhost ip6-loopback\n" >"$1/etc/hosts"' \
     --customize-hook='rm -f "$1/etc/machine-id" "$1/var/lib/dbus/machine-id"; : >"$1/etc/machine-id"' \
     --customize-hook='rm -rf "$1/var/cache/apt/"*.bin "$1/var/lib/apt/lists/"*' \
+    --customize-hook='printf "[Match]\nName=eth0\n\n[Network]\nDHCP=yes\nIPv6AcceptRA=yes\n" >"$1/etc/systemd/network/eth0.network"' \
+    --customize-hook='chroot "$1" systemctl enable systemd-networkd.service systemd-resolved.service' \
+    --customize-hook='chroot "$1" systemctl disable systemd-networkd-wait-online.service' \
+    --customize-hook='ln -sf ../run/systemd/resolve/stub-resolv.conf "$1/etc/resolv.conf"' \
     "$release" "$CACHE_TMP" "$mirror"
   echo "build.sh: mmdebstrap took $(( $(date +%s) - start )) s" >&2
 }

@@ -5,6 +5,7 @@ mod common;
 mod fetch;
 mod manage;
 mod net16;
+mod netdns;
 mod offline;
 mod run;
 mod storage;

@@ -1265,9 +1265,10 @@ impl TestBridge {
         std::fs::write(
             &config,
             format!(
-                // nat = false: this runs in the real host's namespace, where
-                // no ip_forward or nft table of davit's may appear.
-                "[network]\nbridge = \"{name}\"\nsubnet = \"10.214.{third}.0/24\"\nnat = false\nlease_dir = \"{}\"\nnameservers = [\"10.214.{third}.1\"]\n",
+                // nat, dhcp and ipv6 off: this runs in the real host's
+                // namespace, where no ip_forward, nft table or dnsmasq of
+                // davit's may appear.
+                "[network]\nbridge = \"{name}\"\nsubnet = \"10.214.{third}.0/24\"\nnat = false\nlease_dir = \"{}\"\nnameservers = [\"10.214.{third}.1\"]\ndhcp = false\nipv6 = false\n",
                 env.path().join("leases").display()
             ),
         )

@@ -63,10 +63,12 @@ impl TestNet {
             third = third.wrapping_add(1).max(20);
         };
         let cfg = format!(
-            // nat = false: these tests run in the real host's namespace,
-            // where no ip_forward or nft table of davit's may appear.
+            // nat, dhcp and ipv6 off: these tests run in the real host's
+            // namespace, where no ip_forward, nft table or dnsmasq of
+            // davit's may appear.
             "[network]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\nnat = false\nlease_dir = \"{}\"\n\
-             usernet_helper = \"{}\"\nnameservers = [\"{}\"]\n{extra}",
+             usernet_helper = \"{}\"\nnameservers = [\"{}\"]\n\
+             dhcp = false\nipv6 = false\n{extra}",
             tmp.path().join("leases").display(),
             tmp.path().join("helper/davit-usernet").display(),
             subnet.first_host()

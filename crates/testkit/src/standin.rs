@@ -52,6 +52,14 @@ fn ip(args: &[&str]) {
     );
 }
 
+fn in_netns(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{ns}"))
+        .arg("--")
+        .arg(program);
+    c
+}
+
 impl StandIn {
     /// Makes the namespaces and starts the world's HTTP (port 80, both
     /// families) and DNS (port 53 on [`WAN4`]) servers. Needs root, `ip`,
@@ -206,18 +214,17 @@ impl StandIn {
         self.dir.path()
     }
 
-    /// `program` to run in the stand-in host's namespace.
+    /// `program` to run in the stand-in host's namespace. Only the network
+    /// namespace changes (`nsenter --net`): `ip netns exec` would also
+    /// remount `/sys` in a mount namespace of its own, hiding the cgroup
+    /// hierarchies under `/sys/fs/cgroup` from davit.
     pub fn in_host(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.host]).arg(program);
-        c
+        in_netns(&self.host, program)
     }
 
     /// `program` to run in the world's namespace.
     pub fn in_wan(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.wan]).arg(program);
-        c
+        in_netns(&self.wan, program)
     }
 
     /// The pids of the processes in namespace `ns` (`ip netns pids`).

@@ -91,6 +91,12 @@ pub fn ensure_bridge(c: &mut Rtnl, bridge: &str, host: &HostNet) -> Result<(u32,
             s
         }
     };
+    if host.ipv6 && super::dnsmasq::ipv6_enabled(bridge) {
+        // The ULA /64, ::1 of it, usable at once (no DAD: dnsmasq binds it).
+        let net = super::dnsmasq::subnet6_for(host, bridge)?;
+        c.add_address6(link.index, super::dnsmasq::gateway6(net), 64, true)
+            .or_else(ignore_eexist)?;
+    }
     refuse_adverts(bridge)?;
     if !link.up {
         c.set_up(link.index, true)?;
@@ -167,6 +173,14 @@ pub fn host_mac() -> [u8; 6] {
 pub fn container_mac() -> [u8; 6] {
     let r: [u8; 5] = random_bytes();
     [0x0a, r[0], r[1], r[2], r[3], r[4]]
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn mac_text(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Parse `aa:bb:cc:dd:ee:ff`.
@@ -385,12 +399,16 @@ pub fn attach_veth(
         name: req.name.clone(),
         veth: veth.clone(),
         ifindex: host_link.index,
+        mac: Some(mac_text(container_end_mac)),
         uid: req.uid,
         owner: init,
         publish: req.publish.clone(),
     });
     leases.table.last = Some(addr);
-    if let Err(e) = leases.save() {
+    // The bridge's dnsmasq answers this MAC with this address from now on.
+    let saved = super::dnsmasq::ensure(host, &req.bridge, subnet, &leases.table)
+        .and_then(|()| leases.save());
+    if let Err(e) = saved {
         if !req.publish.is_empty() {
             nat::remove_container(&host.lease_dir, &req.name);
         }

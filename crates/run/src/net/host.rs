@@ -16,6 +16,8 @@ pub const HOST_CONFIG: &str = "/etc/davit/config.toml";
 pub const DEFAULT_BRIDGE: &str = "davitbr0";
 /// The default lease directory.
 pub const DEFAULT_LEASE_DIR: &str = "/run/davit/net";
+/// The default DNS domain of containers on a bridge.
+pub const DEFAULT_DOMAIN: &str = "davit";
 /// The default path of the setuid helper.
 pub const DEFAULT_HELPER: &str = "/usr/local/libexec/davit-usernet";
 
@@ -47,6 +49,9 @@ pub enum UserTool {
 /// user_tool = "auto"          # auto | slirp4netns | pasta
 /// user_host_loopback = false  # user mode: may the container reach the host's 127.0.0.1
 /// nameservers = ["10.0.3.1"]  # default: the host's non-loopback resolv.conf servers
+/// dhcp = true                 # one dnsmasq per bridge: DHCP, DNS (and IPv6 adverts)
+/// domain = "davit"            # containers resolve as NAME.DOMAIN (and NAME)
+/// ipv6 = true                 # the ULA /64 (subnet6) on the bridge, router adverts (SLAAC)
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,10 +88,25 @@ pub struct HostNet {
     /// Nameservers written to a container's `/etc/resolv.conf`.
     #[serde(default)]
     pub nameservers: Vec<Ipv4Addr>,
+    /// One dnsmasq per bridge answering DHCP (only davit's own leases) and
+    /// DNS on the bridge address (docs/NETWORKING.md, "DHCP, DNS and IPv6
+    /// on the bridge"). On by default.
+    #[serde(default = "yes")]
+    pub dhcp: bool,
+    /// The DNS domain of the containers on a bridge: `NAME.DOMAIN`.
+    #[serde(default = "default_domain")]
+    pub domain: String,
+    /// A ULA /64 on the bridge ([`HostNet::subnet6_for`]) and router
+    /// adverts from its dnsmasq.
+    #[serde(default = "yes")]
+    pub ipv6: bool,
 }
 
 fn yes() -> bool {
     true
+}
+fn default_domain() -> String {
+    DEFAULT_DOMAIN.into()
 }
 fn default_bridge() -> String {
     DEFAULT_BRIDGE.into()
@@ -111,6 +131,9 @@ impl Default for HostNet {
             user_tool: UserTool::Auto,
             user_host_loopback: false,
             nameservers: Vec::new(),
+            dhcp: true,
+            domain: default_domain(),
+            ipv6: true,
         }
     }
 }
@@ -174,6 +197,14 @@ impl HostNet {
                 ),
             });
         }
+        if !valid_domain(&self.domain) {
+            return Err(Error::ConfigInvalid {
+                reason: format!(
+                    "network.domain {:?} is not a DNS domain (labels of [a-z0-9-], 1..63 bytes, dot-separated)",
+                    self.domain
+                ),
+            });
+        }
         Ok(())
     }
 }
@@ -187,6 +218,22 @@ pub fn valid_ifname(n: &str) -> bool {
         && n != ".."
         && n.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Whether `d` is a usable DNS domain for the containers: dot-separated
+/// labels of `[a-z0-9-]` (1..=63 bytes, no leading or trailing `-`), at
+/// most 200 bytes.
+pub fn valid_domain(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 200
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
 }
 
 #[cfg(test)]
@@ -214,6 +261,20 @@ mod tests {
         assert_eq!(h.subnet6_for("other"), Subnet6::derived("other"));
         assert!(
             HostNet::from_toml("[network]\nsubnet6 = \"2001:db8::/64\"\n", Path::new("c")).is_err()
+        );
+        assert!(h.dhcp && h.ipv6 && h.domain == "davit");
+        let h = HostNet::from_toml(
+            "[network]\ndhcp = false\nipv6 = false\ndomain = \"lab.example\"\n",
+            Path::new("c"),
+        )
+        .unwrap();
+        assert!(!h.dhcp && !h.ipv6 && h.domain == "lab.example");
+        for bad in ["", "a..b", "-a", "a/b", "UPPER", "a b"] {
+            let t = format!("[network]\ndomain = {bad:?}\n");
+            assert!(HostNet::from_toml(&t, Path::new("c")).is_err(), "{bad:?}");
+        }
+        assert!(
+            HostNet::from_toml("[network]\nsubnet6 = \"10.0.0.0/8\"\n", Path::new("c")).is_err()
         );
     }
 }

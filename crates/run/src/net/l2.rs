@@ -1,6 +1,7 @@
 //! The L2 filter on davit's bridge ports (issue 13, "L2 spoofing"): a
 //! container may send frames only from its own MAC, ARP only as its own
-//! MAC and IPv4 address, IPv4 only from its address, and no IPv6 router
+//! MAC and IPv4 address, IPv4 only from its address (or a DHCP request
+//! from 0.0.0.0 to the broadcast address), and no IPv6 router
 //! adverts, so it can neither take over a neighbour's or the host's
 //! traffic (ARP/MAC spoofing) nor pose as a router. One nftables base
 //! chain per host-side veth, on the `netdev` ingress hook of that veth
@@ -51,6 +52,14 @@ fn cmp(left: Expression<'static>, op: Operator, right: String) -> Statement<'sta
     })
 }
 
+fn num(left: Expression<'static>, n: u32) -> Statement<'static> {
+    Statement::Match(Match {
+        left,
+        right: Expression::Number(n),
+        op: Operator::EQ,
+    })
+}
+
 fn table() -> NfListObject<'static> {
     NfListObject::Table(Table {
         family: NfFamily::NetDev,
@@ -91,6 +100,20 @@ pub fn rules(mac: [u8; 6], ip: Ipv4Addr) -> Vec<Vec<Statement<'static>>> {
             ether_type("arp"),
             cmp(field("arp", "saddr ip"), Operator::NEQ, ip.to_string()),
             drop.clone(),
+        ],
+        // A DHCP client asks before it has an address: from 0.0.0.0 to
+        // the broadcast address, port 68 to 67 (the bridge's dnsmasq).
+        vec![
+            ether_type("ip"),
+            cmp(field("ip", "saddr"), Operator::EQ, "0.0.0.0".to_owned()),
+            cmp(
+                field("ip", "daddr"),
+                Operator::EQ,
+                "255.255.255.255".to_owned(),
+            ),
+            num(field("udp", "sport"), 68),
+            num(field("udp", "dport"), 67),
+            Statement::Accept(None),
         ],
         vec![
             ether_type("ip"),

@@ -33,6 +33,10 @@ pub struct Lease {
     /// The host veth's interface index, so a release deletes only that link.
     #[serde(default)]
     pub ifindex: u32,
+    /// The container side's MAC (`aa:bb:cc:dd:ee:ff`): the bridge's DHCP
+    /// server answers this MAC, and only it, with `addr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
     /// The uid that asked for it (0 for root, the caller for the helper).
     pub uid: u32,
     /// The container's init; the lease lives as long as it does.
@@ -241,6 +245,7 @@ mod tests {
             name: "c".into(),
             veth: "vethx".into(),
             ifindex: 0,
+            mac: None,
             uid: 0,
             owner,
             publish: Vec::new(),

@@ -25,6 +25,7 @@
 
 mod attachment;
 mod bridge;
+pub mod dnsmasq;
 mod host;
 mod info;
 pub mod l2;
@@ -52,7 +53,8 @@ pub use bridge::{
     VethRequest,
 };
 pub use host::{
-    valid_ifname, HostNet, UserTool, DEFAULT_BRIDGE, DEFAULT_HELPER, DEFAULT_LEASE_DIR, HOST_CONFIG,
+    valid_domain, valid_ifname, HostNet, UserTool, DEFAULT_BRIDGE, DEFAULT_DOMAIN, DEFAULT_HELPER,
+    DEFAULT_LEASE_DIR, HOST_CONFIG,
 };
 pub use info::{container_ips, link_counters, net_info, NetInfo};
 pub use resolv::{nameservers, parse_nameservers, write_resolv_conf, NETWORK_MANAGERS};

@@ -84,13 +84,38 @@ pub fn write_resolv_conf(
     for s in servers {
         body += &format!("nameserver {s}\n");
     }
-    let fd = match openat2(
-        root.as_fd(),
-        Path::new("etc/resolv.conf"),
-        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW,
-        0o644,
-        rf,
-    ) {
+    if bridge_dns(host, att).is_some() {
+        body += &format!("search {}\n", host.domain);
+    }
+    let open = || {
+        openat2(
+            root.as_fd(),
+            Path::new("etc/resolv.conf"),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW,
+            0o644,
+            rf,
+        )
+    };
+    let owner = match (cfg.privileged, cfg.idmap.host_uid(0), cfg.idmap.host_gid(0)) {
+        (false, Some(u), Some(g)) => Some((u, g)),
+        _ => None,
+    };
+    let opened = match (open(), owner) {
+        // An idmapped root does not map host root: a file host root
+        // creates there has no owner on disk. Create it as container root
+        // instead, from a thread of its own (fs ids are per thread).
+        (Err(nix::errno::Errno::EOVERFLOW), Some((u, g))) => std::thread::scope(|s| {
+            s.spawn(|| {
+                nix::unistd::setfsgid(nix::unistd::Gid::from_raw(g));
+                nix::unistd::setfsuid(nix::unistd::Uid::from_raw(u));
+                open()
+            })
+            .join()
+            .unwrap_or(Err(nix::errno::Errno::EIO))
+        }),
+        (r, _) => r,
+    };
+    let fd = match opened {
         Ok(fd) => fd,
         // A symlink: the image picked its resolver; leave it. No /etc: nothing to do.
         Err(nix::errno::Errno::ELOOP) | Err(nix::errno::Errno::ENOENT) => return Ok(false),
@@ -120,11 +145,25 @@ pub fn write_resolv_conf(
     Ok(true)
 }
 
-/// The nameservers for a container: slirp4netns's `10.0.2.3` in user mode
+/// The bridge's own resolver (its dnsmasq, on the bridge address) when
+/// `dhcp` is on and the container is on a bridge.
+fn bridge_dns(host: &HostNet, att: &Attachment) -> Option<Ipv4Addr> {
+    if att.mode != NetworkMode::Bridge || !host.dhcp {
+        return None;
+    }
+    let a = att.address?;
+    Some(super::subnet::Subnet::containing(a, att.prefix).first_host())
+}
+
+/// The nameservers for a container: the bridge's dnsmasq (the bridge
+/// address) with `dhcp` on, else slirp4netns's `10.0.2.3` in user mode
 /// with slirp, else `network.nameservers`, else the host's non-loopback
 /// `/etc/resolv.conf` servers (a loopback resolver such as systemd-resolved's
 /// `127.0.0.53` cannot be reached from the container).
 pub fn nameservers(host: &HostNet, att: &Attachment) -> Vec<Ipv4Addr> {
+    if let Some(gw) = bridge_dns(host, att) {
+        return vec![gw];
+    }
     if att.mode == NetworkMode::User {
         if let Some((tool, _)) = &att.user_process {
             if tool == "slirp4netns" {

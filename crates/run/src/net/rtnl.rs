@@ -3,14 +3,14 @@
 //! the single-threaded monitor and in the setuid helper.
 #![forbid(unsafe_code)]
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REQUEST,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -430,6 +430,35 @@ impl Rtnl {
         let bcast = u32::from(addr) | (u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0));
         m.attributes
             .push(AddressAttribute::Broadcast(Ipv4Addr::from(bcast)));
+        self.change(
+            RouteNetlinkMessage::NewAddress(m),
+            NLM_F_CREATE | NLM_F_EXCL,
+            &|| format!("RTM_NEWADDR {addr}/{prefix} dev {index}"),
+        )
+    }
+
+    /// Add IPv6 `addr/prefix` to link `index`, without duplicate address
+    /// detection when `nodad` (usable at once, as `ip addr add ... nodad`).
+    ///
+    /// # Errors
+    /// [`Error::Netlink`] (`EEXIST` when present).
+    pub fn add_address6(
+        &mut self,
+        index: u32,
+        addr: Ipv6Addr,
+        prefix: u8,
+        nodad: bool,
+    ) -> Result<()> {
+        let mut m = AddressMessage::default();
+        m.header.family = AddressFamily::Inet6;
+        m.header.prefix_len = prefix;
+        m.header.index = index;
+        m.attributes.push(AddressAttribute::Local(addr.into()));
+        m.attributes.push(AddressAttribute::Address(addr.into()));
+        if nodad {
+            m.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
         self.change(
             RouteNetlinkMessage::NewAddress(m),
             NLM_F_CREATE | NLM_F_EXCL,

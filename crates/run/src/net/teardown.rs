@@ -60,7 +60,8 @@ pub fn teardown(att: &Attachment, name: &str) -> Result<()> {
     if l.table.leases.is_empty() {
         nat::remove_bridge(dir, bridge);
     }
-    Ok(())
+    // Its name and DHCP line go; the bridge's dnsmasq goes with the last lease.
+    super::dnsmasq::refresh(dir, bridge, &l.table)
 }
 
 /// Tear down what `STATE_DIR/net.json` records and remove the file. Used by

@@ -423,7 +423,7 @@ fn release_dead(host: &HostNet, ruid: u32, name: &str, bridge: &str) -> Result<(
     if l.table.leases.iter().all(|x| !x.is_live()) {
         super::nat::remove_bridge(&host.lease_dir, bridge);
     }
-    Ok(())
+    super::dnsmasq::refresh(&host.lease_dir, bridge, &l.table)
 }
 
 /// The monitor's side (plain user, `bridge` mode): run the helper with
