@@ -74,6 +74,9 @@ pub enum Cmd {
     Stop(cmd_run::StopArgs),
     /// Host readiness: namespaces, cgroups, id ranges, helpers (like lxc-checkconfig).
     Check(cmd_run::CheckArgs),
+    /// The bridges, their addresses, leases and published ports, and
+    /// whether NAT, DHCP/DNS and IPv6 are up.
+    Network,
     /// Freeze every task of a running container (like lxc-freeze).
     Freeze(cmd_run::FreezeArgs),
     /// Thaw a frozen container (like lxc-unfreeze).

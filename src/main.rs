@@ -15,6 +15,7 @@ mod cmd_create;
 mod cmd_docs;
 mod cmd_fetch;
 mod cmd_manage;
+mod cmd_network;
 mod cmd_offline;
 mod cmd_publish;
 mod cmd_run;
@@ -62,6 +63,7 @@ fn main() -> ExitCode {
         Cmd::List => cmd_run::list(&ctx),
         Cmd::Stop(a) => cmd_run::stop(&ctx, a),
         Cmd::Check(a) => cmd_run::check(&ctx, a),
+        Cmd::Network => cmd_network::network(&ctx),
         Cmd::Copy(a) => cmd_create::copy(&ctx, a),
         Cmd::Wait(a) => cmd_run::wait(&ctx, a),
         Cmd::Set(a) => cmd_manage::set(&ctx, a),

@@ -275,7 +275,41 @@ fn published_port_reaches_the_container_and_goes_at_stop() {
         rules.contains("chain pub-web-pre") && rules.contains("tcp dport 8080 dnat ip to 10.77.0."),
         "{rules}"
     );
+    // `davit network`: the bridge with NAT, DHCP/DNS and IPv6 up, the
+    // container's lease and its forward.
+    let bridge = |v: &serde_json::Value| {
+        v.as_array()
+            .and_then(|a| a.iter().find(|b| b["name"] == BRIDGE).cloned())
+            .unwrap_or_else(|| panic!("no {BRIDGE} in {v}"))
+    };
+    let b = bridge(&json(&ok(&mut h.d(&["network", "--json"]))));
+    assert_eq!(
+        (&b["nat"], &b["dhcp_dns"], &b["ipv6"], &b["up"]),
+        (&true.into(), &true.into(), &true.into(), &true.into()),
+        "{b}"
+    );
+    assert_eq!(b["leases"][0]["name"], "web", "{b}");
+    assert_eq!(
+        b["leases"][0]["publish"],
+        serde_json::json!(["8080:80/tcp"]),
+        "{b}"
+    );
+    let table = stdout(&ok(&mut h.d(&["network"])));
+    assert!(
+        table.contains(BRIDGE) && table.contains("publish 8080:80/tcp"),
+        "{table}"
+    );
     ok(&mut h.d(&["stop", "web"]));
+    let b = bridge(&json(&ok(&mut h.d(&["network", "--json"]))));
+    assert_eq!(
+        (
+            &b["nat"],
+            &b["dhcp_dns"],
+            b["leases"].as_array().map(Vec::len)
+        ),
+        (&false.into(), &false.into(), Some(0)),
+        "after stop: {b}"
+    );
     assert_eq!(fetch(h.s.in_wan("python3"), &url), None, "open after stop");
     let rules = h.ruleset();
     assert!(

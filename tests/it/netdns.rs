@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use davit_testkit::standin::{StandIn, WAN4, WAN_NAME};
+use davit_testkit::standin::{StandIn, HOST4, HOST6, WAN4, WAN6, WAN_NAME, WAN_PAGE};
 use sha2::Digest;
 
 use crate::common::*;
@@ -200,8 +200,11 @@ fn debian_tree(dir: &Path) -> PathBuf {
 /// (dnsmasq's DHCPACK for that address and MAC; networkd shows it as a
 /// DHCPv4 address), and resolves the wan's name through the bridge's
 /// resolver (resolved, fed by DHCP, asks dnsmasq, which forwards to the
-/// wan's DNS). (c) `stop` and `destroy` of it, the last container, leave no
-/// dnsmasq, no hosts files and no lease.
+/// wan's DNS), and fetches the wan's page over IPv4 and IPv6 (SLAAC from
+/// the bridge's adverts), masqueraded both ways: the wan's server logs the
+/// stand-in host's addresses, never the container's. (c) `stop` and
+/// `destroy` of it, the last container, leave no dnsmasq, no hosts files
+/// and no lease.
 #[test]
 fn debian_gets_its_lease_by_dhcp_and_resolves_the_wan_through_the_bridge() {
     if !require_root("debian_gets_its_lease_by_dhcp_and_resolves_the_wan_through_the_bridge") {
@@ -259,6 +262,37 @@ fn debian_gets_its_lease_by_dhcp_and_resolves_the_wan_through_the_bridge() {
     assert!(resolved, "getent ahostsv4 {WAN_NAME}: {got:?}");
     eprintln!(
         "resolved {WAN_NAME} {:.1}s after start",
+        t.elapsed().as_secs_f64()
+    );
+    // The world's page over IPv4 and over IPv6 (the address from the
+    // bridge's router adverts, NAT66), each masqueraded: the wan sees the
+    // stand-in host's address, never the container's.
+    for (addr, host_side) in [
+        (WAN4.to_string(), HOST4.to_string()),
+        (WAN6.to_string(), HOST6.to_string()),
+    ] {
+        let script = format!(
+            "exec 3<>/dev/tcp/{addr}/80 && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3"
+        );
+        let mut page = String::new();
+        let fetched = wait_for(Duration::from_secs(30), || {
+            let o = run(&mut net.davit(&["attach", "deb", "--", "bash", "-c", &script]));
+            page = stdout(&o) + &stderr(&o);
+            page.contains(WAN_PAGE.trim())
+        });
+        assert!(fetched, "GET http://[{addr}]/ from the container: {page:?}");
+        let log = net.s.http_log();
+        assert!(
+            log.contains(&host_side),
+            "the wan did not see {host_side}:\n{log}"
+        );
+        assert!(
+            !log.contains(&ip) && !log.lines().any(|l| l.starts_with("fd")),
+            "the wan saw the container's own address:\n{log}"
+        );
+    }
+    eprintln!(
+        "fetched the wan's page over IPv4 and IPv6 {:.1}s after start",
         t.elapsed().as_secs_f64()
     );
     let pid = net.dnsmasq_pid();

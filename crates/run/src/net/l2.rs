@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 
 use nftables::batch::Batch;
 use nftables::expr::{Expression, NamedExpression, Payload, PayloadField};
-use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, Rule, Table};
+use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, NfObject, Rule, Table};
 use nftables::stmt::{Drop, Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
@@ -169,11 +169,49 @@ pub(super) fn apply(b: Batch<'_>, what: &str) -> Result<()> {
     })
 }
 
+/// Where guard and unguard serialise: the table is one per network
+/// namespace and every bridge's ports share it, so removing it when its
+/// last chain goes must not race a chain being added.
+pub const LOCK: &str = "/run/davit-l2.lock";
+
+fn lock() -> Option<nix::fcntl::Flock<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(LOCK)
+        .ok()?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok()
+}
+
+/// The chains of table `netdev davit` in this network namespace; `None`
+/// when there is no table (or nft cannot be asked).
+pub fn chains() -> Option<Vec<String>> {
+    let rs = nftables::helper::get_current_ruleset_with_args(
+        Some(nft().ok()?),
+        ["list", "table", "netdev", TABLE],
+    )
+    .ok()?;
+    Some(
+        rs.objects
+            .iter()
+            .filter_map(|o| match o {
+                NfObject::ListObject(NfListObject::Chain(c)) => Some(c.name.to_string()),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
 /// Install the filter on host-side veth `veth` (before it goes up).
 ///
 /// # Errors
 /// [`Error::Unsupported`] with nft's message (or how to install it).
 pub fn guard(veth: &str, mac: [u8; 6], ip: Ipv4Addr) -> Result<()> {
+    let _l = lock();
     let mut b = Batch::new();
     b.add(table());
     b.add(NfListObject::Chain(chain(veth, true)));
@@ -189,8 +227,11 @@ pub fn guard(veth: &str, mac: [u8; 6], ip: Ipv4Addr) -> Result<()> {
     apply(b, &format!("the L2 filter on {veth}"))
 }
 
-/// Remove the filter of `veth`; a missing one is not an error.
+/// Remove the filter of `veth`; a missing one is not an error. The table
+/// goes only with its last chain: nft deletes a table *with* its chains,
+/// so deleting it unasked would take every other port's filter too.
 pub fn unguard(veth: &str) {
+    let _l = lock();
     let mut b = Batch::new();
     // Added first (a no-op when present) so that flush and delete have
     // something to act on either way.
@@ -199,8 +240,47 @@ pub fn unguard(veth: &str) {
     b.add_cmd(NfCmd::Flush(FlushObject::Chain(chain(veth, false))));
     b.delete(NfListObject::Chain(chain(veth, false)));
     let _ = apply(b, &format!("removing the L2 filter of {veth}"));
-    // The table goes with its last chain (refused while others remain).
-    let mut b = Batch::new();
-    b.delete(table());
-    let _ = apply(b, "removing the empty L2 table");
+    if chains().is_some_and(|c| c.is_empty()) {
+        let mut b = Batch::new();
+        b.delete(table());
+        let _ = apply(b, "removing the empty L2 table");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stopping one container took every other port's filter with it:
+    /// `unguard` deleted table `netdev davit`, and nft deletes a table
+    /// with its chains. Run in a network namespace of the test's own (a
+    /// thread's), on the two ends of a veth.
+    #[test]
+    fn unguard_of_one_port_keeps_the_other_ports_filters() {
+        if !davit_testkit::require_root("unguard_of_one_port_keeps_the_other_ports_filters") {
+            return;
+        }
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let ok = std::process::Command::new("ip")
+                .args(["link", "add", "dva", "type", "veth", "peer", "name", "dvb"])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "ip link add dva type veth peer name dvb");
+            let mac = [0x0a, 0, 0, 0, 0, 1];
+            guard("dva", mac, Ipv4Addr::new(10, 9, 9, 2)).unwrap();
+            guard("dvb", mac, Ipv4Addr::new(10, 9, 9, 3)).unwrap();
+            unguard("dva");
+            assert_eq!(
+                chains().unwrap_or_default(),
+                [chain_name("dvb")],
+                "the other port's filter went with the first"
+            );
+            unguard("dvb");
+            assert_eq!(chains(), None, "the empty table stayed");
+        })
+        .join()
+        .unwrap();
+    }
 }

@@ -31,6 +31,7 @@ mod info;
 pub mod l2;
 pub mod lease;
 pub mod nat;
+mod overview;
 mod resolv;
 pub mod rtnl;
 mod subnet;
@@ -57,6 +58,7 @@ pub use host::{
     DEFAULT_LEASE_DIR, HOST_CONFIG,
 };
 pub use info::{container_ips, link_counters, net_info, NetInfo};
+pub use overview::{overview, BridgeView, LeaseView};
 pub use resolv::{nameservers, parse_nameservers, write_resolv_conf, NETWORK_MANAGERS};
 pub use subnet::{parse_addr, pick_subnet, Subnet, Subnet6, SUBNET_CANDIDATES};
 pub use teardown::{release, teardown, teardown_recorded};
