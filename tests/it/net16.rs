@@ -53,26 +53,14 @@ impl Host16 {
 
     /// `program` in the stand-in host's network namespace only.
     fn in_host(&self, program: &str) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/run/netns/{}", self.s.host))
-            .arg("--")
-            .arg(program)
-            .stdin(Stdio::null());
+        let mut c = self.s.in_host(program);
+        c.stdin(Stdio::null());
         c
     }
 
     /// davit in the stand-in host, with this test's directories.
     fn d(&self, args: &[&str]) -> Command {
-        let base = self.env.davit();
-        let mut c = self.in_host(davit_bin().to_str().unwrap());
-        for (k, v) in base.get_envs() {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
-            };
-        }
-        c.env("DAVIT_NET_CONFIG", &self.config).args(args);
-        c
+        self.env.davit_in(&self.s, &self.config, args)
     }
 
     fn create(&self, name: &str, extra: &[&str]) {

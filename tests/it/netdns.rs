@@ -5,7 +5,7 @@
 //! its bridge, subnet and lease dir; upstream DNS the wan's 198.51.100.1).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -59,18 +59,7 @@ impl Net {
 
     /// `davit ARGS` in the stand-in host, with this test's environment.
     fn davit(&self, args: &[&str]) -> Command {
-        let base = self.env.davit();
-        let mut c = self.s.in_host(davit_bin());
-        for (k, v) in base.get_envs() {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
-            };
-        }
-        c.env("DAVIT_NET_CONFIG", &self.config)
-            .stdin(Stdio::null())
-            .args(args);
-        c
+        self.env.davit_in(&self.s, &self.config, args)
     }
 
     fn ok(&self, args: &[&str]) -> Output {
@@ -324,15 +313,20 @@ fn containers_resolve_each_other_get_slaac_and_the_last_stop_ends_dnsmasq() {
             && resolv.contains("search davit\n"),
         "{resolv}"
     );
-    let o = net.sh("a", "nslookup b.davit");
-    assert!(
-        o.status.success() && stdout(&o).contains(&ip_b),
-        "nslookup b.davit: {}{}",
-        stdout(&o),
-        stderr(&o)
-    );
-    let o = net.sh("b", "nslookup a.davit");
-    assert!(stdout(&o).contains(&ip_a), "{}", stdout(&o));
+    // dnsmasq rereads its hosts file on the SIGHUP of b's start, a few
+    // milliseconds later: the names are there within a second.
+    let mut got = String::new();
+    let resolved = wait_for(Duration::from_secs(10), || {
+        let o = net.sh("a", "nslookup b.davit");
+        got = stdout(&o) + &stderr(&o);
+        o.status.success() && stdout(&o).contains(&ip_b)
+    });
+    assert!(resolved, "nslookup b.davit: {got}");
+    let resolved = wait_for(Duration::from_secs(10), || {
+        got = stdout(&net.sh("b", "nslookup a.davit"));
+        got.contains(&ip_a)
+    });
+    assert!(resolved, "nslookup a.davit: {got}");
     let o = net.sh("a", "ping -c1 -W5 b");
     assert!(
         o.status.success() && stdout(&o).contains(&ip_b),
@@ -383,12 +377,11 @@ fn containers_resolve_each_other_get_slaac_and_the_last_stop_ends_dnsmasq() {
         hosts.contains(&format!("{ip_a} a.davit a")) && !hosts.contains("b.davit"),
         "{hosts}"
     );
-    let o = net.sh("a", "nslookup b.davit");
-    assert!(
-        !stdout(&o).contains(&ip_b),
-        "b still resolves: {}",
-        stdout(&o)
-    );
+    let gone = wait_for(Duration::from_secs(10), || {
+        got = stdout(&net.sh("a", "nslookup b.davit"));
+        !got.contains(&ip_b)
+    });
+    assert!(gone, "b still resolves: {got}");
     net.ok(&["stop", "-k", "a"]);
     net.assert_no_dnsmasq(pid);
     for n in ["a", "b"] {

@@ -58,6 +58,29 @@ impl Env {
         c
     }
 
+    /// [`Env::davit`], run in the network stand-in `s`'s host namespace
+    /// (through `nsenter --net`, so `/sys/fs/cgroup` stays) with the host
+    /// network config `net_config`; stdin closed.
+    pub fn davit_in(
+        &self,
+        s: &davit_testkit::standin::StandIn,
+        net_config: &Path,
+        args: &[&str],
+    ) -> Command {
+        let base = self.davit();
+        let mut c = s.in_host(base.get_program());
+        for (k, v) in base.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c.env("DAVIT_NET_CONFIG", net_config)
+            .stdin(std::process::Stdio::null())
+            .args(args);
+        c
+    }
+
     /// `davit create NAME DIST 1 amd64` from the file:// server `tree`
     /// (see `publish_tarball`), trusting the fixture's key, plus `extra`.
     pub fn create_from(&self, name: &str, dist: &str, tree: &Path, extra: &[&str]) -> Output {

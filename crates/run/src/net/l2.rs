@@ -175,24 +175,21 @@ pub(super) fn apply(b: Batch<'_>, what: &str) -> Result<()> {
 pub const LOCK: &str = "/run/davit-l2.lock";
 
 fn lock() -> Option<nix::fcntl::Flock<std::fs::File>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(LOCK)
-        .ok()?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok()
+    super::lockfile::exclusive(std::path::Path::new(LOCK)).ok()
 }
 
 /// The chains of table `netdev davit` in this network namespace; `None`
 /// when there is no table (or nft cannot be asked).
 pub fn chains() -> Option<Vec<String>> {
+    table_chains("netdev", TABLE)
+}
+
+/// The chains of nft table `family name` in this network namespace;
+/// `None` when there is no such table (or nft cannot be asked).
+pub(super) fn table_chains(family: &str, name: &str) -> Option<Vec<String>> {
     let rs = nftables::helper::get_current_ruleset_with_args(
         Some(nft().ok()?),
-        ["list", "table", "netdev", TABLE],
+        ["list", "table", family, name],
     )
     .ok()?;
     Some(

@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -142,19 +142,7 @@ impl LeaseStore {
             source,
         })?;
         let lock_path = self.dir.join(format!("{}.lock", self.bridge));
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&lock_path)
-            .map_err(|source| Error::Write {
-                path: lock_path.clone(),
-                source,
-            })?;
-        let lock = Flock::lock(f, FlockArg::LockExclusive)
-            .map_err(|(_, e)| Error::sys(format!("flock({lock_path:?}, LOCK_EX)"), e))?;
+        let lock = super::lockfile::exclusive(&lock_path)?;
         let path = self.path();
         let table = match read_nofollow(&path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|source| Error::StateParse {

@@ -30,6 +30,7 @@ mod host;
 mod info;
 pub mod l2;
 pub mod lease;
+mod lockfile;
 pub mod nat;
 mod overview;
 mod resolv;

@@ -26,9 +26,8 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nftables::batch::Batch;
@@ -36,7 +35,7 @@ use nftables::expr::{
     Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload, PayloadField,
     Prefix, CT,
 };
-use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, NfObject, Rule, Table};
+use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, Rule, Table};
 use nftables::stmt::{Accept, Drop, Match, NATFamily, Operator, Statement, NAT};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
@@ -330,20 +329,7 @@ fn lock(dir: &Path) -> Result<nix::fcntl::Flock<File>> {
         path: dir.to_owned(),
         source,
     })?;
-    let p = dir.join("nat.lock");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&p)
-        .map_err(|source| Error::Write {
-            path: p.clone(),
-            source,
-        })?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::sys(format!("flock({p:?}, LOCK_EX)"), e))
+    super::lockfile::exclusive(&dir.join("nat.lock"))
 }
 
 fn apply(b: Batch<'_>, what: &str) -> Result<()> {
@@ -407,21 +393,7 @@ pub fn add_publish(dir: &Path, name: &str, addr: Ipv4Addr, pubs: &[Publish]) -> 
 /// The chains of davit's table in this network namespace; `None` when
 /// there is no table (or nft cannot be asked).
 pub fn chains() -> Option<Vec<String>> {
-    let nft = super::l2::nft().ok()?;
-    let rs = nftables::helper::get_current_ruleset_with_args(
-        Some(nft),
-        ["list", "table", "inet", TABLE],
-    )
-    .ok()?;
-    Some(
-        rs.objects
-            .iter()
-            .filter_map(|o| match o {
-                NfObject::ListObject(NfListObject::Chain(c)) => Some(c.name.to_string()),
-                _ => None,
-            })
-            .collect(),
-    )
+    super::l2::table_chains("inet", TABLE)
 }
 
 /// Delete those of `names` that exist, then the table if no chain is

@@ -376,25 +376,11 @@ fn attach_veth_quota(
 /// A lock serialising quota check + attach for one bridge
 /// (`LEASE_DIR/BRIDGE.quota.lock`).
 fn quota_lock(host: &HostNet, bridge: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
-    use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(&host.lease_dir).map_err(|source| Error::Write {
         path: host.lease_dir.clone(),
         source,
     })?;
-    let p = host.lease_dir.join(format!("{bridge}.quota.lock"));
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&p)
-        .map_err(|source| Error::Write {
-            path: p.clone(),
-            source,
-        })?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::sys(format!("flock({p:?}, LOCK_EX)"), e))
+    super::lockfile::exclusive(&host.lease_dir.join(format!("{bridge}.quota.lock")))
 }
 
 /// Drop the caller's leases named `name` on `bridge` whose container is
