@@ -422,3 +422,77 @@ fn a_killed_monitors_lease_and_dnsmasq_are_reclaimed_by_stop() {
     net.assert_no_dnsmasq(pid);
     net.ok(&["destroy", "k"]);
 }
+
+/// Issue 16, safe defaults: with IPv6 on the bridge, a container sends
+/// only from its own addresses. b adds a made-up address of the bridge's
+/// /64 and pings the bridge from it: nothing comes back, because its port
+/// drops the frames; from its own SLAAC address the same ping is answered,
+/// and a keeps its IPv6.
+#[test]
+fn a_container_cannot_send_from_another_containers_ipv6_address() {
+    if !require_root("a_container_cannot_send_from_another_containers_ipv6_address") {
+        return;
+    }
+    let net = Net::new("nsp6");
+    net.busybox("a");
+    net.busybox("b");
+    let prefix = ula_prefix(&net.bridge);
+    let gw6 = format!("{}:{}:{}::1", &prefix[0..4], &prefix[4..8], &prefix[8..12]);
+    let global = |n: &str| {
+        let mut addr = String::new();
+        let ok = wait_for(Duration::from_secs(20), || {
+            let o = net.sh(n, "ip -6 -o addr show dev eth0 scope global");
+            addr = stdout(&o)
+                .split_whitespace()
+                .skip_while(|w| *w != "inet6")
+                .nth(1)
+                .and_then(|a| a.split('/').next())
+                .unwrap_or_default()
+                .to_owned();
+            !addr.is_empty()
+        });
+        assert!(ok, "{n} got no SLAAC address");
+        addr
+    };
+    let (a6, b6) = (global("a"), global("b"));
+    assert_ne!(a6, b6);
+    assert!(!a6.is_empty());
+    let own = wait_for(Duration::from_secs(10), || {
+        net.sh("b", &format!("ping -6 -c1 -W2 -I {b6} {gw6}"))
+            .status
+            .success()
+    });
+    assert!(own, "b cannot reach {gw6} from its own {b6}");
+    // A made-up address in the bridge's /64 (a's own would fail b's
+    // duplicate address detection, and busybox's ip has no nodad): once
+    // the kernel holds it as usable (no longer tentative), a ping from it
+    // goes out, and b's port drops it.
+    let fake = format!(
+        "{}:{}:{}::bad:1",
+        &prefix[0..4],
+        &prefix[4..8],
+        &prefix[8..12]
+    );
+    let o = net.sh("b", &format!("ip -6 addr add {fake}/64 dev eth0"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut shown = String::new();
+    let usable = wait_for(Duration::from_secs(10), || {
+        shown = stdout(&net.sh("b", "ip -6 addr show dev eth0"));
+        shown.contains(&fake) && !shown.contains("tentative") && !shown.contains("dadfailed")
+    });
+    assert!(usable, "{fake} never became usable in b:\n{shown}");
+    for _ in 0..3 {
+        let o = net.sh("b", &format!("ping -6 -c1 -W2 -I {fake} {gw6}"));
+        assert!(
+            !o.status.success() && stdout(&o).contains("1 packets transmitted"),
+            "b sent from {fake} and was answered, or could not send: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+    }
+    // a, the address's owner, is still answered.
+    let o = net.sh("a", &format!("ping -6 -c1 -W2 {gw6}"));
+    assert!(o.status.success(), "a lost its IPv6: {}", stdout(&o));
+    net.ok(&["stop", "-k", "a"]);
+    net.ok(&["stop", "-k", "b"]);
+}

@@ -377,7 +377,9 @@ pub fn attach_veth(
     guard.c.set_master(host_link.index, br_index)?;
     refuse_adverts(&veth)?;
     // Only the container's own MAC and address leave its port.
-    l2::guard(&veth, container_end_mac, addr)?;
+    let prefix6 = (host.ipv6 && super::dnsmasq::ipv6_enabled(&req.bridge))
+        .then(|| host.subnet6_for(&req.bridge).network);
+    l2::guard(&veth, container_end_mac, addr, prefix6)?;
     guard.c.set_up(host_link.index, true)?;
 
     let mut inner = Rtnl::in_netns(netns)?;

@@ -10,10 +10,10 @@
 #![forbid(unsafe_code)]
 
 use std::borrow::Cow;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use nftables::batch::Batch;
-use nftables::expr::{Expression, NamedExpression, Payload, PayloadField};
+use nftables::expr::{Expression, NamedExpression, Payload, PayloadField, SetItem};
 use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, NfObject, Rule, Table};
 use nftables::stmt::{Drop, Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
@@ -82,8 +82,41 @@ fn chain(veth: &str, hook: bool) -> Chain<'static> {
     }
 }
 
-/// The rules for a port whose container has `mac` and `ip`.
-pub fn rules(mac: [u8; 6], ip: Ipv4Addr) -> Vec<Vec<Statement<'static>>> {
+/// The IPv6 sources a container with `mac` may send from: `::` (duplicate
+/// address detection), its link-local address and, with the bridge's /64
+/// `prefix6`, its SLAAC address there, both made from the MAC as the
+/// kernel makes them (modified EUI-64).
+pub fn own_ipv6(mac: [u8; 6], prefix6: Option<Ipv6Addr>) -> Vec<Ipv6Addr> {
+    let iid = [
+        mac[0] ^ 0x02,
+        mac[1],
+        mac[2],
+        0xff,
+        0xfe,
+        mac[3],
+        mac[4],
+        mac[5],
+    ];
+    let with = |p: Ipv6Addr| {
+        let mut b = p.octets();
+        b[8..].copy_from_slice(&iid);
+        Ipv6Addr::from(b)
+    };
+    let mut v = vec![
+        Ipv6Addr::UNSPECIFIED,
+        with(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)),
+    ];
+    v.extend(prefix6.map(with));
+    v
+}
+
+/// The rules for a port whose container has `mac`, `ip` and, on a bridge
+/// with IPv6, the /64 `prefix6`.
+pub fn rules(
+    mac: [u8; 6],
+    ip: Ipv4Addr,
+    prefix6: Option<Ipv6Addr>,
+) -> Vec<Vec<Statement<'static>>> {
     let drop = Statement::Drop(Some(Drop {}));
     let ether_type = |t: &str| cmp(field("ether", "type"), Operator::EQ, t.to_owned());
     vec![
@@ -118,6 +151,21 @@ pub fn rules(mac: [u8; 6], ip: Ipv4Addr) -> Vec<Vec<Statement<'static>>> {
         vec![
             ether_type("ip"),
             cmp(field("ip", "saddr"), Operator::NEQ, ip.to_string()),
+            drop.clone(),
+        ],
+        // IPv6 only from its own addresses: no neighbour's, no made-up one.
+        vec![
+            ether_type("ip6"),
+            Statement::Match(Match {
+                left: field("ip6", "saddr"),
+                right: Expression::Named(NamedExpression::Set(
+                    own_ipv6(mac, prefix6)
+                        .into_iter()
+                        .map(|a| SetItem::Element(Expression::String(Cow::Owned(a.to_string()))))
+                        .collect(),
+                )),
+                op: Operator::NEQ,
+            }),
             drop.clone(),
         ],
         vec![
@@ -207,12 +255,12 @@ pub(super) fn table_chains(family: &str, name: &str) -> Option<Vec<String>> {
 ///
 /// # Errors
 /// [`Error::Unsupported`] with nft's message (or how to install it).
-pub fn guard(veth: &str, mac: [u8; 6], ip: Ipv4Addr) -> Result<()> {
+pub fn guard(veth: &str, mac: [u8; 6], ip: Ipv4Addr, prefix6: Option<Ipv6Addr>) -> Result<()> {
     let _l = lock();
     let mut b = Batch::new();
     b.add(table());
     b.add(NfListObject::Chain(chain(veth, true)));
-    for expr in rules(mac, ip) {
+    for expr in rules(mac, ip, prefix6) {
         b.add(NfListObject::Rule(Rule {
             family: NfFamily::NetDev,
             table: Cow::Borrowed(TABLE),
@@ -266,8 +314,8 @@ mod tests {
                 .success();
             assert!(ok, "ip link add dva type veth peer name dvb");
             let mac = [0x0a, 0, 0, 0, 0, 1];
-            guard("dva", mac, Ipv4Addr::new(10, 9, 9, 2)).unwrap();
-            guard("dvb", mac, Ipv4Addr::new(10, 9, 9, 3)).unwrap();
+            guard("dva", mac, Ipv4Addr::new(10, 9, 9, 2), None).unwrap();
+            guard("dvb", mac, Ipv4Addr::new(10, 9, 9, 3), None).unwrap();
             unguard("dva");
             assert_eq!(
                 chains().unwrap_or_default(),
@@ -279,5 +327,21 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn ipv6_sources_are_the_macs_own_addresses() {
+        let mac = [0x0a, 0x11, 0x22, 0x33, 0x44, 0x55];
+        let p: Ipv6Addr = "fd14:3df7:4e53::".parse().unwrap();
+        let want: Vec<Ipv6Addr> = [
+            "::",
+            "fe80::811:22ff:fe33:4455",
+            "fd14:3df7:4e53::811:22ff:fe33:4455",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        assert_eq!(own_ipv6(mac, Some(p)), want);
+        assert_eq!(own_ipv6(mac, None), want[..2]);
     }
 }
