@@ -546,6 +546,15 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Nothing accepts on the host's 127.0.0.1:`port` (after a stop).
+fn assert_closed(port: u16) {
+    assert!(
+        TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), Duration::from_secs(1))
+            .is_err(),
+        "127.0.0.1:{port} still accepts after stop"
+    );
+}
+
 /// `network = "user"` with one published port on the host's loopback.
 fn published_user_ct(net: &TestNet, host_port: u16) -> Ct {
     Ct::new(
@@ -592,11 +601,7 @@ fn user_mode_publish(tool: davit_run::net::UserTool, name: &str) {
     );
     a.stop();
     assert!(!proc_.is_alive(), "{name} left running");
-    assert!(
-        TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), Duration::from_secs(1))
-            .is_err(),
-        "127.0.0.1:{port} still accepts after stop"
-    );
+    assert_closed(port);
 }
 
 #[test]
@@ -1401,11 +1406,7 @@ fn plain_user_publish(tool: davit_run::net::UserTool, name: &str) {
     ct.stop();
     let _ = child.wait();
     assert!(!p.is_alive(), "{name} left running");
-    assert!(
-        TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), Duration::from_secs(1))
-            .is_err(),
-        "127.0.0.1:{port} still accepts after stop"
-    );
+    assert_closed(port);
 }
 
 #[test]

@@ -26,7 +26,6 @@
 #![forbid(unsafe_code)]
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -209,27 +208,7 @@ fn mask(prefix: u8) -> Ipv4Addr {
 }
 
 fn write_file(path: &Path, body: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let werr = |source| Error::Write {
-        path: tmp.clone(),
-        source,
-    };
-    let _ = fs::remove_file(&tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .map_err(werr)?;
-    f.write_all(body.as_bytes()).map_err(werr)?;
-    // dnsmasq re-reads it as `nobody` after dropping root.
-    let _ = f.set_permissions(fs::Permissions::from_mode(0o644));
-    drop(f);
-    fs::rename(&tmp, path).map_err(|source| Error::Write {
-        path: path.to_owned(),
-        source,
-    })
+    super::lockfile::replace(path, &path.with_extension("tmp"), body.as_bytes(), false)
 }
 
 fn make_dir(dir: &Path) -> Result<()> {

@@ -9,9 +9,8 @@
 #![forbid(unsafe_code)]
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::Flock;
@@ -191,31 +190,16 @@ impl LockedLeases {
     /// # Errors
     /// [`Error::Write`].
     pub fn save(&self) -> Result<()> {
-        let tmp = self.path.with_extension("json.tmp");
-        let werr = |source| Error::Write {
-            path: tmp.clone(),
-            source,
-        };
         let body = serde_json::to_vec_pretty(&self.table).map_err(|e| Error::Write {
             path: self.path.clone(),
             source: std::io::Error::other(e),
         })?;
-        let _ = fs::remove_file(&tmp);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .map_err(werr)?;
-        f.write_all(&body).map_err(werr)?;
-        f.sync_all().map_err(werr)?;
-        let _ = f.set_permissions(fs::Permissions::from_mode(0o644));
-        drop(f);
-        fs::rename(&tmp, &self.path).map_err(|source| Error::Write {
-            path: self.path.clone(),
-            source,
-        })
+        super::lockfile::replace(
+            &self.path,
+            &self.path.with_extension("json.tmp"),
+            &body,
+            true,
+        )
     }
 }
 

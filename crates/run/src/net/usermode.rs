@@ -236,14 +236,7 @@ fn start_slirp(
     let api = if publish.is_empty() {
         None
     } else {
-        let dir = std::env::temp_dir().join(format!("davit-slirp-{}", super::bridge::veth_name()));
-        std::fs::DirBuilder::new()
-            .mode_0700()
-            .create(&dir)
-            .map_err(|source| Error::Write {
-                path: dir.clone(),
-                source,
-            })?;
+        let dir = private_dir("slirp")?;
         let sock = dir.join("api.sock");
         cmd.arg(format!("--api-socket={}", sock.display()));
         Some((dir, sock))
@@ -303,14 +296,7 @@ fn start_pasta(
 ) -> Result<ProcessRef> {
     // pasta daemonises once the namespace is configured; it writes its pid
     // to a file in a private directory (0700, made with O_EXCL semantics).
-    let dir = std::env::temp_dir().join(format!("davit-pasta-{}", super::bridge::veth_name()));
-    std::fs::DirBuilder::new()
-        .mode_0700()
-        .create(&dir)
-        .map_err(|source| Error::Write {
-            path: dir.clone(),
-            source,
-        })?;
+    let dir = private_dir("pasta")?;
     let pidfile = dir.join("pid");
     let mut cmd = Command::new(path);
     cmd.args(["--quiet", "--config-net"])
@@ -363,6 +349,20 @@ fn start_pasta(
     pid.and_then(|p| p.trim().parse::<i32>().ok())
         .and_then(ProcessRef::of)
         .ok_or_else(|| helper_err("pasta", "wrote no pid file"))
+}
+
+/// A new directory of ours alone (0700, failing if the name exists) for a
+/// tool's pid file or API socket: `$TMPDIR/davit-TOOL-RANDOM`.
+fn private_dir(tool: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("davit-{tool}-{}", super::bridge::veth_name()));
+    std::fs::DirBuilder::new()
+        .mode_0700()
+        .create(&dir)
+        .map_err(|source| Error::Write {
+            path: dir.clone(),
+            source,
+        })?;
+    Ok(dir)
 }
 
 trait Mode0700 {
