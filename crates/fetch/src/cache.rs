@@ -215,6 +215,11 @@ fn mkdirs(p: &Path) -> Result<()> {
     fs::create_dir_all(p).map_err(|e| Error::io("create the directory", p, e))
 }
 
+/// fsync one file, by path (a file or a directory).
+pub(crate) fn fsync_file(p: &Path) -> Result<()> {
+    fsync_dir(p)
+}
+
 pub(crate) fn fsync_dir(p: &Path) -> Result<()> {
     File::open(p)
         .and_then(|f| f.sync_all())

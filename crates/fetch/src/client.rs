@@ -425,10 +425,7 @@ impl Client {
                 .insert(n.to_string(), cache::sha256_file(&st.path().join(n))?);
         }
         for n in manifest.files.keys() {
-            let p = st.path().join(n);
-            File::open(&p)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| Error::io("fsync", &p, e))?;
+            cache::fsync_file(&st.path().join(n))?;
         }
         let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
         cache::write_atomic(&st.path().join("manifest.json"), &json)?;
@@ -494,10 +491,9 @@ impl Client {
             self.opts.retry,
             rep,
         ) {
-            Ok(got) => {
-                f.sync_all().map_err(|e| Error::io("fsync", &dest, e))?;
-                Ok(Some(got.sha256))
-            }
+            // Hashed while it arrived; the one fsync per file comes when
+            // the entry (or the mirrored build) is committed.
+            Ok(got) => Ok(Some(got.sha256)),
             Err(Error::Download {
                 status: Some(404), ..
             }) if optional => {

@@ -224,6 +224,13 @@ impl Client {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
                 .map_err(|e| Error::io("chmod", tmp.path(), e))?;
+            // One fsync per file: the downloads, and the sums and
+            // signatures made here.
+            let listing = fs::read_dir(tmp.path()).map_err(|e| Error::io("list", tmp.path(), e))?;
+            for e in listing {
+                let e = e.map_err(|e| Error::io("list", tmp.path(), e))?;
+                crate::cache::fsync_file(&e.path())?;
+            }
             crate::cache::fsync_dir(tmp.path())?;
             let kept = tmp.keep();
             fs::rename(&kept, &dest).map_err(|e| Error::io("move the build into", &dest, e))?;
