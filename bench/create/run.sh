@@ -105,35 +105,9 @@ if [ "${1:-}" = --inner ]; then
   say() { echo "run.sh: $*" >&2; }
 
   # --- the image: publish, serve ---
-  say "publishing $DEBIAN_TARBALL (xz, takes a minute or two)"
-  mkdir -m 700 "$GNUPGHOME"
-  gpg --batch --quiet --passphrase '' --quick-gen-key "davit create bench <bench@davit.invalid>" ed25519 sign never 2>/dev/null
-  fpr=$(gpg --list-secret-keys --with-colons | awk -F: '/^fpr/ {print $10; exit}')
-  gpg --export --armor "$fpr" >"$work/key.asc"
-  "$davit" publish "$DEBIAN_TARBALL" -q --dist debian --release bookworm --arch amd64 \
-    --to "$work/tree" --key "$fpr" --gnupg-home "$GNUPGHOME"
-  gpgconf --kill all >/dev/null 2>&1 || true
-
-  # A throwaway CA and a certificate for 127.0.0.1 (LXC's template uses https only).
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj "/CN=davit bench CA" -addext basicConstraints=critical,CA:TRUE \
-    -addext keyUsage=critical,keyCertSign,cRLSign \
-    -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=127.0.0.1" \
-    -keyout "$work/srv.key" -out "$work/srv.csr" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$work/srv.ext"
-  openssl x509 -req -in "$work/srv.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
-    -days 2 -extfile "$work/srv.ext" -out "$work/srv.pem" 2>/dev/null
-  printf 'ca_certificate = %s\n' "$work/ca.pem" >"$work/wgetrc"
-
-  "$davit" serve "$work/tree" --listen 127.0.0.1:0 --tls-cert "$work/srv.pem" --tls-key "$work/srv.key" \
-    --access-log "$work/access.log" >"$work/serve.out" 2>"$work/serve.err" &
-  echo $! >"$work/serve.pid"
-  for _ in $(seq 100); do grep -q serving "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
-  url=$(awk '/serving/ {print $NF}' "$work/serve.out")
-  case "$url" in https://127.0.0.1:*) ;; *) say "davit serve did not start: $(cat "$work/serve.err")"; exit 1 ;; esac
-  hostport=${url#https://}
-  say "serving on $url"
+  # shellcheck source=../lib/serve.sh
+  . "$repo/bench/lib/serve.sh"
+  bench_serve "$davit" "$DEBIAN_TARBALL" "$work"
 
   src=(--server "$url" --keyring "$work/key.asc" --ca-cert "$work/ca.pem" --cache-dir "$cache")
   d_create() { "$davit" create "$1" debian bookworm amd64 --storage "$2" --network none -q "${src[@]}"; }

@@ -26,6 +26,9 @@ if [ "${1:-}" = --inner ]; then
   mount --bind "$work/empty" /sys/fs/cgroup/unified/cgroup.controllers
   mount --bind "$work/subid" /etc/subuid
   mount --bind "$work/subid" /etc/subgid
+  # davit's runtime state on a tmpfs, as /run is on a normal host (on this
+  # VM /run is ext4).
+  mount -t tmpfs -o mode=0755 tmpfs "$work/run"
   # shellcheck disable=SC1091
   . "$work/cmds"
   # One timed run in microseconds, from bash's clock (no fork for timing).
@@ -63,7 +66,7 @@ cleanup() {
   # LXC's monitor leaves an empty lxc.pivot cgroup in each hierarchy.
   rmdir /sys/fs/cgroup/*/lxc.pivot 2>/dev/null || true
   rmdir /sys/fs/cgroup/*/"$prefix" 2>/dev/null || true
-  rm -rf --one-file-system "$work" "/run/davit-bench-$$"
+  rm -rf --one-file-system "$work"
 }
 trap cleanup EXIT
 : >"$work/empty"
@@ -87,8 +90,9 @@ EOF
 mkdir -p "$work/containers/$name"
 cp "$work/config.toml" "$work/containers/$name/config.toml"
 davit_bin=${DAVIT:-$(cd "$(dirname "$0")/../.." && pwd)/target/release/davit}
-# Runtime state on tmpfs, as /run/davit is on a normal host.
-rundir=/run/davit-bench-$$
+# Runtime state on a tmpfs the inner shell mounts, as /run is on a normal host.
+rundir=$work/run
+mkdir -p "$rundir"
 davit_cmd=${DAVIT_CMD:-"env DAVIT_CONTAINERS_DIR=$work/containers DAVIT_RUNTIME_DIR=$rundir DAVIT_CGROUP_PREFIX=$prefix $davit_bin start $name"}
 
 # crun: the default spec, on our rootfs, with a user namespace and the map.
