@@ -39,6 +39,8 @@ fi
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(grep -v '^#' scripts/packages.txt) >/dev/null 2>&1 || true
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --workspace --bins -q
+# systemd-boot.sh drives davit through the run crate's ctl example.
+cargo build --release -p davit-run --example ctl -q
 export DAVIT=$repo/target/release/davit
 
 # The image (cached, under a lock, by build.sh) and its shifted rootfs.

@@ -34,6 +34,8 @@ if [ "${1:-}" = --inner ]; then
   export DAVIT_CONTAINERS_DIR=$work/containers DAVIT_RUNTIME_DIR=$work/run/davit
   export DAVIT_CGROUP_PREFIX=$CGROUP_PREFIX
   lxcpath=$work/lxc
+  # shellcheck source=../lib/config.sh
+  . "$repo/bench/lib/config.sh"
   names() { local i; for i in $(seq "$n"); do echo "$1$i"; done; }
   inner_cleanup() {
     set +e
@@ -46,18 +48,7 @@ if [ "${1:-}" = --inner ]; then
   trap inner_cleanup EXIT
   for c in $(names d); do
     mkdir -p "$DAVIT_CONTAINERS_DIR/$c"
-    cat >"$DAVIT_CONTAINERS_DIR/$c/config.toml" <<TOML
-name = "$c"
-rootfs = "$rootfs"
-[[idmap.uid]]
-container = 0
-host = 100000
-len = 65536
-[[idmap.gid]]
-container = 0
-host = 100000
-len = 65536
-TOML
+    bench_config "$c" "$rootfs" >"$DAVIT_CONTAINERS_DIR/$c/config.toml"
   done
   for c in $(names l); do
     mkdir -p "$lxcpath/$c"

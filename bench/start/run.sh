@@ -73,18 +73,9 @@ trap cleanup EXIT
 printf 'root:100000:65536\n' >"$work/subid"
 
 # davit
-cat >"$work/config.toml" <<EOF
-name = "$name"
-rootfs = "$rootfs"
-[[idmap.uid]]
-container = 0
-host = 100000
-len = 65536
-[[idmap.gid]]
-container = 0
-host = 100000
-len = 65536
-EOF
+# shellcheck source=../lib/config.sh
+. "$(dirname "$0")/../lib/config.sh"
+bench_config "$name" "$rootfs" >"$work/config.toml"
 # `davit start NAME` with the CLI (DAVIT=path, default the release build),
 # or the run crate's ctl example with DAVIT_CMD.
 mkdir -p "$work/containers/$name"

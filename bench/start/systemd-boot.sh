@@ -10,14 +10,15 @@
 # `systemctl is-system-running --wait` prints running or degraded (the attach
 # is retried while systemd's private bus socket does not exist yet); "stop"
 # from just before the stop command until it returns. Needs root.
-# CTL names the ctl binary (default: the release build in /work/targets/deb).
+# CTL names the ctl binary (default: this repo's release build of it,
+# `cargo build --release -p davit-run --example ctl`).
 set -euo pipefail
 
 rootfs=$(readlink -f "${1:?usage: systemd-boot.sh ROOTFS [N]}")
 n=${2:-10}
-ctl=${CTL:-/work/targets/deb/release/examples/ctl}
+ctl=${CTL:-$(cd "$(dirname "$0")/../.." && pwd)/target/release/examples/ctl}
 [ "$(id -u)" = 0 ] || { echo "systemd-boot.sh: run as root" >&2; exit 1; }
-[ -x "$ctl" ] || { echo "systemd-boot.sh: build $ctl first (cargo build --release -p davit-run --examples)" >&2; exit 1; }
+[ -x "$ctl" ] || { echo "systemd-boot.sh: build $ctl first (cargo build --release -p davit-run --example ctl)" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/davit-sdboot.XXXXXX)
 chmod 755 "$work" # LXC's mapped root must reach lxcpath
@@ -35,18 +36,9 @@ trap cleanup EXIT
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
-cat >"$work/config.toml" <<EOF
-name = "$name"
-rootfs = "$rootfs"
-[[idmap.uid]]
-container = 0
-host = 100000
-len = 65536
-[[idmap.gid]]
-container = 0
-host = 100000
-len = 65536
-EOF
+# shellcheck source=../lib/config.sh
+. "$(dirname "$0")/../lib/config.sh"
+bench_config "$name" "$rootfs" >"$work/config.toml"
 
 wait_running() { # CMD... -> prints the state once running|degraded, fails after 60 s
   local t0 s
