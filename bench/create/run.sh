@@ -60,17 +60,10 @@ repo=$(cd "$here/../.." && pwd)
 # ---------------------------------------------------------------- inner ----
 if [ "${1:-}" = --inner ]; then
   work=$2 n=$3
-  mount --bind "$work/subid" /etc/subuid
-  mount --bind "$work/subid" /etc/subgid
+  # shellcheck source=../lib/env.sh
+  . "$repo/bench/lib/env.sh"
+  bench_env "$work"
   davit=$DAVIT_BIN
-  export DAVIT_CONTAINERS_DIR=$work/davit/containers
-  export DAVIT_RUNTIME_DIR=$work/davit/run
-  export DAVIT_BASES_DIR=$work/davit/bases
-  export DAVIT_SUBUID=$work/subid DAVIT_SUBGID=$work/subid
-  export DAVIT_CGROUP_PREFIX=$CGROUP_PREFIX
-  export NO_PROXY=127.0.0.1 no_proxy=127.0.0.1
-  unset DAVIT_SERVER DAVIT_CACHE_DIR http_proxy https_proxy HTTP_PROXY HTTPS_PROXY
-  export GNUPGHOME=$work/gnupg
   lxcpath=$work/lxcpath
   cache=$work/davit/cache
   mkdir -p "$DAVIT_CONTAINERS_DIR" "$DAVIT_RUNTIME_DIR" "$DAVIT_BASES_DIR" "$cache" "$lxcpath" "$work/lxc-cache"
