@@ -89,14 +89,26 @@ else
 fi
 
 s=$(date +%s)
-state=$(as_tester davit attach deb -- systemctl is-system-running --wait 2>/tmp/attach)
+# `start -d` returns once init has exec'd; under TCG systemd may not have
+# made its private bus yet, and systemctl fails at once without it. Wait
+# for the socket first (an attach that fails here is logged below).
+i=0
+until as_tester davit attach deb -- test -S /run/systemd/private 2>>/tmp/attach; do
+    i=$((i + 1))
+    [ "$i" -gt 60 ] && break
+    sleep 1
+done
+state=$(as_tester davit attach deb -- systemctl is-system-running --wait 2>>/tmp/attach)
+rc=$?
 if [ "$state" = running ]; then
     result systemd-running PASS "$(($(date +%s) - s))s after start returned"
 else
-    result systemd-running FAIL "is-system-running: '$state'"
+    result systemd-running FAIL "is-system-running: '$state' (attach exit $rc)"
     as_tester davit attach deb -- systemctl --failed --no-pager >>/tmp/attach 2>&1
-    as_tester davit console deb --log >>/tmp/attach 2>&1
+    # Attach's own errors first, then the boot as the console saw it.
     log systemd-running /tmp/attach
+    as_tester davit console deb --log >/tmp/console 2>&1
+    log systemd-console /tmp/console
 fi
 if [ -d "$d/init.scope" ]; then
     result systemd-cgroups PASS "systemd made $cg/init.scope"
