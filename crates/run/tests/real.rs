@@ -296,6 +296,39 @@ fn detached_attach_and_stop_leave_nothing() {
 }
 
 #[test]
+fn start_under_a_v1_cpuset_prefix_another_start_has_not_filled_yet() {
+    if !have_root() {
+        return;
+    }
+    let cpuset = Path::new("/sys/fs/cgroup/cpuset");
+    if !cpuset.join("cpuset.cpus").exists() {
+        eprintln!("!!! no v1 cpuset hierarchy here (cgroup v2): nothing to race on");
+        return;
+    }
+    let ct = Ct::new("cpuset", "");
+    // What a parallel start leaves for a moment: the shared prefix made
+    // (by the kernel with empty cpuset.cpus and cpuset.mems, as
+    // clone_children is 0 on a stock host) and not filled yet.
+    let prefix = cpuset.join(&ct.prefix);
+    std::fs::create_dir(&prefix).unwrap();
+    if !std::fs::read_to_string(prefix.join("cpuset.cpus"))
+        .unwrap()
+        .trim()
+        .is_empty()
+    {
+        let _ = std::fs::remove_dir(&prefix);
+        eprintln!("!!! this host's cpuset has clone_children set: new directories are filled");
+        return;
+    }
+    let mut h = spawn_monitor(&driver(), &ct.args(&["/bin/true"]), true).unwrap();
+    if let Err(e) = h.wait_ready() {
+        panic!("start failed: {e}");
+    }
+    let _ = h.child.wait();
+    ct.assert_clean();
+}
+
+#[test]
 fn halt_signal_stops_a_cooperative_init() {
     if !have_root() {
         return;

@@ -111,14 +111,18 @@ impl Cgroup {
                 if h.version == Version::V2 && i >= skip {
                     enable_controllers(&parent)?;
                 }
-                match fs::create_dir(&cur) {
-                    Ok(()) => {
-                        if h.version == Version::V1 && h.has("cpuset") {
-                            copy_cpuset(&parent, &cur)?;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                let made = match fs::create_dir(&cur) {
+                    Ok(()) => true,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
                     Err(e) => return Err(cg_err("mkdir", &cur, e)),
+                };
+                // A v1 cpuset directory takes no task until it has CPUs and
+                // memory nodes. One that already exists may be another
+                // start's, made a moment ago and not filled yet (parallel
+                // starts share the prefix): fill ours either way, as the
+                // copy writes only what is still empty.
+                if h.version == Version::V1 && h.has("cpuset") && (made || i >= skip) {
+                    copy_cpuset(&parent, &cur)?;
                 }
             }
         }
@@ -439,6 +443,30 @@ mod tests {
             "cgroup: no cgroup directory for the memory controller"
         );
         assert_eq!(fs::read_to_string(leaf.join("memory.max")).unwrap(), "max");
+    }
+
+    #[test]
+    fn v1_cpuset_prefix_another_start_has_not_filled_yet_is_filled() {
+        // 50 parallel starts: one has made the shared prefix directory
+        // (the kernel gives it an empty cpuset.cpus and cpuset.mems) but
+        // not filled it yet when another makes its own leaf below. That
+        // leaf copied the empty values, and joining it failed ENOSPC.
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let d = root.join("cpuset");
+        fs::create_dir_all(d.join("davit")).unwrap();
+        fs::write(d.join("cpuset.cpus"), "0-1\n").unwrap();
+        fs::write(d.join("cpuset.mems"), "0\n").unwrap();
+        fs::write(d.join("davit/cpuset.cpus"), "\n").unwrap();
+        fs::write(d.join("davit/cpuset.mems"), "\n").unwrap();
+        let mi = format!("40 1 0:50 / {} rw - cgroup cgroup rw,cpuset\n", d.display());
+        let l = Layout::from_mountinfo(&mi);
+        Cgroup::create(&l, Path::new("davit/c"), Path::new(""), &Limits::default()).unwrap();
+        let rd = |p: &str| fs::read_to_string(d.join(p)).unwrap();
+        assert_eq!(rd("davit/cpuset.cpus"), "0-1");
+        assert_eq!(rd("davit/cpuset.mems"), "0");
+        assert_eq!(rd("davit/c/cpuset.cpus"), "0-1");
+        assert_eq!(rd("davit/c/cpuset.mems"), "0");
     }
 
     #[test]
