@@ -248,9 +248,11 @@ pub fn attach(_ctx: &Ctx, a: AttachArgs) -> Result<(), Failure> {
             .into());
     }
     // Processes of this attach pass through the container's pid namespace
-    // before they exec: run from a sealed copy so none can reach and
-    // rewrite the davit binary through /proc/PID/exe (CVE-2019-5736).
-    davit_run::monitor::ensure_sealed()?;
+    // before they exec: they run from a sealed binary so none can reach
+    // and rewrite davit's through /proc/PID/exe (CVE-2019-5736). That is
+    // the monitor's own sealed copy when it can serve, else a copy of this
+    // binary made now (a re-exec).
+    let runner = davit_run::attach::runner(&paths::runtime_dir(), &c.name)?;
     // Empty: the user's login shell from the container's passwd.
     let command = a.command;
     // Never the caller's terminal inside (docs/SECURITY.md): a pty of the
@@ -274,6 +276,7 @@ pub fn attach(_ctx: &Ctx, a: AttachArgs) -> Result<(), Failure> {
         cwd: a.cwd,
         env: a.env,
         clear_env: a.clear_env,
+        runner,
     };
     let mut relay = None;
     let code = davit_run::attach::attach(&paths::runtime_dir(), &c.name, opts, &mut |master| {

@@ -86,9 +86,8 @@ fn attach(args: &[OsString]) -> ! {
     if args.len() < 2 {
         usage()
     }
-    if let Err(e) = davit_run::monitor::ensure_sealed() {
-        fail("attach", &e)
-    }
+    let runner = davit_run::attach::runner(Path::new(&args[0]), &args[1].to_string_lossy())
+        .unwrap_or_else(|e| fail("attach", &e));
     let command: Vec<String> = strs(&args[2..])
         .into_iter()
         .skip_while(|a| a == "--")
@@ -101,6 +100,7 @@ fn attach(args: &[OsString]) -> ! {
         cwd: None,
         env: Vec::new(),
         clear_env: false,
+        runner,
     };
     match davit_run::attach::attach(
         Path::new(&args[0]),

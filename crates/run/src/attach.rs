@@ -3,10 +3,10 @@
 #![forbid(unsafe_code)]
 
 use std::convert::Infallible;
-use std::ffi::CString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::ffi::{CString, OsString};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
@@ -16,8 +16,9 @@ use nix::unistd::{Gid, Pid, Uid};
 use crate::cgroup::{Cgroup, Layout};
 use crate::error::{Error, InitStep, Result};
 use crate::init::drop_caps;
-use crate::monitor::exit_code;
 use crate::msg::{Channel, Msg};
+use crate::reexec::{exit_code, MONITOR_ARG};
+use crate::seccomp::Seccomp;
 use crate::spawn::{cstrings, path_dirs, DEFAULT_PATH};
 use crate::state::StateStore;
 use crate::{sys, tty};
@@ -44,7 +45,74 @@ pub struct AttachOptions {
     /// Start from no environment but `container=davit`, not the clean
     /// default ([`attach_env`]); the host's is never passed.
     pub clear_env: bool,
+    /// The binary the child that enters the container runs from
+    /// ([`runner`]).
+    pub runner: Runner,
 }
+
+/// The binary attach's child runs from once it forks: the processes that
+/// enter the container are forks of it, so a hostile container must find
+/// no writable binary behind their `/proc/PID/exe` (CVE-2019-5736).
+#[derive(Debug)]
+pub enum Runner {
+    /// This process, which already runs from a sealed copy of its binary
+    /// ([`crate::monitor::ensure_sealed`]).
+    Here,
+    /// The container monitor's own sealed copy of its binary, open: the
+    /// child execs it, so no copy is made for this attach.
+    Monitor(OwnedFd),
+}
+
+/// What attach's child runs from: the container monitor's sealed binary
+/// when the monitor can serve (it is this version's, alive, and runs from
+/// a sealed memfd of the caller's own), else this process, re-executed
+/// from a sealed copy of its binary first (this call then does not return
+/// in the first process: call it before anything a re-exec would lose).
+///
+/// # Errors
+/// [`Error::Spawn`] when the sealed copy cannot be made.
+pub fn runner(runtime: &Path, name: &str) -> Result<Runner> {
+    if let Some(exe) = monitor_exe(runtime, name) {
+        return Ok(Runner::Monitor(exe));
+    }
+    crate::reexec::ensure_sealed()?;
+    Ok(Runner::Here)
+}
+
+/// The running monitor's sealed binary, opened through `/proc/PID/exe`
+/// while a pidfd proves the pid is still that monitor's.
+fn monitor_exe(runtime: &Path, name: &str) -> Option<OwnedFd> {
+    let store = StateStore::new(runtime, name);
+    store.check_trusted().ok()?;
+    let st = store.peek().ok()??;
+    let m = st.monitor.filter(|_| st.attach_helper)?;
+    let pidfd = sys::pidfd_open(Pid::from_raw(m.pid)).ok()?;
+    if !m.is_alive() {
+        return None;
+    }
+    let exe = std::fs::File::open(format!("/proc/{}/exe", m.pid)).ok()?;
+    // Readable now means the monitor exited: the pid may name another.
+    if sys::poll_readable(pidfd.as_fd(), 0).unwrap_or(true) {
+        return None;
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    (exe.metadata().ok()?.uid() == me && sealed(exe.as_fd())).then(|| exe.into())
+}
+
+/// Whether `fd` is a memfd sealed against every change.
+fn sealed(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    let need = SealFlag::F_SEAL_SEAL
+        | SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_WRITE;
+    fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS)
+        .is_ok_and(|s| SealFlag::from_bits_truncate(s).contains(need))
+}
+
+/// The argument after [`MONITOR_ARG`] that makes a monitor binary attach's
+/// child ([`child_main`]); the plan follows it.
+pub const CHILD_ARG: &str = "__attach-child";
 
 /// Who the command runs as, and where.
 struct Who {
@@ -204,18 +272,53 @@ pub fn attach(
     let null = tty::host_null()?;
     // The filter init runs under (a state without one predates seccomp:
     // the default).
-    let seccomp = st.seccomp.clone().unwrap_or_default().build()?;
+    let seccomp = st.seccomp.clone().unwrap_or_default();
     let pty = matches!(opts.io, AttachIo::Pty);
-    let io = Io {
-        seccomp,
-        null,
-        pty,
-        fds: match opts.io {
-            AttachIo::Fds(fds) => Some(fds),
-            _ => None,
-        },
+    let fds = match opts.io {
+        AttachIo::Fds(fds) => Some(fds),
+        _ => None,
     };
     let (mut parent, child) = Channel::pair()?;
+    // The monitor's binary runs the child from the plan; here, the filter
+    // is built (and checked) before the fork.
+    let (io, plan) = match &opts.runner {
+        Runner::Here => {
+            let io = Io {
+                seccomp: seccomp.build()?,
+                null,
+                pty,
+                fds,
+            };
+            (Some(io), None)
+        }
+        Runner::Monitor(_) => {
+            let plan = Plan {
+                chan: child.as_raw_fd(),
+                pidfd: pidfd.as_raw_fd(),
+                null: null.as_raw_fd(),
+                fds: fds.as_ref().map(|f| f.each_ref().map(|fd| fd.as_raw_fd())),
+                flags: flags.bits(),
+                userns,
+                cgroup_paths: st.cgroup_paths.clone(),
+                init_pid: init.pid,
+                argv: argv.iter().map(|c| c.as_bytes().to_vec()).collect(),
+                envp: envp.iter().map(|c| c.as_bytes().to_vec()).collect(),
+                dirs: dirs.clone(),
+                user: who.user,
+                cwd: who.cwd.as_ref().map(|c| c.as_bytes().to_vec()),
+                home_free: who.home_free,
+                login: who.login,
+                pty,
+                seccomp,
+            };
+            let json = serde_json::to_string(&plan).map_err(|e| Error::Protocol {
+                want: "the attach plan as JSON",
+                got: e.to_string(),
+            })?;
+            // Held open until the fork: the plan names them by number.
+            (None, Some((plan.descriptors(), json, null, fds)))
+        }
+    };
 
     let Some(single) = sys::single_threaded() else {
         return Err(Error::Unsupported {
@@ -231,10 +334,16 @@ pub fn attach(
         Err(e) => return Err(Error::sys("fork()", e)),
         Ok(sys::Cloned::Child) => {
             drop(parent);
-            transient(
-                child, &pidfd, flags, userns, &cg, init.pid, &argv, &envp, &dirs, &io, &who,
-                &single,
-            )
+            match (&opts.runner, &io, &plan) {
+                (Runner::Monitor(exe), _, Some((keep, json, _, _))) => {
+                    exec_child(child, exe, keep, json)
+                }
+                (_, Some(io), _) => transient(
+                    child, &pidfd, flags, userns, &cg, init.pid, &argv, &envp, &dirs, io, &who,
+                    &single,
+                ),
+                _ => sys::exit_now(126),
+            }
         }
         Ok(sys::Cloned::Parent { pid, .. }) => pid,
     };
@@ -242,6 +351,10 @@ pub fn attach(
     // The command's ends of the caller's pipes live on in it alone, so the
     // caller sees end of file when it is done.
     drop(io);
+    drop(plan);
+    // The monitor's binary says it runs before anything else: without
+    // that, end of file would read as a successful exec.
+    let mut started = matches!(opts.runner, Runner::Here);
     let reap = || loop {
         match waitpid(a, None) {
             Err(Errno::EINTR) => continue,
@@ -252,7 +365,14 @@ pub fn attach(
     let mut master = None;
     let r = loop {
         match parent.recv_with_fd() {
-            Ok(Some((Msg::Console, Some(fd)))) if master.is_none() => master = Some(fd),
+            Ok(Some((Msg::Ready, None))) if !started => started = true,
+            Ok(Some((Msg::Console, Some(fd)))) if master.is_none() && started => master = Some(fd),
+            Ok(None) if !started => {
+                break Err(Error::Protocol {
+                    want: "the monitor's binary to run attach's child",
+                    got: "end of file (is the monitor from another davit version?)".into(),
+                })
+            }
             Ok(None) => break Ok(()),
             Ok(Some((Msg::Failed { step, kind, errno }, _))) => {
                 break Err(Error::Init {
@@ -276,6 +396,160 @@ pub fn attach(
     }
     on_running(master);
     Ok(exit_code(reap()?).unwrap_or(1))
+}
+
+/// Everything attach's child needs, handed to the monitor's binary as
+/// JSON after [`CHILD_ARG`]: the descriptors by number (inherited across
+/// the exec), the rest as [`attach`] worked it out.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Plan {
+    chan: RawFd,
+    pidfd: RawFd,
+    null: RawFd,
+    fds: Option<[RawFd; 3]>,
+    flags: libc::c_int,
+    userns: bool,
+    cgroup_paths: Vec<PathBuf>,
+    init_pid: i32,
+    argv: Vec<Vec<u8>>,
+    envp: Vec<Vec<u8>>,
+    dirs: Vec<PathBuf>,
+    user: Option<(u32, Option<u32>)>,
+    cwd: Option<Vec<u8>>,
+    home_free: bool,
+    login: bool,
+    pty: bool,
+    seccomp: Seccomp,
+}
+
+impl Plan {
+    fn descriptors(&self) -> Vec<RawFd> {
+        let mut v = vec![self.chan, self.pidfd, self.null];
+        v.extend(self.fds.iter().flatten());
+        v
+    }
+}
+
+/// In the forked child: exec the monitor's sealed binary as attach's
+/// child, with the plan's descriptors kept open across the exec.
+fn exec_child(mut chan: Channel, exe: &OwnedFd, keep: &[RawFd], json: &str) -> ! {
+    let fail = |chan: &mut Channel, e: Errno| -> ! {
+        let _ = chan.send(Msg::Failed {
+            step: InitStep::Sync,
+            kind: crate::error::ErrorKind::Syscall,
+            errno: e as i32,
+        });
+        sys::exit_now(126)
+    };
+    for &fd in keep {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        if let Err(e) = fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())) {
+            fail(&mut chan, e);
+        }
+    }
+    let args = match cstrings(
+        ["davit-attach", MONITOR_ARG, CHILD_ARG, json].map(String::from),
+        "the attach plan",
+    ) {
+        Ok(a) => a,
+        Err(_) => fail(&mut chan, Errno::EINVAL),
+    };
+    let e = nix::unistd::fexecve(exe.as_raw_fd(), &args, &[] as &[CString]).unwrap_err();
+    fail(&mut chan, e)
+}
+
+/// The entry point of attach's child in the monitor's sealed binary:
+/// `args` are those after [`CHILD_ARG`] (the plan). Never returns; what
+/// fails goes to the parent over the plan's channel.
+pub(crate) fn child_main(args: &[OsString]) -> ! {
+    let Some(plan) = args
+        .first()
+        .and_then(|a| a.to_str())
+        .and_then(|j| serde_json::from_str::<Plan>(j).ok())
+    else {
+        sys::exit_now(126)
+    };
+    // Every descriptor but the plan's closes on the command's exec.
+    let _ = sys::cloexec_from(3);
+    let Some(chan) = sys::take_inherited_fd(plan.chan) else {
+        sys::exit_now(126)
+    };
+    let mut chan = Channel::from_stream(std::os::unix::net::UnixStream::from(chan));
+    let fail = |chan: &mut Channel, step: InitStep, e: Error| -> ! {
+        let _ = chan.send(Msg::Failed {
+            step,
+            kind: e.kind(),
+            errno: e.errno().map(|e| e as i32).unwrap_or(0),
+        });
+        sys::exit_now(126)
+    };
+    if let Err(e) = chan.send(Msg::Ready) {
+        fail(&mut chan, InitStep::Sync, e)
+    }
+    let take = |fd: RawFd| {
+        sys::take_inherited_fd(fd).ok_or_else(|| Error::sys(format!("fd {fd}"), Errno::EBADF))
+    };
+    let prepared = (|| -> Result<_> {
+        let pidfd = take(plan.pidfd)?;
+        let null = take(plan.null)?;
+        let fds = match plan.fds {
+            Some([i, o, e]) => Some([take(i)?, take(o)?, take(e)?]),
+            None => None,
+        };
+        let layout = Layout::detect()?;
+        let cg = Cgroup::from_paths(&layout, &plan.cgroup_paths);
+        let cs = |v: &[Vec<u8>]| {
+            v.iter()
+                .map(|b| CString::new(b.clone()).map_err(|_| Error::sys("execve", Errno::EINVAL)))
+                .collect::<Result<Vec<_>>>()
+        };
+        let argv = cs(&plan.argv)?;
+        let envp = cs(&plan.envp)?;
+        let cwd = match &plan.cwd {
+            Some(c) => Some(cs(std::slice::from_ref(c))?.remove(0)),
+            None => None,
+        };
+        let io = Io {
+            seccomp: plan.seccomp.build()?,
+            null,
+            pty: plan.pty,
+            fds,
+        };
+        let who = Who {
+            user: plan.user,
+            cwd,
+            home_free: plan.home_free,
+            login: plan.login,
+        };
+        Ok((pidfd, cg, argv, envp, io, who))
+    })();
+    let (pidfd, cg, argv, envp, io, who) = match prepared {
+        Ok(p) => p,
+        Err(e) => fail(&mut chan, InitStep::Sync, e),
+    };
+    let Some(single) = sys::single_threaded() else {
+        fail(
+            &mut chan,
+            InitStep::Sync,
+            Error::Unsupported {
+                what: "attaching from a multi-threaded process".into(),
+            },
+        )
+    };
+    transient(
+        chan,
+        &pidfd,
+        CloneFlags::from_bits_truncate(plan.flags),
+        plan.userns,
+        &cg,
+        plan.init_pid,
+        &argv,
+        &envp,
+        &plan.dirs,
+        &io,
+        &who,
+        &single,
+    )
 }
 
 /// What the attached command's standard descriptors become.

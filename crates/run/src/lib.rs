@@ -77,6 +77,7 @@ pub mod live;
 pub mod monitor;
 mod msg;
 mod ready;
+mod reexec;
 // net (issue 5): bridge + veth over netlink, quota helper, user mode.
 pub mod net;
 pub mod seccomp;

@@ -24,8 +24,7 @@ use crate::spawn::{spawn_init, InitSpec};
 use crate::state::{ProcessRef, State, StateLock, StateStore, Status};
 use crate::sys;
 
-/// The first argument that selects the monitor in a davit binary.
-pub const MONITOR_ARG: &str = "__run-monitor";
+pub use crate::reexec::{ensure_sealed, exit_code, MONITOR_ARG};
 
 pub use crate::ready::READY_FD;
 
@@ -179,6 +178,10 @@ pub fn monitor_main(args: &[OsString]) -> ! {
         report(&mut ready, &Report::Failed(&e));
         std::process::exit(EXIT_SETUP_FAILED);
     }
+    // `attach` runs its child from this sealed binary (attach.rs).
+    if args.first().is_some_and(|a| a == crate::attach::CHILD_ARG) {
+        crate::attach::child_main(&args[1..]);
+    }
     // Inherited descriptors must never reach init (CVE-2024-21626).
     let _ = sys::cloexec_from(3);
     let parsed = MonitorArgs::parse(args);
@@ -201,36 +204,6 @@ pub fn monitor_main(args: &[OsString]) -> ! {
     std::process::exit(code)
 }
 
-/// Make sure this process runs from a sealed anonymous copy of its binary
-/// (`pentacle`), re-executing itself with the same arguments if not. Call
-/// first thing in `main` of any davit process that a container could reach
-/// through `/proc/PID/exe` (the monitor, attach).
-///
-/// # Errors
-/// [`Error::Spawn`] if the copy or the exec fails.
-pub fn ensure_sealed() -> Result<()> {
-    // Sealing against writes fails with EBUSY while pages of the fresh
-    // copy are still pinned (the kernel waits a moment, then gives up);
-    // on a loaded machine that happened about once per full test run. A
-    // new copy has no such pins yet: try again.
-    let mut tries = 0;
-    loop {
-        match pentacle::ensure_sealed() {
-            Ok(()) => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 4 => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(20 << tries));
-            }
-            Err(source) => {
-                return Err(Error::Spawn {
-                    program: "/proc/self/exe (sealed re-exec)".into(),
-                    source,
-                })
-            }
-        }
-    }
-}
-
 fn console_socket() -> Option<std::os::unix::net::UnixStream> {
     // The socket handed over by `spawn_monitor_on` as CONSOLE_FD.
     let st = nix::sys::stat::fstat(CONSOLE_FD).ok()?;
@@ -238,15 +211,6 @@ fn console_socket() -> Option<std::os::unix::net::UnixStream> {
         return None;
     }
     sys::take_inherited_fd(CONSOLE_FD).map(std::os::unix::net::UnixStream::from)
-}
-
-/// Exit status as a shell reports it: the code, or 128 + signal.
-pub fn exit_code(ws: WaitStatus) -> Option<i32> {
-    match ws {
-        WaitStatus::Exited(_, c) => Some(c),
-        WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
-        _ => None,
-    }
 }
 
 /// Where the cgroup goes: `(leaf, base)` relative to the mount points, or
@@ -363,6 +327,7 @@ pub fn run_monitor(
     st = State::new(&cfg.name);
     st.status = Status::Starting;
     st.monitor = me;
+    st.attach_helper = true;
     st.privileged = cfg.privileged;
     st.no_limits_reason = why;
     st.seccomp = Some(cfg.seccomp_in_force());

@@ -107,6 +107,11 @@ impl Channel {
         Ok((Channel { sock: a }, Channel { sock: b }))
     }
 
+    /// The socket's descriptor (to hand on across an exec).
+    pub(crate) fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.sock)
+    }
+
     /// A channel over a socket inherited from another process.
     pub(crate) fn from_stream(sock: UnixStream) -> Channel {
         Channel { sock }

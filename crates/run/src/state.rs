@@ -166,6 +166,12 @@ pub struct State {
     /// needs ptrace access that user does not have.
     #[serde(default)]
     pub attach_via: Option<ProcessRef>,
+    /// The monitor's binary runs attach's child
+    /// ([`crate::attach::CHILD_ARG`]): `attach` execs the monitor's sealed
+    /// copy rather than make one of its own. False in a state written by
+    /// an older monitor.
+    #[serde(default)]
+    pub attach_helper: bool,
 }
 
 impl State {
@@ -186,6 +192,7 @@ impl State {
             exit_status: None,
             seccomp: None,
             attach_via: None,
+            attach_helper: false,
         }
     }
 

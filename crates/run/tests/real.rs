@@ -295,6 +295,125 @@ fn detached_attach_and_stop_leave_nothing() {
     assert_eq!(o.status.code(), Some(125));
 }
 
+/// The children of `pid` (its main thread's).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Runs `driver HOW RUNTIME NAME -- sleep 30` and, once the command runs,
+/// returns what attach's child (the attach's own child, outside the
+/// container's pid namespace, the parent of the command) runs from: the
+/// device and inode behind its `/proc/PID/exe`, its link text, and whether
+/// that file is sealed against writes. Ends the attach.
+fn attach_child_exe(ct: &Ct, how: &str) -> ((u64, u64), String, bool) {
+    use std::os::unix::fs::MetadataExt;
+    let mut a = Command::new(driver())
+        .args([
+            how,
+            ct.runtime().to_str().unwrap(),
+            &ct.name,
+            "--",
+            "sleep",
+            "30",
+        ])
+        .spawn()
+        .unwrap();
+    let mut found = None;
+    for _ in 0..200 {
+        let t = children(a.id()).into_iter().find(|&t| {
+            children(t).iter().any(|&g| {
+                std::fs::read(format!("/proc/{g}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
+            })
+        });
+        if let Some(t) = t {
+            let exe = format!("/proc/{t}/exe");
+            let f = std::fs::File::open(&exe).unwrap();
+            let m = f.metadata().unwrap();
+            let seals = nix::fcntl::fcntl(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                nix::fcntl::FcntlArg::F_GET_SEALS,
+            )
+            .unwrap_or(0);
+            let want = nix::fcntl::SealFlag::F_SEAL_WRITE
+                | nix::fcntl::SealFlag::F_SEAL_GROW
+                | nix::fcntl::SealFlag::F_SEAL_SHRINK
+                | nix::fcntl::SealFlag::F_SEAL_SEAL;
+            let sealed = nix::fcntl::SealFlag::from_bits_truncate(seals).contains(want);
+            let link = std::fs::read_link(&exe)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            found = Some(((m.dev(), m.ino()), link, sealed));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = a.kill();
+    let _ = a.wait();
+    found.unwrap_or_else(|| panic!("`driver {how}` never ran its command"))
+}
+
+#[test]
+fn attach_runs_from_the_monitors_sealed_binary_without_a_copy() {
+    use std::os::unix::fs::MetadataExt;
+    if !have_root() {
+        return;
+    }
+    let ct = Ct::new("seal", "");
+    let mut h = spawn_monitor(
+        &driver(),
+        &ct.args(&["/bin/sh", "-c", "while true; do sleep 1; done"]),
+        true,
+    )
+    .unwrap();
+    h.wait_ready().unwrap();
+    let store = StateStore::new(&ct.runtime(), &ct.name);
+    let st = store.peek().unwrap().unwrap();
+    assert!(st.attach_helper, "this monitor serves attach");
+    let mon = std::fs::metadata(format!("/proc/{}/exe", st.monitor.unwrap().pid)).unwrap();
+    let mon = (mon.dev(), mon.ino());
+
+    // CVE-2019-5736 without a copy per attach: the child that enters the
+    // container runs from the monitor's sealed memfd, the very same file.
+    let (id, link, sealed) = attach_child_exe(&ct, "attach");
+    assert!(link.starts_with("/memfd:"), "{link}");
+    assert!(sealed, "attach's child runs from an unsealed {link}");
+    assert_eq!(
+        id, mon,
+        "attach's child runs from a file other than the monitor's"
+    );
+    let o = ct.attach(&["/bin/sh", "-c", "id -u; exit 7"]);
+    assert_eq!(text(&o.stdout), "0\n", "stderr: {}", text(&o.stderr));
+    assert_eq!(o.status.code(), Some(7));
+
+    // The fallback: a sealed copy of the attaching binary, still sealed.
+    let (id, link, sealed) = attach_child_exe(&ct, "attach-here");
+    assert!(link.starts_with("/memfd:") && sealed, "{link}");
+    assert_ne!(id, mon, "attach-here used the monitor's binary");
+
+    // A state from a monitor that does not serve attach (an older davit's,
+    // made so by rewriting the flag): attach makes its own copy, and works.
+    let path = ct.runtime().join(&ct.name).join("state.json");
+    let old = std::fs::read_to_string(&path).unwrap();
+    let edited = old.replace("\"attach_helper\": true", "\"attach_helper\": false");
+    assert_ne!(old, edited, "no attach_helper in {old}");
+    std::fs::write(&path, edited).unwrap();
+    let (id, link, sealed) = attach_child_exe(&ct, "attach");
+    assert!(link.starts_with("/memfd:") && sealed, "{link}");
+    assert_ne!(id, mon, "an older monitor's binary was used");
+    let o = ct.attach(&["id", "-u"]);
+    assert_eq!(text(&o.stdout), "0\n", "stderr: {}", text(&o.stderr));
+    std::fs::write(&path, old).unwrap();
+
+    stop(&ct.runtime(), &ct.name, &StopOptions::default()).unwrap();
+    let _ = h.child.wait();
+    ct.assert_clean();
+}
+
 #[test]
 fn start_under_a_v1_cpuset_prefix_another_start_has_not_filled_yet() {
     if !have_root() {
