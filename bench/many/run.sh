@@ -3,7 +3,8 @@
 #   1. `start -d` of N containers at once (default 50), each running
 #      `/bin/sleep 1000` as init: davit's default (`start -d` returns once
 #      init has lived its 200 ms settle window) against `lxc-start -d`
-#      (returns once LXC's monitor says RUNNING); the rate is N divided by
+#      (returns once LXC's monitor says RUNNING), and davit's `--settle 0`
+#      (returns once init runs); the rate is N divided by
 #      the wall time from the first start to the last one returning;
 #      repeated R times (default 3), davit and LXC alternating;
 #   2. the memory of one running container's monitor: RSS and PSS of
@@ -65,6 +66,8 @@ lxc.seccomp.profile = /usr/share/lxc/config/common.seccomp
 CONF
   done
   d_up() { "$davit" start -d -q "$1" -- /bin/sleep 1000; }
+  # Returning as soon as init runs, as lxc-start -d does.
+  d0_up() { "$davit" start -d -q --settle 0 "$1" -- /bin/sleep 1000; }
   l_up() { lxc-start -P "$lxcpath" -d -n "$1"; }
   d_down() { "$davit" stop -k -q "$1"; }
   l_down() { lxc-stop -P "$lxcpath" -k -n "$1"; }
@@ -79,9 +82,11 @@ CONF
     echo $(( ${e/./} - ${s/./} ))
   }
   down_all() { local c; for c in $(names "$2"); do "$1" "$c" >/dev/null 2>&1 & done; wait; }
-  : >"$work/d.burst"; : >"$work/l.burst"
+  : >"$work/d.burst"; : >"$work/d0.burst"; : >"$work/l.burst"
   for i in $(seq "$r"); do
     echo "many: burst $i/$r" >&2
+    burst d0_up d >>"$work/d0.burst"
+    down_all d_down d
     burst d_up d >>"$work/d.burst"
     if [ "$i" -lt "$r" ]; then down_all d_down d; fi
     burst l_up l >>"$work/l.burst"
@@ -133,8 +138,8 @@ unshare -m --propagation private bash "$0" --inner "$work" "$n" "$r" "$a" "$root
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 rate() { awk -v n="$n" -v u="$1" 'BEGIN {printf "%.1f", n / (u / 1e6)}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
-db=$(median <"$work/d.burst") lb=$(median <"$work/l.burst")
-dr=$(rate "$db") lr=$(rate "$lb")
+db=$(median <"$work/d.burst") lb=$(median <"$work/l.burst") d0b=$(median <"$work/d0.burst")
+dr=$(rate "$db") lr=$(rate "$lb") d0r=$(rate "$d0b")
 drss=$(cut -d' ' -f1 "$work/d.mem" | median) dpss=$(cut -d' ' -f2 "$work/d.mem" | median)
 lrss=$(cut -d' ' -f1 "$work/l.mem" | median) lpss=$(cut -d' ' -f2 "$work/l.mem" | median)
 da=$(median <"$work/d.attach") la=$(median <"$work/l.attach")
@@ -143,7 +148,8 @@ echo
 echo "| work | anchor | davit | ratio |"
 echo "|---|---|---|---|"
 echo "| \`start -d\` of $n at once (starts/s, median of $r) | lxc-start -d: $lr/s | $dr/s | $(ratio "$dr" "$lr") (higher is better) |"
+echo "| same, \`--settle 0\` (returns once init runs, as lxc-start -d) | lxc-start -d: $lr/s | $d0r/s | $(ratio "$d0r" "$lr") |"
 echo "| one monitor's RSS (median of $n) | LXC monitor $(ratio "$lrss" 1024) MiB | $(ratio "$drss" 1024) MiB | $(ratio "$drss" "$lrss") |"
 echo "| one monitor's PSS | $(ratio "$lpss" 1024) MiB | $(ratio "$dpss" 1024) MiB | $(ratio "$dpss" "$lpss") |"
 echo "| \`attach -- /bin/true\` (median of $a) | lxc-attach $(ratio "$la" 1000) ms | $(ratio "$da" 1000) ms | $(ratio "$da" "$la") |"
-echo "raw bursts (µs): davit $(tr '\n' ' ' <"$work/d.burst"); lxc $(tr '\n' ' ' <"$work/l.burst")"
+echo "raw bursts (µs): davit $(tr '\n' ' ' <"$work/d.burst"); --settle 0 $(tr '\n' ' ' <"$work/d0.burst"); lxc $(tr '\n' ' ' <"$work/l.burst")"
