@@ -54,8 +54,11 @@ wait_running() { # CMD... -> prints the state once running|degraded, fails after
 : >"$work/davit.run"; : >"$work/davit.stop"
 for _ in $(seq "$n"); do
   t0=$(now)
-  "$ctl" start "$work/config.toml" "$work/run" --prefix "$prefix" -d -- /sbin/init >/dev/null
-  st=$(wait_running "$ctl" attach "$work/run" "$name" -- systemctl is-system-running --wait)
+  # The config's init (/sbin/init, systemd) as pid 1: `-- CMD` would run it
+  # under davit's pid-1 shim, where systemd refuses to be init.
+  "$ctl" start "$work/config.toml" "$work/run" --prefix "$prefix" -d >/dev/null
+  st=$(wait_running "$ctl" attach "$work/run" "$name" -- systemctl is-system-running --wait) \
+    || { echo "systemd-boot.sh: davit's container never reached running in 60 s ($st)" >&2; exit 1; }
   t1=$(now)
   out=$("$ctl" stop "$work/run" "$name" -t 60)
   t2=$(now)
@@ -96,7 +99,8 @@ EOF
     t0=$(now)
     unshare -m --propagation private sh -c 'mount --bind "$1" /etc/subuid && mount --bind "$1" /etc/subgid && exec lxc-start -P "$2" -n "$3" -d' \
       sh "$work/subid" "$work/lxc" "$name"
-    st=$(wait_running lxc-attach -P "$work/lxc" -n "$name" -- systemctl is-system-running --wait)
+    st=$(wait_running lxc-attach -P "$work/lxc" -n "$name" -- systemctl is-system-running --wait) \
+      || { echo "systemd-boot.sh: LXC's container never reached running in 60 s ($st)" >&2; exit 1; }
     t1=$(now)
     lxc-stop -P "$work/lxc" -n "$name" -t 60
     t2=$(now)
