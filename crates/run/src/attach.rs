@@ -311,12 +311,17 @@ pub fn attach(
                 pty,
                 seccomp,
             };
-            let json = serde_json::to_string(&plan).map_err(|e| Error::Protocol {
+            // In a memfd, not in argv, where any host user could read
+            // the command's environment for as long as it runs.
+            let json = serde_json::to_vec(&plan).map_err(|e| Error::Protocol {
                 want: "the attach plan as JSON",
                 got: e.to_string(),
             })?;
+            let text = plan_file(&json)?;
+            let mut keep = plan.descriptors();
+            keep.push(text.as_raw_fd());
             // Held open until the fork: the plan names them by number.
-            (None, Some((plan.descriptors(), json, null, fds)))
+            (None, Some((keep, text, null, fds)))
         }
     };
 
@@ -335,8 +340,8 @@ pub fn attach(
         Ok(sys::Cloned::Child) => {
             drop(parent);
             match (&opts.runner, &io, &plan) {
-                (Runner::Monitor(exe), _, Some((keep, json, _, _))) => {
-                    exec_child(child, exe, keep, json)
+                (Runner::Monitor(exe), _, Some((keep, text, _, _))) => {
+                    exec_child(child, exe, keep, text)
                 }
                 (_, Some(io), _) => transient(
                     child, &pidfd, flags, userns, &cg, init.pid, &argv, &envp, &dirs, io, &who,
@@ -430,16 +435,44 @@ impl Plan {
     }
 }
 
+/// In attach's child: tell the parent that `step` failed with `e`, and exit.
+fn report_and_exit(chan: &mut Channel, step: InitStep, e: Error) -> ! {
+    let _ = chan.send(Msg::Failed {
+        step,
+        kind: e.kind(),
+        errno: e.errno().map(|e| e as i32).unwrap_or(0),
+    });
+    sys::exit_now(126)
+}
+
+/// The plan's JSON in a close-on-exec memfd, read from its start.
+fn plan_file(json: &[u8]) -> Result<OwnedFd> {
+    use std::io::{Seek, Write};
+    let fd = nix::sys::memfd::memfd_create(
+        c"davit-attach-plan",
+        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+    )
+    .map_err(|e| Error::sys("memfd_create(\"davit-attach-plan\")", e))?;
+    let mut f = std::fs::File::from(fd);
+    f.write_all(json).and_then(|()| f.rewind()).map_err(|e| {
+        Error::sys(
+            "write(attach plan)",
+            Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        )
+    })?;
+    Ok(f.into())
+}
+
 /// In the forked child: exec the monitor's sealed binary as attach's
-/// child, with the plan's descriptors kept open across the exec.
-fn exec_child(mut chan: Channel, exe: &OwnedFd, keep: &[RawFd], json: &str) -> ! {
+/// child, with the plan's descriptors (and the plan's own, `text`) kept
+/// open across the exec.
+fn exec_child(mut chan: Channel, exe: &OwnedFd, keep: &[RawFd], text: &OwnedFd) -> ! {
     let fail = |chan: &mut Channel, e: Errno| -> ! {
-        let _ = chan.send(Msg::Failed {
-            step: InitStep::Sync,
-            kind: crate::error::ErrorKind::Syscall,
-            errno: e as i32,
-        });
-        sys::exit_now(126)
+        report_and_exit(
+            chan,
+            InitStep::Sync,
+            Error::sys("exec of the monitor's binary", e),
+        )
     };
     for &fd in keep {
         use nix::fcntl::{fcntl, FcntlArg, FdFlag};
@@ -448,7 +481,12 @@ fn exec_child(mut chan: Channel, exe: &OwnedFd, keep: &[RawFd], json: &str) -> !
         }
     }
     let args = match cstrings(
-        ["davit-attach", MONITOR_ARG, CHILD_ARG, json].map(String::from),
+        [
+            "davit-attach".to_owned(),
+            MONITOR_ARG.to_owned(),
+            CHILD_ARG.to_owned(),
+            text.as_raw_fd().to_string(),
+        ],
         "the attach plan",
     ) {
         Ok(a) => a,
@@ -459,13 +497,17 @@ fn exec_child(mut chan: Channel, exe: &OwnedFd, keep: &[RawFd], json: &str) -> !
 }
 
 /// The entry point of attach's child in the monitor's sealed binary:
-/// `args` are those after [`CHILD_ARG`] (the plan). Never returns; what
-/// fails goes to the parent over the plan's channel.
+/// `args` are those after [`CHILD_ARG`] (the descriptor of the plan).
+/// Never returns; what fails goes to the parent over the plan's channel.
 pub(crate) fn child_main(args: &[OsString]) -> ! {
     let Some(plan) = args
         .first()
-        .and_then(|a| a.to_str())
-        .and_then(|j| serde_json::from_str::<Plan>(j).ok())
+        .and_then(|a| a.to_str()?.parse::<RawFd>().ok())
+        .and_then(sys::take_inherited_fd)
+        .and_then(|fd| {
+            serde_json::from_reader::<_, Plan>(std::io::BufReader::new(std::fs::File::from(fd)))
+                .ok()
+        })
     else {
         sys::exit_now(126)
     };
@@ -475,14 +517,7 @@ pub(crate) fn child_main(args: &[OsString]) -> ! {
         sys::exit_now(126)
     };
     let mut chan = Channel::from_stream(std::os::unix::net::UnixStream::from(chan));
-    let fail = |chan: &mut Channel, step: InitStep, e: Error| -> ! {
-        let _ = chan.send(Msg::Failed {
-            step,
-            kind: e.kind(),
-            errno: e.errno().map(|e| e as i32).unwrap_or(0),
-        });
-        sys::exit_now(126)
-    };
+    let fail = report_and_exit;
     if let Err(e) = chan.send(Msg::Ready) {
         fail(&mut chan, InitStep::Sync, e)
     }
@@ -575,14 +610,7 @@ fn transient(
     who: &Who,
     single: &sys::SingleThreaded,
 ) -> ! {
-    let fail = |chan: &mut Channel, step: InitStep, e: Error| -> ! {
-        let _ = chan.send(Msg::Failed {
-            step,
-            kind: e.kind(),
-            errno: e.errno().map(|e| e as i32).unwrap_or(0),
-        });
-        sys::exit_now(126)
-    };
+    let fail = report_and_exit;
     // CVE-2016-9962: nothing in the container may ptrace us or open our
     // /proc/PID/exe or fds before the exec (inherited by the fork below).
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {

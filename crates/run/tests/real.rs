@@ -308,8 +308,8 @@ fn children(pid: u32) -> Vec<u32> {
 /// returns what attach's child (the attach's own child, outside the
 /// container's pid namespace, the parent of the command) runs from: the
 /// device and inode behind its `/proc/PID/exe`, its link text, and whether
-/// that file is sealed against writes. Ends the attach.
-fn attach_child_exe(ct: &Ct, how: &str) -> ((u64, u64), String, bool) {
+/// that file is sealed against writes, and its arguments. Ends the attach.
+fn attach_child_exe(ct: &Ct, how: &str) -> ((u64, u64), String, bool, Vec<String>) {
     use std::os::unix::fs::MetadataExt;
     let mut a = Command::new(driver())
         .args([
@@ -347,7 +347,13 @@ fn attach_child_exe(ct: &Ct, how: &str) -> ((u64, u64), String, bool) {
                 .unwrap()
                 .to_string_lossy()
                 .into_owned();
-            found = Some(((m.dev(), m.ino()), link, sealed));
+            let argv = std::fs::read(format!("/proc/{t}/cmdline")).unwrap();
+            let argv = argv
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            found = Some(((m.dev(), m.ino()), link, sealed, argv));
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -379,19 +385,25 @@ fn attach_runs_from_the_monitors_sealed_binary_without_a_copy() {
 
     // CVE-2019-5736 without a copy per attach: the child that enters the
     // container runs from the monitor's sealed memfd, the very same file.
-    let (id, link, sealed) = attach_child_exe(&ct, "attach");
+    let (id, link, sealed, argv) = attach_child_exe(&ct, "attach");
     assert!(link.starts_with("/memfd:"), "{link}");
     assert!(sealed, "attach's child runs from an unsealed {link}");
     assert_eq!(
         id, mon,
         "attach's child runs from a file other than the monitor's"
     );
+    // The plan (the command and its environment) is not in argv, where any
+    // host user could read it for as long as the command runs: only the
+    // number of the descriptor it is in.
+    assert_eq!(argv.len(), 4, "{argv:?}");
+    assert_eq!(argv[2], "__attach-child", "{argv:?}");
+    assert!(argv[3].parse::<u32>().is_ok(), "{argv:?}");
     let o = ct.attach(&["/bin/sh", "-c", "id -u; exit 7"]);
     assert_eq!(text(&o.stdout), "0\n", "stderr: {}", text(&o.stderr));
     assert_eq!(o.status.code(), Some(7));
 
     // The fallback: a sealed copy of the attaching binary, still sealed.
-    let (id, link, sealed) = attach_child_exe(&ct, "attach-here");
+    let (id, link, sealed, _) = attach_child_exe(&ct, "attach-here");
     assert!(link.starts_with("/memfd:") && sealed, "{link}");
     assert_ne!(id, mon, "attach-here used the monitor's binary");
 
@@ -402,7 +414,7 @@ fn attach_runs_from_the_monitors_sealed_binary_without_a_copy() {
     let edited = old.replace("\"attach_helper\": true", "\"attach_helper\": false");
     assert_ne!(old, edited, "no attach_helper in {old}");
     std::fs::write(&path, edited).unwrap();
-    let (id, link, sealed) = attach_child_exe(&ct, "attach");
+    let (id, link, sealed, _) = attach_child_exe(&ct, "attach");
     assert!(link.starts_with("/memfd:") && sealed, "{link}");
     assert_ne!(id, mon, "an older monitor's binary was used");
     let o = ct.attach(&["id", "-u"]);
