@@ -1,10 +1,12 @@
 //! `davit-monitor`: the container monitor as a small binary of its own.
 //!
 //! `davit start` runs it (from beside the `davit` binary) instead of
-//! re-executing the whole CLI: the monitor re-executes itself from a sealed
-//! copy of its binary on every start (CVE-2019-5736), and copying this
-//! binary is several times cheaper than copying the CLI with its HTTP, TLS
-//! and GnuPG code. It takes exactly the arguments `davit __run-monitor` does.
+//! re-executing the whole CLI: the monitor runs from a sealed copy of its
+//! binary on every start (CVE-2019-5736; `start` makes it, or the monitor
+//! re-executes itself from one), and copying this binary is several times
+//! cheaper than copying the CLI with its HTTP, TLS and GnuPG code. It takes
+//! exactly the arguments `davit __run-monitor` does; `attach` runs its child
+//! from the same sealed copy.
 #![forbid(unsafe_code)]
 
 fn main() {
