@@ -96,18 +96,7 @@ fn monitor_exe(runtime: &Path, name: &str) -> Option<OwnedFd> {
         return None;
     }
     let me = nix::unistd::geteuid().as_raw();
-    (exe.metadata().ok()?.uid() == me && sealed(exe.as_fd())).then(|| exe.into())
-}
-
-/// Whether `fd` is a memfd sealed against every change.
-fn sealed(fd: std::os::fd::BorrowedFd<'_>) -> bool {
-    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
-    let need = SealFlag::F_SEAL_SEAL
-        | SealFlag::F_SEAL_SHRINK
-        | SealFlag::F_SEAL_GROW
-        | SealFlag::F_SEAL_WRITE;
-    fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS)
-        .is_ok_and(|s| SealFlag::from_bits_truncate(s).contains(need))
+    (exe.metadata().ok()?.uid() == me && crate::reexec::is_sealed(&exe)).then(|| exe.into())
 }
 
 /// The argument after [`MONITOR_ARG`] that makes a monitor binary attach's

@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::os::fd::RawFd;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -649,7 +649,7 @@ pub fn spawn_monitor_via(
             c.args(["enter".as_ref(), "--".as_ref(), exe.as_os_str()]);
             c
         }
-        None => match sealed_copy_of(exe) {
+        None => match crate::reexec::sealed_copy_of(exe) {
             Some(fd) => {
                 let mut c = Command::new(format!("/proc/self/fd/{}", fd.as_raw_fd()));
                 c.arg0(exe);
@@ -699,18 +699,6 @@ pub fn spawn_monitor_via(
         ready: Some(BufReader::new(File::from(r))),
         console,
     })
-}
-
-/// A sealed memfd copy of `exe` (as [`ensure_sealed`] makes), duplicated
-/// to descriptor 64 or above; `None` if it cannot be made (the monitor
-/// then seals itself).
-fn sealed_copy_of(exe: &Path) -> Option<OwnedFd> {
-    let mut f = File::open(exe).ok()?;
-    let copy = pentacle::SealOptions::new()
-        .executable(true)
-        .copy_and_seal(&mut f)
-        .ok()?;
-    sys::dup_at_least(copy.as_fd(), 64).ok()
 }
 
 impl MonitorHandle {

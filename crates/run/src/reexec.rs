@@ -5,6 +5,9 @@
 //! attach takes these from here rather than from the monitor.
 #![forbid(unsafe_code)]
 
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
 use std::time::Duration;
 
 use nix::sys::wait::WaitStatus;
@@ -51,4 +54,24 @@ pub fn exit_code(ws: WaitStatus) -> Option<i32> {
         WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
         _ => None,
     }
+}
+
+/// How davit seals a copy of a binary: the seals `ensure_sealed` checks
+/// for (no write, grow, shrink or further sealing), executable.
+fn seal_options() -> pentacle::SealOptions<'static> {
+    pentacle::SealOptions::new().executable(true)
+}
+
+/// Whether `file` is a memfd carrying every seal of [`seal_options`].
+pub(crate) fn is_sealed(file: &File) -> bool {
+    seal_options().is_sealed(file)
+}
+
+/// A sealed memfd copy of `exe`, as [`ensure_sealed`] makes, duplicated to
+/// descriptor 64 or above (clear of the low numbers a spawn passes
+/// descriptors on); `None` if it cannot be made.
+pub(crate) fn sealed_copy_of(exe: &Path) -> Option<OwnedFd> {
+    let mut f = File::open(exe).ok()?;
+    let copy = seal_options().copy_and_seal(&mut f).ok()?;
+    crate::sys::dup_at_least(copy.as_fd(), 64).ok()
 }
