@@ -390,6 +390,108 @@ fn containers_resolve_each_other_get_slaac_and_the_last_stop_ends_dnsmasq() {
     net.assert_no_dnsmasq(pid);
 }
 
+/// The signal mask of process `pid` (`SigBlk` of /proc/PID/status).
+fn blocked_signals(pid: i32) -> String {
+    read_to_string(Path::new(&format!("/proc/{pid}/status")))
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .map(|m| m.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Bug (issue 19's bridge benchmark): a foreground `start` blocks SIGINT,
+/// SIGQUIT, SIGTERM and SIGHUP to forward them, and std's `Command` keeps
+/// a mask across exec, so its monitor and the dnsmasq it started had them
+/// blocked. dnsmasq then ignored the SIGHUP that makes it reread its hosts
+/// file (a later container's name never resolved) and the SIGTERM of the
+/// last stop (every such stop waited 2 s, then killed it). Now: nothing is
+/// blocked in the monitor, dnsmasq or an attached command; a's dnsmasq
+/// learns b's name; the last stop ends it.
+#[test]
+fn dnsmasq_of_a_foreground_start_reloads_on_sighup_and_stops_on_sigterm() {
+    if !require_root("dnsmasq_of_a_foreground_start_reloads_on_sighup_and_stops_on_sigterm") {
+        return;
+    }
+    let net = Net::new("nfg");
+    let f = fixture();
+    let server = format!("file://{}", f.tree_a.display());
+    let key = f.key.public.display().to_string();
+    net.ok(&[
+        "create",
+        "a",
+        "busybox",
+        "1.36",
+        "amd64",
+        "--network",
+        "bridge",
+        "--server",
+        &server,
+        "--keyring",
+        &key,
+    ]);
+    // a in the foreground, off a terminal, as `davit start a -- CMD` from a
+    // script: the first container on the bridge, so its monitor starts
+    // dnsmasq.
+    let mut fg = net
+        .davit(&[
+            "start",
+            "a",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo ready; exec sleep 120",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(fg.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let pid = net.dnsmasq_pid();
+    let state: serde_json::Value =
+        serde_json::from_str(&read_to_string(&net.env.path().join("run/a/state.json"))).unwrap();
+    let monitor = state["monitor"]["pid"].as_i64().unwrap() as i32;
+    let none = "0000000000000000";
+    assert_eq!(blocked_signals(monitor), none, "a's monitor");
+    assert_eq!(blocked_signals(pid), none, "dnsmasq");
+    let o = net.sh("a", "grep SigBlk /proc/self/status");
+    assert!(
+        stdout(&o).contains(none),
+        "attach: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    // b's start adds its name and sends dnsmasq SIGHUP: a resolves it.
+    net.busybox("b");
+    let ip_b = net.ip_of("b");
+    let mut got = String::new();
+    let resolved = wait_for(Duration::from_secs(10), || {
+        let o = net.sh("a", "nslookup b.davit");
+        got = stdout(&o) + &stderr(&o);
+        o.status.success() && stdout(&o).contains(&ip_b)
+    });
+    assert!(resolved, "nslookup b.davit in a: {got}");
+    net.ok(&["stop", "-k", "b"]);
+    assert!(is_dnsmasq(pid), "dnsmasq stopped while a still runs");
+    // The last one: a's CMD ends on the forwarded SIGTERM, and its
+    // monitor's SIGTERM ends dnsmasq (a blocked one was killed after 2 s;
+    // the pid is gone either way, so the mask above is what tells).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(fg.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(fg.wait().unwrap().code(), Some(143));
+    net.assert_no_dnsmasq(pid);
+    for n in ["a", "b"] {
+        net.ok(&["destroy", n]);
+    }
+}
+
 /// (d) A monitor killed with SIGKILL leaves its container's lease and the
 /// bridge's dnsmasq behind; `davit stop` (crash recovery) reclaims both.
 #[test]

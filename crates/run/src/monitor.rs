@@ -167,6 +167,9 @@ impl MonitorArgs {
 /// killed), or [`EXIT_SETUP_FAILED`] when the container never started; the
 /// reason then goes to the ready descriptor, never to the terminal.
 pub fn monitor_main(args: &[OsString]) -> ! {
+    // Nothing the caller blocked stays blocked in us, and so in init,
+    // attach's child and the helpers we start (dnsmasq, pasta, nft).
+    let _ = sys::clear_signal_mask();
     // CVE-2019-5736: run from a sealed memfd copy of ourselves so nothing
     // reachable from a container can rewrite the binary. This re-execs once
     // with the same arguments (the ready descriptor survives the exec).

@@ -492,6 +492,15 @@ pub fn set_signal_ignored(sig: nix::sys::signal::Signal, ignore: bool) -> Result
     unsafe { signal(sig, h) }.map(|_| ())
 }
 
+/// Unblock every signal in the calling thread. A blocked signal survives
+/// fork and exec, and std's `Command` leaves the mask as it is: whatever
+/// the caller blocked (the CLI blocks SIGINT, SIGQUIT, SIGTERM and SIGHUP
+/// to forward them) would stay blocked in every process we start, and a
+/// dnsmasq with SIGTERM and SIGHUP blocked neither stops nor reloads.
+pub fn clear_signal_mask() -> Result<(), Errno> {
+    nix::sys::signal::SigSet::empty().thread_set_mask()
+}
+
 /// Whether the kernel has `clone3` (probe with an invalid size: `EINVAL` or
 /// `E2BIG` means present, `ENOSYS` absent).
 pub fn clone3_supported() -> bool {
