@@ -277,18 +277,19 @@ pub fn guard(veth: &str, mac: [u8; 6], ip: Ipv4Addr, prefix6: Option<Ipv6Addr>) 
 /// so deleting it unasked would take every other port's filter too.
 pub fn unguard(veth: &str) {
     let _l = lock();
+    // One listing, then one batch: the table when this port's chain is all
+    // it holds (the usual last stop), else only the chain. Under the lock,
+    // so no other port's chain can appear in between.
+    let Some(have) = chains() else { return };
+    let ours = chain_name(veth);
     let mut b = Batch::new();
-    // Added first (a no-op when present) so that flush and delete have
-    // something to act on either way.
-    b.add(table());
-    b.add(NfListObject::Chain(chain(veth, false)));
-    b.add_cmd(NfCmd::Flush(FlushObject::Chain(chain(veth, false))));
-    b.delete(NfListObject::Chain(chain(veth, false)));
-    let _ = apply(b, &format!("removing the L2 filter of {veth}"));
-    if chains().is_some_and(|c| c.is_empty()) {
-        let mut b = Batch::new();
+    if have.iter().all(|c| *c == ours) {
         b.delete(table());
         let _ = apply(b, "removing the empty L2 table");
+    } else if have.contains(&ours) {
+        b.add_cmd(NfCmd::Flush(FlushObject::Chain(chain(veth, false))));
+        b.delete(NfListObject::Chain(chain(veth, false)));
+        let _ = apply(b, &format!("removing the L2 filter of {veth}"));
     }
 }
 

@@ -396,35 +396,45 @@ pub fn chains() -> Option<Vec<String>> {
     super::l2::table_chains("inet", TABLE)
 }
 
-/// Delete those of `names` that exist, then the table if no chain is
-/// left. Best effort: nothing there is nothing to do.
-fn remove(dir: &Path, names: &[String]) {
+/// Delete those of `names` that exist, or the whole table in one batch
+/// when they are all it holds. Best effort: nothing there is nothing to do.
+pub fn remove(dir: &Path, names: &[String]) {
     let Ok(_l) = lock(dir) else { return };
     let Some(have) = chains() else { return };
+    let mut b = Batch::new();
+    if have.iter().all(|c| names.contains(c)) {
+        b.delete(table());
+        let _ = apply(b, "removing the empty table inet davit");
+        return;
+    }
     let gone: Vec<&String> = names.iter().filter(|n| have.contains(n)).collect();
     if !gone.is_empty() {
-        let mut b = Batch::new();
         for n in &gone {
             b.add_cmd(NfCmd::Flush(FlushObject::Chain(chain_def(n, false))));
             b.delete(NfListObject::Chain(chain_def(n, false)));
         }
         let _ = apply(b, "removing davit's NAT chains");
     }
-    if have.iter().all(|c| gone.contains(&c)) {
-        let mut b = Batch::new();
-        b.delete(table());
-        let _ = apply(b, "removing the empty table inet davit");
-    }
+}
+
+/// The chains of container `name`'s published ports.
+pub fn container_chains(name: &str) -> [String; 2] {
+    [pre_chain(name), out_chain(name)]
+}
+
+/// The chains of bridge `bridge`'s NAT.
+pub fn bridge_chains(bridge: &str) -> [String; 2] {
+    [post_chain(bridge), fwd_chain(bridge)]
 }
 
 /// Remove container `name`'s published ports.
 pub fn remove_container(dir: &Path, name: &str) {
-    remove(dir, &[pre_chain(name), out_chain(name)]);
+    remove(dir, &container_chains(name));
 }
 
 /// Remove bridge `bridge`'s NAT (its last container is gone).
 pub fn remove_bridge(dir: &Path, bridge: &str) {
-    remove(dir, &[post_chain(bridge), fwd_chain(bridge)]);
+    remove(dir, &bridge_chains(bridge));
 }
 
 /// Every lease table in `dir` (`BRIDGE.json`), the locked one of `bridge`

@@ -54,11 +54,16 @@ pub fn teardown(att: &Attachment, name: &str) -> Result<()> {
     // Its forwards (keyed by name, so a stale start's go too), and the
     // bridge's NAT with the bridge's last container; the table goes with
     // its last chain. Under the lease lock, as the setup is.
+    // One nft listing and one batch for both.
+    let mut chains = Vec::new();
     if !l.table.leases.iter().any(|x| x.name == name) {
-        nat::remove_container(dir, name);
+        chains.extend(nat::container_chains(name));
     }
     if l.table.leases.is_empty() {
-        nat::remove_bridge(dir, bridge);
+        chains.extend(nat::bridge_chains(bridge));
+    }
+    if !chains.is_empty() {
+        nat::remove(dir, &chains);
     }
     // Its name and DHCP line go; the bridge's dnsmasq goes with the last lease.
     super::dnsmasq::refresh(dir, bridge, &l.table)
