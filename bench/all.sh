@@ -9,11 +9,13 @@
 #
 # It runs, one after the other (each pair interleaved inside its script):
 #   bench/start/run.sh        start -- /bin/true vs crun run and lxc-execute
+#   bench/start/storage.sh    the same start of `davit create`'s containers:
+#                             overlay, overlay + bridge (root's default), dir
 #   bench/start/systemd-boot.sh  systemd to `running` and a clean stop vs LXC
 #   bench/many/run.sh         50 parallel start -d, monitor memory, attach vs LXC
 #   bench/cold/run.sh         cold fetch vs wget, cold create vs lxc-create, peak RSS
-#   bench/create/run.sh       warm overlay create vs lxc-create (and lxc-copy -s
-#                             is not run: see docs/PERFORMANCE.md)
+#   bench/create/run.sh       warm overlay create and copy -s vs lxc-copy -s,
+#                             and vs a warm lxc-create
 #   bench/unpack/run.sh       davit unpack vs GNU tar
 # and prints each script's table, then writes them all to
 # bench/RESULTS-all.md. --quick uses small counts (a smoke run, minutes);
@@ -41,7 +43,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --workspace --bins -q
 # systemd-boot.sh drives davit through the run crate's ctl example.
 cargo build --release -p davit-run --example ctl -q
-export DAVIT=$repo/target/release/davit
+tgt=${CARGO_TARGET_DIR:-$repo/target}
+export DAVIT=$tgt/release/davit CTL=$tgt/release/examples/ctl
 
 # The image (cached, under a lock, by build.sh) and its shifted rootfs.
 cache=${DAVIT_DEBIAN_CACHE:-${DAVIT_TEST_CACHE:-/var/cache/davit-test}/debian}
@@ -57,12 +60,19 @@ if [ ! -e "$rootfs/.done" ]; then
 fi
 
 if [ "$quick" = 1 ]; then s=5 b=3 m="10 1 5" c=2 w=3 u=1; else s=30 b=10 m="50 3 30" c=5 w=10 u=5; fi
+export DAVIT_DEBIAN_CACHE=$cache
 out=$repo/bench/RESULTS-all.md
+BENCH_SUMMARY=$(mktemp /tmp/davit-bench-summary.XXXXXX)
+export BENCH_SUMMARY
+trap 'rm -f "$BENCH_SUMMARY"' EXIT
 {
   echo "# bench/all.sh, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(uname -r), davit $(git rev-parse --short HEAD)"
   echo
   echo "## start -- /bin/true (bench/start/run.sh ROOTFS $s)"
   bench/start/run.sh "$rootfs" "$s"
+  echo
+  echo "## start by storage and network (bench/start/storage.sh $s)"
+  bench/start/storage.sh "$s"
   echo
   echo "## systemd boot and stop (bench/start/systemd-boot.sh ROOTFS $b)"
   bench/start/systemd-boot.sh "$rootfs" "$b"
@@ -79,5 +89,11 @@ out=$repo/bench/RESULTS-all.md
   echo
   echo "## unpack (RUNS=$u bench/unpack/run.sh)"
   RUNS=$u bench/unpack/run.sh
+  echo
+  echo "## Every goal of issue 19, from the runs above"
+  echo
+  echo "| work | anchor | davit | ratio | goal | holds |"
+  echo "|---|---|---|---|---|---|"
+  cat "$BENCH_SUMMARY"
 } | tee "$out"
 echo "all.sh: written to $out" >&2

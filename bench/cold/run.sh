@@ -135,4 +135,11 @@ echo "|---|---|---|---|---|"
 echo "| cold fetch | wget of the same URLs $(ms "$w") | $(ms "$f") | $(ratio "$f" "$w") | $(mib "$(median "$work/fetch.rss")") |"
 echo "| cold create --storage dir | lxc-create -t download, cold $(ms "$l") | $(ms "$d") | $(ratio "$d" "$l") | $(mib "$(median "$work/dir.rss")") |"
 echo "| cold create --storage overlay (makes the base) | same | $(ms "$o") | $(ratio "$o" "$l") | $(mib "$(median "$work/overlay.rss")") |"
+# shellcheck source=../lib/summary.sh
+. "$(dirname "$0")/../lib/summary.sh"
+summary_row "cold fetch of Debian (HTTPS, verified)" "wget $(ms "$w")" "$(ms "$f")" "$(ratio "$f" "$w")" "<= 1.5"
+summary_row "cold \`create --storage dir\`, GPG on" "lxc-create -t download, cold $(ms "$l")" "$(ms "$d")" "$(ratio "$d" "$l")" "<= 0.5"
+summary_row "cold \`create\`, overlay (makes the base)" "same" "$(ms "$o")" "$(ratio "$o" "$l")" "<= 0.5"
+peak=$(cat "$work/dir.rss" "$work/overlay.rss" | sort -n | tail -1)
+summary_row "peak RSS of a cold create (the larger of both, every run)" "64 MiB (the goal)" "$(mib "$peak")" "$(awk -v k="$peak" 'BEGIN {printf "%.2f", k/1024/64}')" "<= 1.0"
 for k in fetch wget dir overlay lxc; do echo "raw $k (µs): $(tr '\n' ' ' <"$work/$k.us")"; done

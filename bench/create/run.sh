@@ -17,11 +17,16 @@
 #   4. for reference, one more fresh LXC container whose first lxc-execute
 #      clears lxc.hook.post-stop: the stock config includes lxcfs's
 #      /usr/share/lxcfs/lxc.reboot.hook, which is `sleep 0.5s`.
+#   5. snapshot clones of a stopped container kept for the run (issue 19's
+#      anchor for a warm overlay create): `davit copy -s bsrc NEW` (shares
+#      the base, copies the upper) and `lxc-copy -n bsrc -N NEW -s -B
+#      overlay` (checked to be an overlay clone), each destroyed after.
 # `sync` runs (untimed) before every timed command, so no tool pays for the
 # previous one's writeback. The clock is bash's $EPOCHREALTIME around each
 # command. It prints a table with the medians and the ratios
-# overlay create / lxc-create (target <= 0.05, and the create under 150 ms)
-# and overlay first start / dir first start (target <= 1.0).
+# overlay create / lxc-create (target <= 0.05, and the create under 150 ms),
+# overlay first start / dir first start (target <= 1.0), and warm overlay
+# create and copy -s / lxc-copy -s (issue 19: <= 0.5).
 #
 # The image: the Debian bookworm rootfs tarball that images/debian/build.sh
 # keeps in $DAVIT_DEBIAN_CACHE (default $DAVIT_TEST_CACHE/debian, i.e.
@@ -120,6 +125,11 @@ EOF
   l_start() { lxc-execute -P "$lxcpath" -n "$1" -- /bin/true; }
   l_start_nohook() { lxc-execute -P "$lxcpath" -n "$1" -s lxc.hook.post-stop= -- /bin/true; }
   l_destroy() { lxc-destroy -P "$lxcpath" -n "$1" -f; }
+  # Snapshot clones of a kept container: davit copy -s (shares the base,
+  # copies the upper) and lxc-copy -s -B overlay (an overlay of the source
+  # container's rootfs).
+  d_copy() { "$davit" copy -q -s "$1" "$2"; }
+  l_copy() { lxc-copy -P "$lxcpath" -n "$1" -N "$2" -s -B overlay; }
 
   # One timed run in microseconds (after an untimed sync); output to a log.
   t() {
@@ -151,10 +161,20 @@ EOF
   q d_destroy bo0
   [ -n "$(ls -A "$DAVIT_BASES_DIR")" ] || { say "no base in $DAVIT_BASES_DIR after an overlay create"; exit 1; }
 
-  for k in overlay-create dir-create lxc-create lxc-create-2 overlay-start dir-start lxc-start lxc-start-nohook; do : >"$work/$k.us"; done
+  # The sources of the snapshot clones, kept for the whole run.
+  q d_create bsrc overlay
+  q l_create bsrc
+
+  for k in $KINDS; do : >"$work/$k.us"; done
   before=$(wc -l <"$work/access.log")
   for i in $(seq "$n"); do
     say "round $i/$n"
+    t d_copy bsrc "bc$i" >>"$work/davit-copy.us"
+    q d_destroy "bc$i"
+    t l_copy bsrc "bx$i" >>"$work/lxc-copy.us"
+    [ -d "$lxcpath/bx$i" ] || { say "lxc-copy made no bx$i: $(cat "$work/last.out")"; exit 1; }
+    grep -q '^lxc.rootfs.path = overlay' "$lxcpath/bx$i/config" || { say "lxc-copy bx$i is not an overlay clone: $(grep rootfs "$lxcpath/bx$i/config")"; exit 1; }
+    q l_destroy "bx$i"
     t d_create "bo$i" overlay >>"$work/overlay-create.us"
     t d_start "bo$i" >>"$work/overlay-start.us"
     q d_destroy "bo$i"
@@ -195,7 +215,8 @@ fi
   echo "run.sh: no Debian tarball; make one with images/debian/build.sh --cache $debian_cache --tarball-only /dev/null (or set DEBIAN_TARBALL)" >&2
   exit 1
 }
-export DAVIT_BIN DEBIAN_TARBALL
+KINDS="overlay-create dir-create lxc-create lxc-create-2 overlay-start dir-start lxc-start lxc-start-nohook davit-copy lxc-copy"
+export DAVIT_BIN DEBIAN_TARBALL KINDS
 
 work=$(mktemp -d /tmp/davit-createbench.XXXXXX)
 chmod 755 "$work" # LXC's mapped root must reach its lxcpath
@@ -234,6 +255,7 @@ m_overlay_create=$(median "$work/overlay-create.us") m_dir_create=$(median "$wor
 m_lxc_create=$(median "$work/lxc-create.us") m_overlay_start=$(median "$work/overlay-start.us")
 m_dir_start=$(median "$work/dir-start.us") m_lxc_start=$(median "$work/lxc-start.us")
 m_lxc_start_nohook=$(median "$work/lxc-start-nohook.us")
+m_davit_copy=$(median "$work/davit-copy.us") m_lxc_copy=$(median "$work/lxc-copy.us")
 cold=$(cat "$work/overlay-cold.us")
 row() { echo "| $1 | $(ms "$2") | ${3:-} | ${4:-} |"; }
 
@@ -250,6 +272,8 @@ row "davit start -- /bin/true, overlay container, first start" "$m_overlay_start
 row "davit start -- /bin/true, dir container, first start" "$m_dir_start" "$(minmax "$work/dir-start.us")" "$n"
 row "lxc-execute -- /bin/true, fresh lxc-create'd container, first start" "$m_lxc_start" "$(minmax "$work/lxc-start.us")" "$n"
 row "(reference) the same, first start with -s lxc.hook.post-stop= (no lxcfs sleep 0.5s hook)" "$m_lxc_start_nohook" "$(minmax "$work/lxc-start-nohook.us")" "$n"
+row "davit copy -s (snapshot clone of a stopped overlay container)" "$m_davit_copy" "$(minmax "$work/davit-copy.us")" "$n"
+row "lxc-copy -s -B overlay (snapshot clone of a stopped container)" "$m_lxc_copy" "$(minmax "$work/lxc-copy.us")" "$n"
 echo
 r1=$(ratio "$m_overlay_create" "$m_lxc_create")
 r2=$(ratio "$m_overlay_start" "$m_dir_start")
@@ -258,6 +282,13 @@ echo "|---|---|---|---|"
 echo "| davit overlay create / lxc-create | $r1 | <= 0.05 | $(verdict "$r1" 0.05) |"
 echo "| davit overlay create, median ms | $(ms "$m_overlay_create") | < 150 | $(verdict "$m_overlay_create" 149999) |"
 echo "| overlay first start / dir first start | $r2 | <= 1.0 | $(verdict "$r2" 1.0) |"
+r3=$(ratio "$m_overlay_create" "$m_lxc_copy") r4=$(ratio "$m_davit_copy" "$m_lxc_copy")
+echo "| davit overlay create (warm) / lxc-copy -s (issue 19) | $r3 | <= 0.5 | $(verdict "$r3" 0.5) |"
+echo "| davit copy -s / lxc-copy -s | $r4 | <= 0.5 | $(verdict "$r4" 0.5) |"
+# shellcheck source=../lib/summary.sh
+. "$here/../lib/summary.sh"
+summary_row "warm overlay \`create\` (base exists)" "\`lxc-copy -s\` $(ms "$m_lxc_copy") ms" "$(ms "$m_overlay_create") ms" "$r3" "<= 0.5"
+summary_row "\`copy -s\` of a stopped container" "same" "$(ms "$m_davit_copy") ms" "$r4" "<= 0.5"
 echo "| (reference) davit dir create / lxc-create | $(ratio "$m_dir_create" "$m_lxc_create") | | |"
 echo "| (reference) davit overlay first start / lxc-execute first start | $(ratio "$m_overlay_start" "$m_lxc_start") | | |"
 echo "| (reference) davit overlay first start / lxc-execute first start without the lxcfs hook | $(ratio "$m_overlay_start" "$m_lxc_start_nohook") | | |"
@@ -265,6 +296,6 @@ echo
 echo "requests to the image server during the timed rounds: $(cat "$work/requests")"
 echo
 echo "raw samples (µs):"
-for k in overlay-create dir-create lxc-create lxc-create-2 overlay-start dir-start lxc-start lxc-start-nohook; do
+for k in $KINDS; do
   echo "  $k: $(tr '\n' ' ' <"$work/$k.us")"
 done

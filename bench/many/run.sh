@@ -152,4 +152,11 @@ echo "| same, \`--settle 0\` (returns once init runs, as lxc-start -d) | lxc-sta
 echo "| one monitor's RSS (median of $n) | LXC monitor $(ratio "$lrss" 1024) MiB | $(ratio "$drss" 1024) MiB | $(ratio "$drss" "$lrss") |"
 echo "| one monitor's PSS | $(ratio "$lpss" 1024) MiB | $(ratio "$dpss" 1024) MiB | $(ratio "$dpss" "$lpss") |"
 echo "| \`attach -- /bin/true\` (median of $a) | lxc-attach $(ratio "$la" 1000) ms | $(ratio "$da" 1000) ms | $(ratio "$da" "$la") |"
+# shellcheck source=../lib/summary.sh
+. "$(dirname "$0")/../lib/summary.sh"
+summary_row "\`start -d\` of $n at once, default settle (starts/s)" "lxc-start -d $lr/s" "$dr/s" "$(ratio "$dr" "$lr")" ">= 1.0"
+summary_row "same, \`--settle 0\`" "lxc-start -d $lr/s" "$d0r/s" "$(ratio "$d0r" "$lr")" ">= 1.0"
+summary_row "one running container's monitor, PSS" "LXC monitor $(ratio "$lpss" 1024) MiB" "$(ratio "$dpss" 1024) MiB" "$(ratio "$dpss" "$lpss")" "<= 1.0"
+summary_row "same, RSS" "LXC monitor $(ratio "$lrss" 1024) MiB" "$(ratio "$drss" 1024) MiB" "$(ratio "$drss" "$lrss")" "<= 1.0"
+summary_row "\`attach -- /bin/true\`" "lxc-attach $(ratio "$la" 1000) ms" "$(ratio "$da" 1000) ms" "$(ratio "$da" "$la")" "<= 1.0"
 echo "raw bursts (µs): davit $(tr '\n' ' ' <"$work/d.burst"); --settle 0 $(tr '\n' ' ' <"$work/d0.burst"); lxc $(tr '\n' ' ' <"$work/l.burst")"

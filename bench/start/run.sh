@@ -138,3 +138,7 @@ echo "|---|---|---|"
 echo "| davit (\`davit start NAME -- /bin/true\`) | $(ms "$d") | $(ratio "$d" "$c") |"
 echo "| crun $(crun --version | awk 'NR==1 {print $3}') run | $(ms "$c") | 1.00 |"
 echo "| lxc-execute $(lxc-execute --version) | $(ms "$l") | $(ratio "$l" "$c") |"
+# shellcheck source=../lib/summary.sh
+. "$(dirname "$0")/../lib/summary.sh"
+summary_row "\`start NAME -- /bin/true\`, dir, no network" "crun run $(ms "$c")" "$(ms "$d")" "$(ratio "$d" "$c")" "<= 1.0"
+summary_row "same" "lxc-execute $(ms "$l")" "$(ms "$d")" "$(ratio "$d" "$l")" "<= 0.7"

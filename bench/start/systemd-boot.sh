@@ -116,4 +116,11 @@ echo "| runtime | start to running (median of $n) | stop (median of $n) |"
 echo "|---|---|---|"
 printf '| davit | %.3f s | %.3f s |\n' "$(median <"$work/davit.run")" "$(median <"$work/davit.stop")"
 [ -n "$lxc_run" ] && printf '| LXC %s | %.3f s | %.3f s |\n' "$(lxc-start --version)" "$lxc_run" "$lxc_stop"
+if [ -n "$lxc_run" ]; then
+  # shellcheck source=../lib/summary.sh
+  . "$(dirname "$0")/../lib/summary.sh"
+  dr=$(median <"$work/davit.run") ds=$(median <"$work/davit.stop")
+  summary_row "systemd to \`running\` (Debian)" "LXC $(printf '%.3f s' "$lxc_run")" "$(printf '%.3f s' "$dr")" "$(awk -v a="$dr" -v b="$lxc_run" 'BEGIN {printf "%.2f", a/b}')" "<= 1.0"
+  summary_row "clean stop of it" "LXC $(printf '%.3f s' "$lxc_stop")" "$(printf '%.3f s' "$ds")" "$(awk -v a="$ds" -v b="$lxc_stop" 'BEGIN {printf "%.2f", a/b}')" "<= 1.0"
+fi
 exit 0
