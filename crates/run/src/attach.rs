@@ -79,24 +79,9 @@ pub fn runner(runtime: &Path, name: &str) -> Result<Runner> {
     Ok(Runner::Here)
 }
 
-/// The running monitor's sealed binary, opened through `/proc/PID/exe`
-/// while a pidfd proves the pid is still that monitor's.
+/// The running monitor's sealed binary, when it serves attach.
 fn monitor_exe(runtime: &Path, name: &str) -> Option<OwnedFd> {
-    let store = StateStore::new(runtime, name);
-    store.check_trusted().ok()?;
-    let st = store.peek().ok()??;
-    let m = st.monitor.filter(|_| st.attach_helper)?;
-    let pidfd = sys::pidfd_open(Pid::from_raw(m.pid)).ok()?;
-    if !m.is_alive() {
-        return None;
-    }
-    let exe = std::fs::File::open(format!("/proc/{}/exe", m.pid)).ok()?;
-    // Readable now means the monitor exited: the pid may name another.
-    if sys::poll_readable(pidfd.as_fd(), 0).unwrap_or(true) {
-        return None;
-    }
-    let me = nix::unistd::geteuid().as_raw();
-    (exe.metadata().ok()?.uid() == me && crate::reexec::is_sealed(&exe)).then(|| exe.into())
+    crate::reexec::monitor_exe(runtime, name, |st| st.attach_helper).map(OwnedFd::from)
 }
 
 /// The argument after [`MONITOR_ARG`] that makes a monitor binary attach's

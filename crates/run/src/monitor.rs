@@ -58,6 +58,10 @@ pub struct MonitorArgs {
     /// Give init a pseudo-terminal of the container's own and keep its
     /// master here: the console log and `davit console` ([`crate::console`]).
     pub hold_console: bool,
+    /// The on-disk file the monitor's sealed copy was made from, recorded
+    /// in the state so that later starts can share that copy
+    /// ([`crate::reexec::monitor_binary`]); set by [`spawn_monitor_via`].
+    pub binary: Option<crate::state::BinaryId>,
 }
 
 impl MonitorArgs {
@@ -72,6 +76,7 @@ impl MonitorArgs {
             net_config: None,
             console: false,
             hold_console: false,
+            binary: None,
         }
     }
 
@@ -97,6 +102,10 @@ impl MonitorArgs {
         if let Some(p) = &self.net_config {
             v.push("--net-config".into());
             v.push(p.clone().into());
+        }
+        if let Some(b) = &self.binary {
+            v.push("--binary".into());
+            v.push(b.to_string().into());
         }
         if !self.command.is_empty() {
             v.push("--".into());
@@ -138,6 +147,13 @@ impl MonitorArgs {
                 Some("--console") => out.console = true,
                 Some("--hold-console") => out.hold_console = true,
                 Some("--net-config") => out.net_config = Some(val("--net-config")?.into()),
+                Some("--binary") => {
+                    let v = val("--binary")?;
+                    let v = v
+                        .to_str()
+                        .ok_or_else(|| bad("--binary is not UTF-8".into()))?;
+                    out.binary = Some(v.parse().map_err(bad)?);
+                }
                 Some("--") => {
                     out.command = it
                         .by_ref()
@@ -332,6 +348,7 @@ pub fn run_monitor(
     st.status = Status::Starting;
     st.monitor = me;
     st.attach_helper = true;
+    st.binary = args.binary;
     st.privileged = cfg.privileged;
     st.no_limits_reason = why;
     st.seccomp = Some(cfg.seccomp_in_force());
@@ -640,9 +657,11 @@ pub fn spawn_monitor_via(
     let mut pass = vec![(w, READY_FD)];
     let mut console = None;
     // Without a helper between, the monitor starts from a sealed copy of
-    // its binary made here (CVE-2019-5736), so it need not re-exec itself
-    // to make one: one exec fewer per start. Through the helper, or should
-    // the copy fail, it seals itself as before.
+    // its binary (CVE-2019-5736), so it need not re-exec itself to make
+    // one: one exec fewer per start. That copy is a running monitor's of
+    // the same, unchanged file when there is one (shared text, nothing
+    // copied), else a new one made here. Through the helper, or should the
+    // copy fail, it seals itself as before.
     // The copy is held (close-on-exec, numbered above every descriptor
     // passed below) until the spawn has exec'd it.
     let mut sealed_copy = None;
@@ -652,11 +671,12 @@ pub fn spawn_monitor_via(
             c.args(["enter".as_ref(), "--".as_ref(), exe.as_os_str()]);
             c
         }
-        None => match crate::reexec::sealed_copy_of(exe) {
-            Some(fd) => {
+        None => match crate::reexec::monitor_binary(&args.runtime, exe) {
+            Some((fd, id)) => {
                 let mut c = Command::new(format!("/proc/self/fd/{}", fd.as_raw_fd()));
                 c.arg0(exe);
                 sealed_copy = Some(fd);
+                args.binary = Some(id);
                 c
             }
             None => Command::new(exe),
@@ -768,7 +788,17 @@ mod tests {
         a.ready_fd = true;
         a.cgroup_prefix = "davit-test-1".into();
         a.net_config = Some("/tmp/net.toml".into());
+        a.binary = Some(crate::state::BinaryId::of(
+            &std::fs::metadata("/proc/self/exe").unwrap(),
+        ));
         assert_eq!(MonitorArgs::parse(&a.to_args()).unwrap(), a);
+        for bad in ["", "1:2:3", "1:2:3:4:5", "1:2:3:4.5:x.6", "1:2:3:4.5:6.7:8"] {
+            let args: Vec<OsString> = ["--config", "/c", "--runtime", "/r", "--binary", bad]
+                .iter()
+                .map(OsString::from)
+                .collect();
+            assert!(MonitorArgs::parse(&args).is_err(), "{bad:?} was taken");
+        }
         assert!(MonitorArgs::parse(&["--bogus".into()]).is_err());
         let mut b = MonitorArgs::new("/c", "/r");
         b.cgroup_prefix = "../x".into();

@@ -172,6 +172,78 @@ pub struct State {
     /// an older monitor.
     #[serde(default)]
     pub attach_helper: bool,
+    /// The on-disk monitor binary this monitor's sealed copy was made
+    /// from, as `start` saw it: a later start of the same, unchanged file
+    /// runs from this monitor's sealed copy rather than make another
+    /// ([`crate::reexec::monitor_binary`]). `None` when the monitor sealed
+    /// itself, and in a state written by an older monitor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<BinaryId>,
+}
+
+/// Which file a sealed binary was copied from, and that the file has not
+/// changed since: device, inode, size, and the modification and change
+/// times. A binary replaced or rewritten (an upgrade) has another; the
+/// change time cannot be set back by a plain user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinaryId {
+    /// The device of the file.
+    pub dev: u64,
+    /// Its inode.
+    pub ino: u64,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its modification time: seconds and nanoseconds.
+    pub mtime: (i64, i64),
+    /// Its change time: seconds and nanoseconds.
+    pub ctime: (i64, i64),
+}
+
+impl BinaryId {
+    /// The identity of the file `m` describes.
+    pub fn of(m: &std::fs::Metadata) -> BinaryId {
+        BinaryId {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+impl std::fmt::Display for BinaryId {
+    /// `DEV:INO:SIZE:MTIME.NS:CTIME.NS`, as the monitor's `--binary` takes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}:{}.{}:{}.{}",
+            self.dev, self.ino, self.size, self.mtime.0, self.mtime.1, self.ctime.0, self.ctime.1
+        )
+    }
+}
+
+impl std::str::FromStr for BinaryId {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<BinaryId, String> {
+        let bad = || format!("bad binary identity {s:?} (want DEV:INO:SIZE:MTIME.NS:CTIME.NS)");
+        let time = |t: &str| -> Option<(i64, i64)> {
+            let (a, b) = t.split_once('.')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        };
+        let f: Vec<&str> = s.split(':').collect();
+        let [dev, ino, size, m, c] = f[..] else {
+            return Err(bad());
+        };
+        Ok(BinaryId {
+            dev: dev.parse().map_err(|_| bad())?,
+            ino: ino.parse().map_err(|_| bad())?,
+            size: size.parse().map_err(|_| bad())?,
+            mtime: time(m).ok_or_else(bad)?,
+            ctime: time(c).ok_or_else(bad)?,
+        })
+    }
 }
 
 impl State {
@@ -193,6 +265,7 @@ impl State {
             seccomp: None,
             attach_via: None,
             attach_helper: false,
+            binary: None,
         }
     }
 

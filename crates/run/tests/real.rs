@@ -426,6 +426,78 @@ fn attach_runs_from_the_monitors_sealed_binary_without_a_copy() {
     ct.assert_clean();
 }
 
+/// Issue 19, monitor memory: a start runs its monitor from the sealed
+/// copy a running monitor of the same, unchanged binary already has (so
+/// their text pages are shared and nothing is copied), and makes a new
+/// sealed copy once the file on disk is another (an upgrade).
+#[test]
+fn a_start_shares_a_running_monitors_sealed_binary_until_the_file_changes() {
+    use std::os::unix::fs::MetadataExt;
+    if !have_root() {
+        return;
+    }
+    // The monitor binary: a copy of the driver's, which the test replaces.
+    let bin = tempfile::tempdir().unwrap();
+    let exe = bin.path().join("driver");
+    std::fs::copy(driver(), &exe).unwrap();
+    let cts = [Ct::new("sha", ""), Ct::new("shb", ""), Ct::new("shc", "")];
+    let runtime = cts[0].runtime();
+    let start = |ct: &Ct| {
+        let mut args = ct.args(&["/bin/sh", "-c", "while true; do sleep 1; done"]);
+        args.runtime = runtime.clone();
+        let mut h = spawn_monitor(&exe, &args, true).unwrap();
+        h.wait_ready().unwrap();
+        let st = StateStore::new(&runtime, &ct.name).peek().unwrap().unwrap();
+        let pid = st.monitor.unwrap().pid;
+        let f = std::fs::File::open(format!("/proc/{pid}/exe")).unwrap();
+        let link = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        let seals = nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            nix::fcntl::FcntlArg::F_GET_SEALS,
+        )
+        .unwrap_or(0);
+        let sealed = nix::fcntl::SealFlag::from_bits_truncate(seals)
+            .contains(nix::fcntl::SealFlag::F_SEAL_WRITE | nix::fcntl::SealFlag::F_SEAL_SEAL);
+        assert!(
+            link.to_string_lossy().starts_with("/memfd:") && sealed,
+            "{}: monitor runs from {} (sealed: {sealed})",
+            ct.name,
+            link.display()
+        );
+        let m = f.metadata().unwrap();
+        (h, st.binary, (m.dev(), m.ino()))
+    };
+    let want = davit_run::state::BinaryId::of(&std::fs::metadata(&exe).unwrap());
+    let (mut ha, id_a, file_a) = start(&cts[0]);
+    assert_eq!(
+        id_a,
+        Some(want),
+        "a's state does not name the file it came from"
+    );
+    let (mut hb, id_b, file_b) = start(&cts[1]);
+    assert_eq!(file_b, file_a, "b's monitor made a copy of its own");
+    assert_eq!(id_b, Some(want));
+    // An upgrade: another file in its place. The running monitors keep
+    // theirs; a new start must not run the old build.
+    let new = bin.path().join("driver.new");
+    std::fs::copy(driver(), &new).unwrap();
+    std::fs::rename(&new, &exe).unwrap();
+    let (mut hc, id_c, file_c) = start(&cts[2]);
+    assert_ne!(file_c, file_a, "c runs the old file's copy");
+    assert_ne!(id_c, Some(want));
+    assert_eq!(
+        id_c,
+        Some(davit_run::state::BinaryId::of(
+            &std::fs::metadata(&exe).unwrap()
+        ))
+    );
+    for (ct, h) in cts.iter().zip([&mut ha, &mut hb, &mut hc]) {
+        stop(&runtime, &ct.name, &StopOptions::default()).unwrap();
+        let _ = h.child.wait();
+        ct.assert_clean();
+    }
+}
+
 #[test]
 fn start_under_a_v1_cpuset_prefix_another_start_has_not_filled_yet() {
     if !have_root() {
