@@ -87,23 +87,7 @@ mkdir -p "$rundir"
 davit_cmd=${DAVIT_CMD:-"env DAVIT_CONTAINERS_DIR=$work/containers DAVIT_RUNTIME_DIR=$rundir DAVIT_CGROUP_PREFIX=$prefix $davit_bin start $name"}
 
 # crun: the default spec, on our rootfs, with a user namespace and the map.
-mkdir -p "$work/bundle"
-(cd "$work/bundle" && crun spec)
-python3 - "$work/bundle/config.json" "$rootfs" <<'PY'
-import json, sys
-p, rootfs = sys.argv[1], sys.argv[2]
-c = json.load(open(p))
-c["root"] = {"path": rootfs, "readonly": False}
-c["process"]["args"] = ["/bin/true"]
-c["process"]["terminal"] = False
-ns = c["linux"]["namespaces"]
-if not any(n["type"] == "user" for n in ns):
-    ns.append({"type": "user"})
-m = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-c["linux"]["uidMappings"] = m
-c["linux"]["gidMappings"] = m
-json.dump(c, open(p, "w"), indent=1)
-PY
+bench_crun_bundle "$work/bundle" "$rootfs" 100000
 
 # lxc-execute: LXC's common.conf minus the lxcfs hooks, unprivileged, no network.
 mkdir -p "$work/lxc/$name"

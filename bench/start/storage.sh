@@ -119,23 +119,9 @@ EOF
 
   # crun: the default spec, on the dir container's rootfs, with a user
   # namespace and the same map.
-  mkdir -p "$work/bundle"
-  (cd "$work/bundle" && crun spec)
-  python3 - "$work/bundle/config.json" "$rootfs" <<'PY'
-import json, sys
-p, rootfs = sys.argv[1], sys.argv[2]
-c = json.load(open(p))
-c["root"] = {"path": rootfs, "readonly": False}
-c["process"]["args"] = ["/bin/true"]
-c["process"]["terminal"] = False
-ns = c["linux"]["namespaces"]
-if not any(n["type"] == "user" for n in ns):
-    ns.append({"type": "user"})
-m = [{"containerID": 0, "hostID": 1000000, "size": 65536}]
-c["linux"]["uidMappings"] = m
-c["linux"]["gidMappings"] = m
-json.dump(c, open(p, "w"), indent=1)
-PY
+  # shellcheck source=../lib/config.sh
+  . "$repo/bench/lib/config.sh"
+  bench_crun_bundle "$work/bundle" "$rootfs" 1000000
 
   # One timed run in microseconds, from bash's clock.
   t() {

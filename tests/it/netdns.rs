@@ -67,6 +67,12 @@ impl Net {
     }
 
     fn busybox(&self, name: &str) {
+        self.create_busybox(name);
+        self.ok(&["start", "-d", name]);
+    }
+
+    /// `davit create NAME busybox` on this test's bridge, not started.
+    fn create_busybox(&self, name: &str) {
         let f = fixture();
         let server = format!("file://{}", f.tree_a.display());
         let key = f.key.public.display().to_string();
@@ -83,7 +89,6 @@ impl Net {
             "--keyring",
             &key,
         ]);
-        self.ok(&["start", "-d", name]);
     }
 
     /// `davit attach NAME -- sh -c SCRIPT`.
@@ -413,22 +418,7 @@ fn dnsmasq_of_a_foreground_start_reloads_on_sighup_and_stops_on_sigterm() {
         return;
     }
     let net = Net::new("nfg");
-    let f = fixture();
-    let server = format!("file://{}", f.tree_a.display());
-    let key = f.key.public.display().to_string();
-    net.ok(&[
-        "create",
-        "a",
-        "busybox",
-        "1.36",
-        "amd64",
-        "--network",
-        "bridge",
-        "--server",
-        &server,
-        "--keyring",
-        &key,
-    ]);
+    net.create_busybox("a");
     // a in the foreground, off a terminal, as `davit start a -- CMD` from a
     // script: the first container on the bridge, so its monitor starts
     // dnsmasq.
