@@ -167,6 +167,30 @@ fn ula_prefix(bridge: &str) -> String {
     )
 }
 
+/// An address of the /64 `prefix` (12 hex digits, as `ula_prefix` gives)
+/// with the interface part `tail`, written as `ip` writes it: no leading
+/// zeros in a group, the longest run of zero groups as `::`. A group such
+/// as `05c5` is shown as `5c5`, so text built by pasting the prefix's
+/// digits is not found in `ip`'s output for one bridge name in eight.
+fn in_prefix(prefix: &str, tail: &str) -> String {
+    let addr = format!(
+        "{}:{}:{}::{tail}",
+        &prefix[0..4],
+        &prefix[4..8],
+        &prefix[8..12]
+    );
+    addr.parse::<std::net::Ipv6Addr>()
+        .unwrap_or_else(|e| panic!("{addr}: {e}"))
+        .to_string()
+}
+
+#[test]
+fn in_prefix_writes_addresses_as_ip_does() {
+    assert_eq!(in_prefix("fdd605c57441", "bad:1"), "fdd6:5c5:7441::bad:1");
+    assert_eq!(in_prefix("fd000000ab00", "1"), "fd00:0:ab00::1");
+    assert_eq!(in_prefix("fd12abcd0000", "1"), "fd12:abcd::1");
+}
+
 fn debian_tree(dir: &Path) -> PathBuf {
     let tar = dir.join("debian.tar");
     let script = repo().join("images/debian/build.sh");
@@ -356,12 +380,7 @@ fn containers_resolve_each_other_get_slaac_and_the_last_stop_ends_dnsmasq() {
         "dev",
         &net.bridge,
     ])));
-    let want_br = format!(
-        "{}:{}:{}::1/64",
-        &prefix[0..4],
-        &prefix[4..8],
-        &prefix[8..12]
-    );
+    let want_br = format!("{}/64", in_prefix(&prefix, "1"));
     assert!(br6.contains(&want_br), "{want_br} not on the bridge: {br6}");
     for n in ["a", "b"] {
         let mut inet6 = String::new();
@@ -529,7 +548,7 @@ fn a_container_cannot_send_from_another_containers_ipv6_address() {
     net.busybox("a");
     net.busybox("b");
     let prefix = ula_prefix(&net.bridge);
-    let gw6 = format!("{}:{}:{}::1", &prefix[0..4], &prefix[4..8], &prefix[8..12]);
+    let gw6 = in_prefix(&prefix, "1");
     let global = |n: &str| {
         let mut addr = String::new();
         let ok = wait_for(Duration::from_secs(20), || {
@@ -559,12 +578,7 @@ fn a_container_cannot_send_from_another_containers_ipv6_address() {
     // duplicate address detection, and busybox's ip has no nodad): once
     // the kernel holds it as usable (no longer tentative), a ping from it
     // goes out, and b's port drops it.
-    let fake = format!(
-        "{}:{}:{}::bad:1",
-        &prefix[0..4],
-        &prefix[4..8],
-        &prefix[8..12]
-    );
+    let fake = in_prefix(&prefix, "bad:1");
     let o = net.sh("b", &format!("ip -6 addr add {fake}/64 dev eth0"));
     assert!(o.status.success(), "{}", stderr(&o));
     let mut shown = String::new();
