@@ -34,6 +34,8 @@ fn main() -> ExitCode {
     {
         davit_run::monitor::monitor_main(&args[2..]);
     }
+    // Not for the monitor, which allocates little and stays small.
+    davit_rootfs::map_large_allocations();
     if args.get(1).is_some_and(|a| a == davit_rootfs::CHILD_ARG) {
         davit_rootfs::userns_child_main();
     }

@@ -180,8 +180,7 @@ pub(crate) fn pump(
 ) {
     if fmt == Format::Xz {
         if let Some(plan) = crate::xzpar::plan(&f, threads as usize) {
-            drop(free);
-            crate::xzpar::run(&f, plan, rep, id, &tx);
+            crate::xzpar::run(&f, plan, rep, id, &tx, &std::sync::Mutex::new(free));
             return;
         }
     }

@@ -66,6 +66,7 @@ pub use davit_types::{subid, IdMap, IdRange};
 pub use error::{Error, ErrorKind, Result};
 pub use options::{UnpackOptions, DEFAULT_MAX_FILE_SIZE};
 pub use report::{Quiet, Report, Reporter, Skip};
+pub use sys::map_large_allocations;
 pub use unpack::unpack;
 pub use userns::{
     copy_in_userns, digest_in_userns, prepare_upper_in_userns, remove_in_userns,

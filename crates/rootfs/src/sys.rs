@@ -481,3 +481,25 @@ pub fn flock_exclusive(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: `fd` is a live descriptor; flock takes integers only.
     retry(|| unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) }).map(drop)
 }
+
+/// Allocations of this size or more get pages of their own.
+const MAP_LARGE: libc::c_int = 512 << 10;
+
+/// Makes malloc give every allocation of 512 KiB or more a mapping of its
+/// own, returned to the kernel when it is freed (glibc's
+/// `M_MMAP_THRESHOLD`, fixed). The binary calls it first thing; it changes
+/// how the whole process allocates, so no library function calls it.
+///
+/// By default glibc raises that threshold to the size of the largest
+/// mapped block freed so far. An unpack frees an 8 MiB xz dictionary after
+/// every block, so from the second block on the dictionaries come from the
+/// decoder threads' arenas, whose holes stay resident: a cold `create`
+/// peaked at 68-70 MiB where 61 MiB are in use (docs/PERFORMANCE.md).
+pub fn map_large_allocations() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt takes two integers and no pointers, and glibc
+    // serialises it against every arena.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MAP_LARGE);
+    }
+}

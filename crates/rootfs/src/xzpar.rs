@@ -254,9 +254,27 @@ pub(crate) fn plan(f: &File, threads: usize) -> Option<Plan> {
 
 type Chunks = SyncSender<io::Result<Vec<u8>>>;
 
+/// Chunks the reader has emptied and handed back ([`crate::decode`]'s
+/// pool). Workers reuse them before they allocate, so the pages of a chunk
+/// are faulted in once, not once per MiB decoded.
+pub(crate) type Pool = Mutex<Receiver<Vec<u8>>>;
+
+/// An empty chunk of exactly [`CHUNK`] bytes' capacity, from the pool if
+/// it has one.
+fn empty_chunk(pool: &Pool) -> Vec<u8> {
+    let given = pool.lock().ok().and_then(|rx| rx.try_recv().ok());
+    match given {
+        Some(mut v) if v.capacity() == CHUNK => {
+            v.clear();
+            v
+        }
+        _ => Vec::with_capacity(CHUNK),
+    }
+}
+
 /// Decodes one block and streams it into `tx`. A send failure means the
 /// reader went away: stop quietly.
-fn decode_block(f: &File, b: &Block, tx: &Chunks) -> io::Result<()> {
+fn decode_block(f: &File, b: &Block, tx: &Chunks, pool: &Pool) -> io::Result<()> {
     let (chain, _) = filters(&b.header).ok_or_else(|| bad("bad block header"))?;
     let mut stream =
         Stream::new_raw_decoder(&build_filters(&chain)?).map_err(|e| bad(&e.to_string()))?;
@@ -276,7 +294,7 @@ fn decode_block(f: &File, b: &Block, tx: &Chunks) -> io::Result<()> {
     let mut inbuf = vec![0u8; READ];
     let mut in_off: u64 = 0;
     let (mut in_pos, mut in_len) = (0usize, 0usize);
-    let mut out: Vec<u8> = Vec::with_capacity(CHUNK);
+    let mut out = empty_chunk(pool);
     let mut produced: u64 = 0;
     loop {
         if in_pos == in_len && in_off < comp {
@@ -309,7 +327,7 @@ fn decode_block(f: &File, b: &Block, tx: &Chunks) -> io::Result<()> {
             return Err(bad("block is larger than the index says"));
         }
         if out.len() == out.capacity() || (status == Status::StreamEnd && !out.is_empty()) {
-            let full = std::mem::replace(&mut out, Vec::with_capacity(CHUNK));
+            let full = std::mem::replace(&mut out, empty_chunk(pool));
             if tx.send(Ok(full)).is_err() {
                 return Ok(());
             }
@@ -342,7 +360,7 @@ fn decode_block(f: &File, b: &Block, tx: &Chunks) -> io::Result<()> {
 }
 
 /// Runs the plan: workers decode, this thread forwards chunks in order.
-pub(crate) fn run(f: &File, plan: Plan, rep: &dyn Reporter, id: u64, tx: &Chunks) {
+pub(crate) fn run(f: &File, plan: Plan, rep: &dyn Reporter, id: u64, tx: &Chunks, pool: &Pool) {
     // `current` is the block being forwarded; a worker may start block i
     // only when i < current + workers. `usize::MAX` means stop.
     let gate = (Mutex::new(0usize), Condvar::new());
@@ -370,7 +388,7 @@ pub(crate) fn run(f: &File, plan: Plan, rep: &dyn Reporter, id: u64, tx: &Chunks
                     if stx.send(brx).is_err() {
                         return;
                     }
-                    if let Err(e) = decode_block(f, &blocks[i], &btx) {
+                    if let Err(e) = decode_block(f, &blocks[i], &btx, pool) {
                         let _ = btx.send(Err(e));
                         return;
                     }
@@ -406,6 +424,23 @@ pub(crate) fn run(f: &File, plan: Plan, rep: &dyn Reporter, id: u64, tx: &Chunks
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_returned_chunk_is_reused_and_an_odd_one_is_not() {
+        let (back, rx) = sync_channel(2);
+        let pool: Pool = Mutex::new(rx);
+        let mut v = Vec::with_capacity(CHUNK);
+        v.extend_from_slice(b"old bytes");
+        let at = v.as_ptr();
+        back.send(v).unwrap();
+        back.send(Vec::with_capacity(CHUNK / 2)).unwrap();
+        let first = empty_chunk(&pool);
+        assert_eq!(first.as_ptr(), at, "the returned chunk was not reused");
+        assert!(first.is_empty());
+        let second = empty_chunk(&pool);
+        assert_eq!(second.capacity(), CHUNK);
+        assert!(empty_chunk(&pool).capacity() == CHUNK);
+    }
 
     #[test]
     fn vli_and_dict() {
