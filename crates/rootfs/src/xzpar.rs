@@ -8,7 +8,8 @@
 //! bounded channel per block. The block being consumed streams straight
 //! through; the next block may run ahead by at most `cap` chunks. At most
 //! `workers` blocks are in flight, so memory is about
-//! `workers × (dictionary + cap)`.
+//! `workers × (dictionary + cap)`, plus the few emptied chunks the reader
+//! has handed back for reuse ([`Pool`]).
 //!
 //! Each block's header CRC32, sizes, padding and check (CRC32 or CRC64) are
 //! verified. Anything unusual (no index, SHA-256 checks, unknown filters,
