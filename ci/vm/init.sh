@@ -121,6 +121,54 @@ for d in "$D" "$D/session" "$D-flat"; do
 done
 echo "DAVIT-VM-INFO delegate: $(tr '\n' ' ' </sys/kernel/cgroup/delegate)"
 
+# Options on the kernel command line (run.sh sets them from DAVIT_VM_ONLY,
+# DAVIT_VM_REPEAT and DAVIT_VM_TEST_TIMEOUT): davit.only=a,b runs only
+# those vm_v2 tests (as root and as the user, nothing else but the final
+# checks), davit.repeat=N runs each N times, davit.test_timeout=S is how
+# long one test may take before it is reported hung and killed.
+only="" repeat=1 test_timeout=180
+for w in $(cat /proc/cmdline); do
+    case "$w" in
+        davit.only=*) only=$(echo "${w#davit.only=}" | tr ',' ' ') ;;
+        davit.repeat=*) repeat=${w#davit.repeat=} ;;
+        davit.test_timeout=*) test_timeout=${w#davit.test_timeout=} ;;
+    esac
+done
+[ -n "$only" ] && echo "DAVIT-VM-INFO only: $only, $repeat time(s) each"
+echo 1 >/proc/sys/kernel/sysrq
+
+# What every process is doing, for a hung test: state, wait channel,
+# cgroup and kernel stack of each, then every CPU's backtrace (sysrq l)
+# and the kernel log's tail.
+diagnose() { # name
+    for p in /proc/[0-9]*; do
+        pid=${p#/proc/}
+        [ -n "$(head -c 1 "$p/cmdline" 2>/dev/null)" ] || continue
+        st=$(awk '/^State:/ {print $2}' "$p/status" 2>/dev/null)
+        echo "DAVIT-VM-LOG $1 ps: $pid $(cat "$p/comm" 2>/dev/null) $st wchan=$(cat "$p/wchan" 2>/dev/null) cg=$(sed -n 's/^0:://p' "$p/cgroup" 2>/dev/null) $(tr '\0' ' ' <"$p/cmdline" 2>/dev/null | head -c 80)"
+        case "$st" in R | D)
+            while IFS= read -r l; do echo "DAVIT-VM-LOG $1 stack $pid: $l"; done <"$p/stack" ;;
+        esac
+    done 2>/dev/null
+    echo l >/proc/sysrq-trigger
+    sleep 2
+    dmesg | tail -n 120 | while IFS= read -r l; do echo "DAVIT-VM-LOG $1 dmesg: $l"; done
+}
+
+# After a hung test: kill whatever it left in cgroups of its own (every
+# cgroup but the user's delegated ones) and remove them, deepest first.
+reap_cgroups() {
+    for d in $(cd /sys/fs/cgroup && find . -mindepth 1 -type d | sort -r); do
+        case "$d" in ./user-1000 | ./user-1000/session | ./user-1000-flat) continue ;; esac
+        echo 1 >"/sys/fs/cgroup/$d/cgroup.kill" 2>/dev/null
+    done
+    sleep 1
+    for d in $(cd /sys/fs/cgroup && find . -mindepth 1 -type d | sort -r); do
+        case "$d" in ./user-1000 | ./user-1000/session | ./user-1000-flat) continue ;; esac
+        rmdir "/sys/fs/cgroup/$d" 2>/dev/null
+    done
+}
+
 list_tests() { # binary: its test names
     "$1" --list --format=terse 2>/tmp/list.err | sed -n 's/: test$//p'
 }
@@ -130,35 +178,80 @@ if [ -z "$(list_tests "$BIN")" ]; then
     finish
 fi
 
+# One test once: its result, and on a failure its output and the kernel's.
+# A test still running after $test_timeout s is shown (diagnose) and
+# killed by the watchdog, its cgroups reaped, and the lane goes on.
+run_one() { # name test binary command-prefix...
+    name=$1 t=$2 bin=$3
+    shift 3
+    log=/tmp/log.$name
+    s=$(date +%s)
+    dmesg -c >/dev/null
+    in=""
+    case "$name" in user:*_delegated_cgroup_itself_*) in="--in user-1000-flat" ;; esac
+    rm -f /tmp/hung
+    # shellcheck disable=SC2086
+    "$@" $in "$bin" --exact "$t" --test-threads=1 --nocapture >"$log" 2>&1 &
+    tp=$!
+    (
+        sleep "$test_timeout"
+        if kill -0 "$tp" 2>/dev/null; then
+            touch /tmp/hung
+            diagnose "$name"
+            kill -KILL "$tp"
+        fi
+    ) &
+    wp=$!
+    wait "$tp"
+    rc=$?
+    # A watchdog that has fired finishes its report; else it goes.
+    [ -e /tmp/hung ] || kill "$wp" 2>/dev/null
+    wait "$wp" 2>/dev/null
+    secs=$(($(date +%s) - s))
+    if [ -e /tmp/hung ]; then
+        result "$name" FAIL "hung: killed after ${secs}s (davit.test_timeout=$test_timeout)"
+        log_tail "$name" "$log" 60
+        reap_cgroups
+    elif [ "$rc" = 0 ] && grep -q '^test result: ok. 1 passed' "$log"; then
+        result "$name" PASS "${secs}s"
+    else
+        result "$name" FAIL "exit $rc after ${secs}s"
+        log_tail "$name" "$log" 60
+        dmesg | tail -n 20 | while IFS= read -r l; do echo "DAVIT-VM-LOG $name dmesg: $l"; done
+    fi
+}
+
 run_suite() { # role binary "tests" command-prefix...
     role=$1 bin=$2 tests=$3
     shift 3
     for t in $tests; do
-        log=/tmp/log.$role.$t
-        s=$(date +%s)
-        dmesg -c >/dev/null
-        in=""
-        case "$role:$t" in user:*_delegated_cgroup_itself_*) in="--in user-1000-flat" ;; esac
-        # shellcheck disable=SC2086
-        "$@" $in "$bin" --exact "$t" --test-threads=1 --nocapture >"$log" 2>&1
-        rc=$?
-        secs=$(($(date +%s) - s))
-        if [ "$rc" = 0 ] && grep -q '^test result: ok. 1 passed' "$log"; then
-            result "$role:$t" PASS "${secs}s"
+        if [ "$repeat" = 1 ]; then
+            run_one "$role:$t" "$t" "$bin" "$@"
         else
-            result "$role:$t" FAIL "exit $rc after ${secs}s"
-            log_tail "$role:$t" "$log" 60
-            dmesg | tail -n 20 | while IFS= read -r l; do echo "DAVIT-VM-LOG $role:$t dmesg: $l"; done
+            i=1
+            while [ "$i" -le "$repeat" ]; do
+                run_one "$role:$t#$i" "$t" "$bin" "$@"
+                i=$((i + 1))
+            done
         fi
         if [ "$t" = check_reports_this_kernel ]; then
-            grep '^CHECK ' "$log" | while IFS= read -r l; do echo "DAVIT-VM-INFO $role $l"; done
+            grep '^CHECK ' "/tmp/log.$role:$t" | while IFS= read -r l; do echo "DAVIT-VM-INFO $role $l"; done
         fi
     done
 }
 
 VM_TESTS=$(list_tests "$BIN")
+if [ -n "$only" ]; then
+    for t in $only; do
+        echo "$VM_TESTS" | grep -qx "$t" || result "only:$t" FAIL "vm_v2 has no test $t"
+    done
+    VM_TESTS=$only
+fi
 run_suite root "$BIN" "$VM_TESTS" env DAVIT_VM_ROOTFS=/vm/rootfs-root DAVIT_VM_IDBASE=100000
 run_suite user "$BIN" "$VM_TESTS" /bin/as-user
+
+# With davit.only: straight to the final checks.
+[ -n "$only" ] || {
 
 # The host suites, unchanged, on v2 and 6.1 as root: cgroup_v1.rs finds its
 # directories through the layout and checks v1 files only on v1, so all of
@@ -195,6 +288,7 @@ if [ -x /davit/davit ]; then
     cli root env DAVIT_VM_ROOTFS=/vm/rootfs-root DAVIT_VM_IDBASE=100000
     cli user /bin/as-user
 fi
+}
 
 # Nothing may be left in the cgroup tree but the user's own subtree.
 left=$(cd /sys/fs/cgroup && find . -mindepth 1 -type d | sort | tr '\n' ' ')

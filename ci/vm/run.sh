@@ -23,7 +23,12 @@
 #
 # Environment: DAVIT_VM_CACHE, DAVIT_VM_TIMEOUT (the test boot, seconds,
 # default 480), DAVIT_VM_ACCEL (kvm or tcg: skip the probe),
-# DAVIT_VM_KEEP (keep the work dir with the serial log), CARGO_TARGET_DIR.
+# DAVIT_VM_KEEP (keep the work dir with the serial log), CARGO_TARGET_DIR;
+# to chase one test: DAVIT_VM_ONLY (vm_v2 test names, space or comma
+# separated: only those, as root and as the user, and no systemd guest),
+# DAVIT_VM_REPEAT (each that many times), DAVIT_VM_TEST_TIMEOUT (seconds
+# one test may take before the guest reports it hung, with every
+# process's kernel stack, and kills it; default 180).
 set -euo pipefail
 
 t0=$(date +%s)
@@ -148,7 +153,11 @@ t_probe=$(date +%s)
 # 5. The test boot.
 say "booting ($accel, timeout ${timeout_s}s)"
 rc=0
-boot "$work/serial.log" "$timeout_s" "$accel" davit.mode=test || rc=$?
+opts="davit.mode=test"
+[ -n "${DAVIT_VM_ONLY:-}" ] && opts="$opts davit.only=$(echo "$DAVIT_VM_ONLY" | tr ' ' ',')"
+[ -n "${DAVIT_VM_REPEAT:-}" ] && opts="$opts davit.repeat=$DAVIT_VM_REPEAT"
+[ -n "${DAVIT_VM_TEST_TIMEOUT:-}" ] && opts="$opts davit.test_timeout=$DAVIT_VM_TEST_TIMEOUT"
+boot "$work/serial.log" "$timeout_s" "$accel" "$opts" || rc=$?
 t_end=$(date +%s)
 
 passed=0 failed=0 ok=1
@@ -187,10 +196,12 @@ report() { # serial.log rc what
 }
 report "$work/serial.log" "$rc" "VM"
 
-# 6. The systemd guest.
+# 6. The systemd guest (not with DAVIT_VM_ONLY).
 t_sd0=$(date +%s)
 sd_timeout=${DAVIT_VM_SYSTEMD_TIMEOUT:-360}
-if bash "$here/systemd-guest.sh" "$work/systemd.cpio" "$davit" "$target_dir/debug/davit-monitor" \
+if [ -n "${DAVIT_VM_ONLY:-}" ]; then
+    say "DAVIT_VM_ONLY is set: no systemd guest"
+elif bash "$here/systemd-guest.sh" "$work/systemd.cpio" "$davit" "$target_dir/debug/davit-monitor" \
     >"$work/systemd-guest.log" 2>&1; then
     say "systemd guest initramfs $(($(stat -c %s "$work/systemd.cpio") / 1048576)) MiB, built in $(($(date +%s) - t_sd0))s; booting ($accel, timeout ${sd_timeout}s)"
     qemu_args=(-m 3072 -smp 2 -nographic -no-reboot -nic none
