@@ -41,9 +41,10 @@ pub struct StartArgs {
     /// CPU limit for this run, e.g. 1.5 (overrides config.toml).
     #[arg(long)]
     pub cpus: Option<f64>,
-    /// With -d: how long init must live before `start` calls it running,
-    /// in milliseconds (systemd also until it has made its init.scope,
-    /// at most 10 s); 0 returns as soon as init runs.
+    /// With -d: the longest `start` watches init's first moments, in
+    /// milliseconds; it returns sooner once every process in the container
+    /// is asleep (systemd: also once it has made its init.scope, at most
+    /// 10 s); 0 returns as soon as init runs.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     pub settle: u64,
     /// Run CMD in place of the configured init.

@@ -2,7 +2,8 @@
 # Many containers (issue 19), davit against LXC in one run:
 #   1. `start -d` of N containers at once (default 50), each running
 #      `/bin/sleep 1000` as init: davit's default (`start -d` returns once
-#      init has lived its 200 ms settle window) against `lxc-start -d`
+#      the container is quiet, every process in it asleep at two looks
+#      10 ms apart, at most its 200 ms settle window) against `lxc-start -d`
 #      (returns once LXC's monitor says RUNNING), and davit's `--settle 0`
 #      (returns once init runs); the rate is N divided by
 #      the wall time from the first start to the last one returning;

@@ -1847,6 +1847,56 @@ fn overlapping_subordinate_ranges_are_reported_by_check_and_create() {
     ok(env.davit().args(["destroy", "ov"]));
 }
 
+/// Issue 19: a detached start returns once every process in the container
+/// is asleep, long before its `--settle` window ends; a container that
+/// keeps running is watched for the whole window, and one that runs for a
+/// while and then fails is caught, however long it ran.
+#[test]
+fn detached_start_returns_once_the_container_is_quiet() {
+    if !require_root("detached_start_returns_once_the_container_is_quiet") {
+        return;
+    }
+    let env = Env::new("quiet");
+    let out = env.create("c1", &["--storage", "dir"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let started = |settle: &str, script: &str| {
+        let t = std::time::Instant::now();
+        let out = run(env.davit().args([
+            "start", "-d", "c1", "--settle", settle, "--", "/bin/sh", "-c", script,
+        ]));
+        (out, t.elapsed())
+    };
+    // sh waiting for its sleep: asleep at once.
+    let (out, took) = started("20000", "sleep 1000 & wait");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        took < Duration::from_secs(10),
+        "a quiet start took {took:?}"
+    );
+    let v = json(&ok(env.davit().args(["info", "c1", "--json"])));
+    assert_eq!(v["state"], "RUNNING", "{v}");
+    ok(env.davit().args(["stop", "-k", "c1"]));
+    // A busy loop never sleeps: the whole window.
+    let (out, took) = started("1500", "while :; do :; done");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        took >= Duration::from_millis(1500),
+        "a busy start took only {took:?}"
+    );
+    ok(env.davit().args(["stop", "-k", "c1"]));
+    // Busy, then a failure: never quiet, so caught.
+    let (out, _) = started(
+        "20000",
+        "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; echo gave up; exit 9",
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(9), "{err}");
+    assert!(
+        err.contains("c1: init exited with status 9") && err.contains("gave up"),
+        "{err}"
+    );
+}
+
 /// Issue 15: a detached start whose init dies in its first moments fails
 /// with init's status and the last lines of its console log (escaped),
 /// instead of "running" and exit 0; `info` names the log.

@@ -146,11 +146,67 @@ pub fn tail_lines(text: &[u8], n: usize) -> Vec<String> {
         .collect()
 }
 
+/// How far apart [`settle`]'s two looks at a quiet container are.
+pub const QUIET_GAP: Duration = Duration::from_millis(10);
+
+/// What one look at init and every process below it found ([`look`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Look {
+    /// Every thread of these processes (sorted) is asleep (`S`) or
+    /// stopped (`T`, `t`).
+    Quiet(Vec<i32>),
+    /// A thread runs or waits to (`R`), waits on the disk (`D`), is a
+    /// zombie not yet reaped (`Z`), or a process went while it was looked at.
+    Busy,
+    /// This `/proc` cannot list a thread's children (a kernel without
+    /// `CONFIG_PROC_CHILDREN`), or would not let us read them.
+    Unknown,
+}
+
+/// The state letter of a `/proc/PID/stat` line: the field after the last
+/// `)`, as the command name in parentheses may hold both.
+pub fn stat_state(stat: &str) -> Option<char> {
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Looks once at `init` and its descendants under `proc` (`/proc`): every
+/// thread's state (`task/TID/stat`) and children (`task/TID/children`).
+/// Orphans of the container go to its init, so the walk finds every
+/// process the container runs (but for one `attach` put there).
+pub fn look(proc: &Path, init: i32) -> Look {
+    let mut todo = vec![init];
+    let mut seen = Vec::new();
+    while let Some(pid) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(proc.join(pid.to_string()).join("task")) else {
+            return Look::Busy;
+        };
+        seen.push(pid);
+        for t in tasks.flatten().map(|e| e.path()) {
+            let Ok(stat) = std::fs::read_to_string(t.join("stat")) else {
+                return Look::Busy;
+            };
+            if !matches!(stat_state(&stat), Some('S' | 'T' | 't')) {
+                return Look::Busy;
+            }
+            match std::fs::read_to_string(t.join("children")) {
+                Ok(c) => todo.extend(c.split_whitespace().filter_map(|p| p.parse::<i32>().ok())),
+                Err(_) => return Look::Unknown,
+            }
+        }
+    }
+    seen.sort_unstable();
+    Look::Quiet(seen)
+}
+
 /// Watch a just started detached container's init (`pid`, from the ready
-/// report) through its first moments: `window` for any init, and for
-/// systemd (`/proc/PID/comm`) until it has made its `init.scope`, at most
-/// `systemd_timeout`. When init exits, waits for the monitor to record the
-/// status and returns it with the last `lines` of the console log.
+/// report) through its first moments, at most `window`: the window ends
+/// early once the container has gone quiet, two [`look`]s [`QUIET_GAP`]
+/// apart finding the same processes and every thread of them asleep (an
+/// init that is about to fail is running, not asleep). For systemd
+/// (`/proc/PID/comm`) it then goes on until systemd has made its
+/// `init.scope`, at most `systemd_timeout`. When init exits, waits for the
+/// monitor to record the status and returns it with the last `lines` of
+/// the console log.
 ///
 /// # Errors
 /// [`Error::Syscall`] if the pidfd cannot be opened or polled; the state
@@ -186,10 +242,24 @@ pub fn settle(
             Err(e) => Err(Error::sys("poll(pidfd)", e)),
         }
     };
+    // The last quiet look's processes; `None` once /proc cannot tell, and
+    // the whole window is waited.
+    let mut quiet: Option<Option<Vec<i32>>> = Some(None);
+    let mut settled = false;
     if let Some(fd) = &pidfd {
         loop {
             let elapsed = start.elapsed();
-            if elapsed >= window {
+            if !settled && elapsed < window {
+                if let Some(last) = &mut quiet {
+                    match look(Path::new("/proc"), pid) {
+                        Look::Quiet(now) if last.as_ref() == Some(&now) => settled = true,
+                        Look::Quiet(now) => *last = Some(now),
+                        Look::Busy => *last = None,
+                        Look::Unknown => quiet = None,
+                    }
+                }
+            }
+            if settled || elapsed >= window {
                 if !*systemd.get_or_insert_with(is_systemd) {
                     return Ok(Settled::Up);
                 }
@@ -201,10 +271,12 @@ pub fn settle(
                     return Ok(Settled::StillStarting);
                 }
             }
-            let step = if elapsed < window {
-                (window - elapsed).as_millis() as u64
-            } else {
+            let step = if settled || elapsed >= window {
                 20
+            } else if quiet.is_some() {
+                QUIET_GAP.min(window - elapsed).as_millis() as u64
+            } else {
+                (window - elapsed).as_millis() as u64
             };
             if exited(fd, step.max(1))? {
                 break;
@@ -235,6 +307,7 @@ pub fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
 
     #[test]
     fn init_scope_on_either_hierarchy() {
@@ -245,6 +318,102 @@ mod tests {
         assert!(!in_init_scope("0::/davit/web\n1:name=systemd:/davit/web\n"));
         // A controller hierarchy's path does not count.
         assert!(!in_init_scope("4:memory:/a/init.scope\n0::/a\n"));
+    }
+
+    #[test]
+    fn the_state_is_read_after_the_last_paren() {
+        assert_eq!(stat_state("1 (init) S 0 1 1"), Some('S'));
+        assert_eq!(stat_state("7 (a) R (b)) R 1 7"), Some('R'));
+        assert_eq!(stat_state("7 (x)"), None);
+        assert_eq!(stat_state(""), None);
+    }
+
+    /// One thread of a fake /proc: tid, state, its children file.
+    type Task<'a> = (i32, char, Option<&'a str>);
+
+    /// A fake /proc: each (pid, its threads).
+    fn fake_proc(procs: &[(i32, &[Task])]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (pid, tasks) in procs {
+            for (tid, st, children) in *tasks {
+                let t = d.path().join(format!("{pid}/task/{tid}"));
+                std::fs::create_dir_all(&t).unwrap();
+                std::fs::write(t.join("stat"), format!("{tid} (a b) c) {st} 1 {pid} 0")).unwrap();
+                if let Some(c) = children {
+                    std::fs::write(t.join("children"), c).unwrap();
+                }
+            }
+        }
+        d
+    }
+
+    #[test]
+    fn a_look_walks_every_thread_and_child() {
+        // init (1) with a thread (2) whose child is 9; 9's child 5.
+        let quiet: &[(i32, &[Task])] = &[
+            (1, &[(1, 'S', Some("")), (2, 'S', Some("9 "))]),
+            (9, &[(9, 'S', Some("5"))]),
+            (5, &[(5, 'T', Some(""))]),
+        ];
+        let d = fake_proc(quiet);
+        assert_eq!(look(d.path(), 1), Look::Quiet(vec![1, 5, 9]));
+        // A grandchild that runs, one on the disk, a zombie.
+        for st in ['R', 'D', 'Z'] {
+            let d = fake_proc(&[
+                (1, &[(1, 'S', Some("9"))]),
+                (9, &[(9, 'S', Some("5"))]),
+                (5, &[(5, st, Some(""))]),
+            ]);
+            assert_eq!(look(d.path(), 1), Look::Busy, "{st}");
+        }
+        // A child that is gone by the time it is looked at.
+        let d = fake_proc(&[(1, &[(1, 'S', Some("9"))])]);
+        assert_eq!(look(d.path(), 1), Look::Busy);
+        // No children files: /proc cannot tell.
+        let d = fake_proc(&[(1, &[(1, 'S', None)])]);
+        assert_eq!(look(d.path(), 1), Look::Unknown);
+    }
+
+    /// On this kernel's /proc: a sleeping child and its sleeping child are
+    /// quiet, a busy loop never is.
+    #[test]
+    fn a_sleeper_is_quiet_and_a_busy_loop_is_not() {
+        let until_quiet = |pid: i32| {
+            let end = Instant::now() + Duration::from_secs(10);
+            loop {
+                match look(Path::new("/proc"), pid) {
+                    Look::Quiet(p) => return Some(p),
+                    Look::Unknown => panic!("this /proc lists no children"),
+                    Look::Busy if Instant::now() > end => return None,
+                    Look::Busy => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        };
+        // In a process group of its own, so that the sleep goes too.
+        let mut sleeper = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = sleeper.id() as i32;
+        let seen = until_quiet(pid);
+        let _ = nix::sys::signal::killpg(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = sleeper.wait();
+        let seen = seen.expect("sh waiting for sleep never looked quiet");
+        assert_eq!(seen.len(), 2, "sh and its sleep: {seen:?}");
+        assert!(seen.contains(&pid), "{seen:?}");
+        let mut busy = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .unwrap();
+        let mut looks = Vec::new();
+        for _ in 0..20 {
+            looks.push(look(Path::new("/proc"), busy.id() as i32));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = busy.kill();
+        let _ = busy.wait();
+        assert!(looks.iter().all(|l| *l == Look::Busy), "{looks:?}");
     }
 
     #[test]
