@@ -10,9 +10,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -164,18 +163,16 @@ pub fn tree(root: &Path) -> Result<TreeDigest> {
     }
     let dev = top.dev();
     let mut lines = Vec::new();
-    let mut bytes = 0u64;
-    let mut buf = vec![0u8; 1 << 20];
+    // Regular files: their line's index, path, and the line's text before
+    // and after the content's hash, which the hashers fill in.
+    let mut files: Vec<(usize, PathBuf, String, String)> = Vec::new();
     // (relative path bytes, absolute path), depth first, sorted.
     let mut stack: Vec<(Vec<u8>, PathBuf)> = vec![(b".".to_vec(), root.to_owned())];
     while let Some((rel, abs)) = stack.pop() {
         let md = std::fs::symlink_metadata(&abs).map_err(io("cannot read", &abs))?;
         let ft = md.file_type();
         let (kind, content) = if ft.is_file() {
-            let f = File::open(&abs).map_err(io("cannot read", &abs))?;
-            let (h, n) = sha256_reader(f, &mut buf).map_err(io("cannot read", &abs))?;
-            bytes += n;
-            ("f", h)
+            ("f", String::new())
         } else if ft.is_symlink() {
             let t = std::fs::read_link(&abs).map_err(io("cannot read", &abs))?;
             (
@@ -213,8 +210,8 @@ pub fn tree(root: &Path) -> Result<TreeDigest> {
             hex::encode(xh.finalize())
         };
         let size = if ft.is_dir() { 0 } else { md.size() };
-        lines.push(format!(
-            "{}\t{kind} {:o} {} {} {size} {}.{:09} {} {content} {xattrs}",
+        let head = format!(
+            "{}\t{kind} {:o} {} {} {size} {}.{:09} {} ",
             escape(&rel),
             md.mode() & 0o7777,
             md.uid(),
@@ -222,7 +219,13 @@ pub fn tree(root: &Path) -> Result<TreeDigest> {
             md.mtime(),
             md.mtime_nsec(),
             md.rdev(),
-        ));
+        );
+        if ft.is_file() {
+            files.push((lines.len(), abs.clone(), head, format!(" {xattrs}")));
+            lines.push(String::new());
+        } else {
+            lines.push(format!("{head}{content} {xattrs}"));
+        }
         if ft.is_dir() && md.dev() == dev {
             let mut kids: Vec<(Vec<u8>, PathBuf)> = std::fs::read_dir(&abs)
                 .map_err(io("cannot list", &abs))?
@@ -242,6 +245,11 @@ pub fn tree(root: &Path) -> Result<TreeDigest> {
             stack.extend(kids);
         }
     }
+    let mut bytes = 0u64;
+    for (i, line, n) in hash_files(&files)? {
+        lines[i] = line;
+        bytes += n;
+    }
     lines.sort();
     Ok(TreeDigest {
         digest: digest_of(&lines),
@@ -249,6 +257,61 @@ pub fn tree(root: &Path) -> Result<TreeDigest> {
         bytes,
         lines,
     })
+}
+
+/// Hashes the regular files of a walk on up to four threads (the content
+/// is most of a digest's time: 144 MB for a Debian base), each file opened
+/// without following a link. Returns each file's line index, finished
+/// line and size; the first error stops every thread.
+fn hash_files(files: &[(usize, PathBuf, String, String)]) -> Result<Vec<(usize, String, u64)>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
+        .min(files.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let hash_some = || -> Result<Vec<(usize, String, u64)>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut done = Vec::new();
+        while !failed.load(Relaxed) {
+            let Some((i, abs, head, tail)) = files.get(next.fetch_add(1, Relaxed)) else {
+                break;
+            };
+            let hashed = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(abs)
+                .and_then(|f| sha256_reader(f, &mut buf));
+            match hashed {
+                Ok((h, n)) => done.push((*i, format!("{head}{h}{tail}"), n)),
+                Err(e) => {
+                    failed.store(true, Relaxed);
+                    return Err(io("cannot read", abs)(e));
+                }
+            }
+        }
+        Ok(done)
+    };
+    let parts: Vec<Result<Vec<_>>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (1..threads).map(|_| s.spawn(hash_some)).collect();
+        let mut parts = vec![hash_some()];
+        parts.extend(workers.into_iter().map(|w| {
+            w.join().unwrap_or_else(|_| {
+                Err(Error::Base {
+                    what: "a digest thread panicked while hashing".into(),
+                    path: PathBuf::new(),
+                    source: std::io::ErrorKind::Other.into(),
+                })
+            })
+        }));
+        parts
+    });
+    let mut all = Vec::with_capacity(files.len());
+    for p in parts {
+        all.extend(p?);
+    }
+    Ok(all)
 }
 
 /// Compares the tree at `root` with `recorded`.
@@ -277,6 +340,37 @@ pub fn verify(root: &Path, recorded: &TreeDigest) -> Result<TreeDigest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Files hashed on several threads: each line carries its own file's
+    /// hash and the bytes add up.
+    #[test]
+    fn each_file_line_has_its_own_hash_however_many_threads_hash() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path().join("root");
+        let mut want = BTreeMap::new();
+        let mut total = 0u64;
+        for i in 0..300u32 {
+            let d = r.join(format!("d{}", i % 7));
+            std::fs::create_dir_all(&d).unwrap();
+            let body = format!("file {i}\n").repeat(i as usize);
+            std::fs::write(d.join(format!("f{i}")), &body).unwrap();
+            total += body.len() as u64;
+            want.insert(
+                format!("./d{}/f{i}", i % 7),
+                hex::encode(Sha256::digest(body.as_bytes())),
+            );
+        }
+        let d = tree(&r).unwrap();
+        assert_eq!(d.bytes, total);
+        assert_eq!(d.entries, 1 + 7 + 300);
+        for l in &d.lines {
+            let (path, rec) = l.split_once('\t').unwrap();
+            if let Some(h) = want.get(path) {
+                assert_eq!(rec.split(' ').nth(7), Some(h.as_str()), "{l}");
+            }
+        }
+        assert!(d.lines.iter().filter(|l| l.contains("\tf ")).count() == 300);
+    }
 
     #[test]
     fn any_change_is_named_and_an_untouched_tree_matches() {
