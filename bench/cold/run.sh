@@ -31,7 +31,7 @@ if [ "${1:-}" = --inner ]; then
   . "$repo/bench/lib/env.sh"
   bench_env "$work"
   davit=$DAVIT_BIN
-  lxcpath=$work/lxcpath
+  lxcpath=$BENCH_DISK/lxcpath
   mkdir -p "$DAVIT_CONTAINERS_DIR" "$DAVIT_RUNTIME_DIR" "$DAVIT_BASES_DIR" "$lxcpath"
   inner_cleanup() {
     set +e
@@ -52,15 +52,16 @@ if [ "${1:-}" = --inner ]; then
   bench_serve "$davit" "$DEBIAN_TARBALL" "$work"
   printf 'lxc.idmap = u 0 1000000 65536\nlxc.idmap = g 0 1000000 65536\nlxc.net.0.type = empty\nlxc.apparmor.profile = unconfined\n' >"$work/lxc.conf"
 
-  fresh() { rm -rf "$work/cache" "$work/lxc-cache" "$work/get"; rm -rf "${DAVIT_BASES_DIR:?}"/*; mkdir -p "$work/cache" "$work/lxc-cache" "$work/get"; }
+  d=$BENCH_DISK
+  fresh() { rm -rf "$d/cache" "$d/lxc-cache" "$d/get"; rm -rf "${DAVIT_BASES_DIR:?}"/*; mkdir -p "$d/cache" "$d/lxc-cache" "$d/get"; }
   # Each timed command is a script of its own, so /usr/bin/time can run it
   # (and count its children's peak RSS).
-  srcs="--server $url --keyring $work/key.asc --ca-cert $work/ca.pem --cache-dir $work/cache"
+  srcs="--server $url --keyring $work/key.asc --ca-cert $work/ca.pem --cache-dir $d/cache"
   printf '%s\n' "exec $davit fetch debian bookworm amd64 -q $srcs" >"$work/fetch.sh"
-  printf '%s\n' "cd $work/get && WGETRC=$work/wgetrc exec wget -q -i $work/urls" >"$work/wget.sh"
+  printf '%s\n' "cd $d/get && WGETRC=$work/wgetrc exec wget -q -i $work/urls" >"$work/wget.sh"
   printf '%s\n' "exec $davit create \"\$1\" debian bookworm amd64 --storage dir --network none -q $srcs" >"$work/dir.sh"
   printf '%s\n' "exec $davit create \"\$1\" debian bookworm amd64 --storage overlay --network none -q $srcs" >"$work/overlay.sh"
-  printf '%s\n' "LXC_CACHE_PATH=$work/lxc-cache WGETRC=$work/wgetrc exec lxc-create -P $lxcpath -f $work/lxc.conf -n \"\$1\" -t download -- --server $hostport --dist debian --release bookworm --arch amd64 </dev/null" >"$work/lxc.sh"
+  printf '%s\n' "LXC_CACHE_PATH=$d/lxc-cache WGETRC=$work/wgetrc exec lxc-create -P $lxcpath -f $work/lxc.conf -n \"\$1\" -t download -- --server $hostport --dist debian --release bookworm --arch amd64 </dev/null" >"$work/lxc.sh"
   # One timed run: microseconds to $1.us, peak RSS (KiB) to $1.rss.
   t() {
     local k=$1 s e; shift

@@ -69,9 +69,9 @@ if [ "${1:-}" = --inner ]; then
   . "$repo/bench/lib/env.sh"
   bench_env "$work"
   davit=$DAVIT_BIN
-  lxcpath=$work/lxcpath
-  cache=$work/davit/cache
-  mkdir -p "$DAVIT_CONTAINERS_DIR" "$DAVIT_RUNTIME_DIR" "$DAVIT_BASES_DIR" "$cache" "$lxcpath" "$work/lxc-cache"
+  lxcpath=$BENCH_DISK/lxcpath
+  cache=$BENCH_DISK/davit/cache
+  mkdir -p "$DAVIT_CONTAINERS_DIR" "$DAVIT_RUNTIME_DIR" "$DAVIT_BASES_DIR" "$cache" "$lxcpath" "$BENCH_DISK/lxc-cache"
 
   inner_cleanup() {
     set +e
@@ -118,7 +118,7 @@ lxc.net.0.type = empty
 lxc.apparmor.profile = unconfined
 EOF
   l_create() {
-    env LXC_CACHE_PATH="$work/lxc-cache" WGETRC="$work/wgetrc" \
+    env LXC_CACHE_PATH="$BENCH_DISK/lxc-cache" WGETRC="$work/wgetrc" \
       lxc-create -P "$lxcpath" -f "$work/lxc.conf" -n "$1" -t download -- \
       --server "$hostport" --dist debian --release bookworm --arch amd64 </dev/null
   }
