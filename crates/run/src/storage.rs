@@ -4,10 +4,8 @@
 //! reports it.
 #![forbid(unsafe_code)]
 
-use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use serde::Serialize;
 
@@ -105,16 +103,9 @@ pub fn probe_idmapped_bind(path: &Path, map: &IdMap) -> Result<(), String> {
 
 fn try_idmap(dir: &Path, map: &IdMap) -> Result<(), String> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut cmd = Command::new("cat");
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    sys::command_in_new_userns(&mut cmd);
-    let mut child = cmd
-        .spawn()
+    let (pid, hold) = sys::userns_waiter()
         .map_err(|e| format!("cannot start a user namespace for the probe: {e}"))?;
     let r = (|| {
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         davit_types::idmap::write_maps(pid.as_raw() as u32, map, true)
             .map_err(|e| crate::error::Error::from(e).to_string())?;
         let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))
@@ -133,10 +124,8 @@ fn try_idmap(dir: &Path, map: &IdMap) -> Result<(), String> {
             )
         })
     })();
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.flush();
-    }
-    let _ = child.wait();
+    drop(hold);
+    let _ = nix::sys::wait::waitpid(pid, None);
     r
 }
 
@@ -176,5 +165,28 @@ pub fn probe(root: bool, bases_dir: &Path, map: Option<&IdMap>) -> Probe {
     Probe {
         overlay: Some(method),
         notes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+
+    /// The probe's user namespace holder (made here from a test binary
+    /// with threads): in a user namespace of its own, waiting, and gone
+    /// with status 0 once its pipe end is closed.
+    #[test]
+    fn the_waiter_sits_in_its_own_user_namespace_until_its_pipe_closes() {
+        let (pid, hold) = crate::sys::userns_waiter().unwrap();
+        let ours = std::fs::read_link("/proc/self/ns/user").unwrap();
+        let its = std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap();
+        assert_ne!(ours, its);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(
+            waitpid(pid, Some(WaitPidFlag::WNOHANG)).unwrap(),
+            WaitStatus::StillAlive
+        );
+        drop(hold);
+        assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 0));
     }
 }

@@ -649,20 +649,50 @@ pub fn dup_at_least(fd: BorrowedFd<'_>, min: RawFd) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(r) })
 }
 
-/// Make `cmd`'s child unshare a user namespace (unmapped) just before it
-/// execs, like `unshare --user`.
-pub fn command_in_new_userns(cmd: &mut Command) {
-    let hook = || -> std::io::Result<()> {
-        // SAFETY: unshare takes an integer flag set and is async-signal-safe.
-        if unsafe { libc::unshare(libc::CLONE_NEWUSER) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+/// A child in a new, unmapped user namespace that only waits: it exits
+/// (status 0) once the returned pipe end is closed. It runs nothing but
+/// `close`, `read` and `_exit`, so a process with threads may make one,
+/// and nothing is executed (the idmapped-mount probe needed a `cat` from
+/// `PATH` before). The caller writes its maps, uses `/proc/PID/ns/user`,
+/// closes the pipe and reaps it.
+pub fn userns_waiter() -> Result<(Pid, OwnedFd), Errno> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (rfd, wfd) = (r.as_raw_fd(), w.as_raw_fd());
+    // SAFETY: a fork-like clone (NULL stack, SIGCHLD): the child shares no
+    // memory with the parent and, below, calls only close(2), read(2) and
+    // _exit(2), which are async-signal-safe, so it is sound even when the
+    // parent has other threads. No pointers are passed.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
     };
-    // SAFETY: the hook calls only unshare, which is async-signal-safe, and
-    // allocates nothing.
-    unsafe {
-        cmd.pre_exec(hook);
+    match pid {
+        -1 => Err(Errno::last()),
+        0 => {
+            // SAFETY: closes the child's copy of the write end, so that the
+            // parent's close is the end of the pipe.
+            unsafe { libc::close(wfd) };
+            let mut b = 0u8;
+            loop {
+                // SAFETY: reads at most one byte into a local.
+                let n = unsafe { libc::read(rfd, (&mut b as *mut u8).cast(), 1) };
+                if n == 0 || (n < 0 && Errno::last() != Errno::EINTR) {
+                    break;
+                }
+            }
+            // SAFETY: _exit never returns and runs no atexit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        pid => {
+            drop(r);
+            Ok((Pid::from_raw(pid as i32), w))
+        }
     }
 }
 
