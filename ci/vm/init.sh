@@ -184,7 +184,7 @@ fi
 run_one() { # name test binary command-prefix...
     name=$1 t=$2 bin=$3
     shift 3
-    log=/tmp/log.$name
+    log=/tmp/log.${name%#*}
     s=$(date +%s)
     dmesg -c >/dev/null
     in=""

@@ -225,8 +225,9 @@ pub fn settle(
         Err(Errno::ESRCH) => None,
         Err(e) => return Err(Error::sys(format!("pidfd_open({pid})"), e)),
     };
-    // Looked at once the window is over: systemd renames itself after the
-    // exec of /sbin/init, and a plain user may not read init's exe link.
+    // Looked at once the window is over or the container is quiet, not at
+    // once: systemd renames itself after the exec of /sbin/init, and a
+    // plain user may not read init's exe link.
     let is_systemd = || {
         std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "systemd")
             || std::fs::read_link(format!("/proc/{pid}/exe"))
