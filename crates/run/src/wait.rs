@@ -243,21 +243,20 @@ pub fn settle(
             Err(e) => Err(Error::sys("poll(pidfd)", e)),
         }
     };
-    // The last quiet look's processes; `None` once /proc cannot tell, and
-    // the whole window is waited.
-    let mut quiet: Option<Option<Vec<i32>>> = Some(None);
+    // Whether /proc can tell (else the whole window is waited), and the
+    // processes of the last look if it was quiet.
+    let mut looking = true;
+    let mut last_quiet: Option<Vec<i32>> = None;
     let mut settled = false;
     if let Some(fd) = &pidfd {
         loop {
             let elapsed = start.elapsed();
-            if !settled && elapsed < window {
-                if let Some(last) = &mut quiet {
-                    match look(Path::new("/proc"), pid) {
-                        Look::Quiet(now) if last.as_ref() == Some(&now) => settled = true,
-                        Look::Quiet(now) => *last = Some(now),
-                        Look::Busy => *last = None,
-                        Look::Unknown => quiet = None,
-                    }
+            if looking && !settled && elapsed < window {
+                match look(Path::new("/proc"), pid) {
+                    Look::Quiet(now) if last_quiet.as_ref() == Some(&now) => settled = true,
+                    Look::Quiet(now) => last_quiet = Some(now),
+                    Look::Busy => last_quiet = None,
+                    Look::Unknown => looking = false,
                 }
             }
             if settled || elapsed >= window {
@@ -274,7 +273,7 @@ pub fn settle(
             }
             let step = if settled || elapsed >= window {
                 20
-            } else if quiet.is_some() {
+            } else if looking {
                 QUIET_GAP.min(window - elapsed).as_millis() as u64
             } else {
                 (window - elapsed).as_millis() as u64
