@@ -78,6 +78,7 @@ pub mod monitor;
 mod msg;
 mod ready;
 mod reexec;
+mod resident;
 // net (issue 5): bridge + veth over netlink, quota helper, user mode.
 pub mod net;
 pub mod seccomp;

@@ -452,6 +452,9 @@ pub fn run_monitor(
         false => None,
     };
     report(ready, &Report::Ready(spawned.pid.as_raw()));
+    // From here on the monitor only waits: the setup's code need not stay
+    // mapped (resident.rs).
+    let _ = sys::drop_clean_exe_pages();
 
     let mut reaped = None;
     if let (Some(server), Some(master)) = (server, spawned.console.take()) {

@@ -835,3 +835,35 @@ pub fn mount_setattr_flags(tree: BorrowedFd<'_>, set: u64, clr: u64) -> Result<(
         },
     )
 }
+
+/// Drops this process's page-table entries for the clean read-only
+/// mappings of its own binary ([`crate::resident::clean_ranges`]): a
+/// monitor whose container runs keeps only what it touches from then on.
+/// Returns the bytes of address space so released; 0 if `/proc/self`
+/// cannot be read.
+pub fn drop_clean_exe_pages() -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(exe) = std::fs::metadata("/proc/self/exe") else {
+        return 0;
+    };
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return 0;
+    };
+    let dev = (libc::major(exe.dev()) as u64, libc::minor(exe.dev()) as u64);
+    let mut dropped = 0;
+    for (start, end) in crate::resident::clean_ranges(&smaps, dev, exe.ino()) {
+        // SAFETY: the range is one whole private, read-only mapping of our
+        // own binary that smaps showed with no anonymous page, and no code
+        // of ours remaps, unprotects or writes such a mapping. On it
+        // MADV_DONTNEED only removes page-table entries: a later access
+        // faults in the same page-cache bytes of the file that any page
+        // not yet touched would show (the file is a sealed memfd), so no
+        // memory the process reads changes. An error leaves it as it was.
+        let r =
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+        if r == 0 {
+            dropped += end - start;
+        }
+    }
+    dropped
+}
