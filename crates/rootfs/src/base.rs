@@ -423,21 +423,13 @@ pub fn prepare_upper(
 
 /// Copies a tree with everything that makes an overlay upper (owners,
 /// modes, xattrs including overlayfs's own, whiteout devices, hardlinks,
-/// times): `cp -a --reflink=auto FROM TO`.
+/// times), in this process, never following a link of the source
+/// ([`crate::copy`]). `to` must not exist.
 ///
 /// # Errors
-/// [`Error::Helper`] if `cp` cannot run or fails (with its message).
+/// [`Error::Write`] naming the step and the path.
 pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    crate::helper::run_helper(
-        "cp",
-        &[
-            "-a".as_ref(),
-            "--reflink=auto".as_ref(),
-            "--".as_ref(),
-            from.as_os_str(),
-            to.as_os_str(),
-        ],
-    )
+    crate::copy::copy_tree(from, to)
 }
 
 /// Swaps trees `a` and `b` in one step (`renameat2(RENAME_EXCHANGE)`),

@@ -45,11 +45,11 @@
 #![deny(unsafe_code)]
 
 pub mod base;
+mod copy;
 mod decode;
 pub mod digest;
 mod error;
 mod exclude;
-mod helper;
 pub mod meta;
 mod options;
 mod report;
